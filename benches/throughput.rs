@@ -1,0 +1,104 @@
+//! Throughput benches: the card workload's raw generate+encode rate, and the end-to-end rate of
+//! the `baseline-card` scenario through the whole simulated pipeline, both in source changes
+//! per wall-second. After criterion's own report it prints both figures from one timed pass
+//! each and their ratio, so the two are compared on the same machine in the same run.
+
+use criterion::{Criterion, Throughput};
+use nrtsim::runner;
+use nrtsim::scenario::Scenario;
+use nrtsim_workloads::{encode_change_into, SeedTree, Workload, WorkloadConfig};
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+const GEN_DURATION_MS: u64 = 60_000;
+
+fn card_config() -> WorkloadConfig {
+    WorkloadConfig {
+        rate_per_s: 2000,
+        ..Default::default()
+    }
+}
+
+/// Generates a minute of card traffic and encodes every change as its CDC envelope; returns
+/// the number of changes.
+fn generate_and_encode(cfg: &WorkloadConfig) -> u64 {
+    let mut wl = Workload::new(cfg, &SeedTree::new(42), GEN_DURATION_MS);
+    let mut buf = Vec::with_capacity(512);
+    let mut n = 0;
+    while let Some(txn) = wl.next_transaction() {
+        for c in &txn.changes {
+            buf.clear();
+            encode_change_into(c, txn.commit_ms, &mut buf);
+            black_box(&buf);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn baseline() -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/baseline-card.toml");
+    Scenario::load(&path).expect("the shipped baseline scenario loads")
+}
+
+/// Runs the scenario once; returns the source changes it carried.
+fn run_pipeline(scenario: &Scenario) -> u64 {
+    let sim = runner::simulate(scenario, scenario.seed).expect("the baseline runs");
+    let report = runner::judge(scenario, scenario.seed, &sim.history, sim.wall_ms);
+    assert_eq!(
+        report.exit_code, 0,
+        "the baseline must pass while it is benchmarked"
+    );
+    report.counts.source_changes
+}
+
+fn bench_workload(c: &mut Criterion) {
+    let cfg = card_config();
+    let changes = generate_and_encode(&cfg);
+    let mut g = c.benchmark_group("workload");
+    g.throughput(Throughput::Elements(changes));
+    g.bench_function("card generate+encode", |b| {
+        b.iter(|| generate_and_encode(&cfg))
+    });
+    g.finish();
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let scenario = baseline();
+    let changes = run_pipeline(&scenario);
+    let mut g = c.benchmark_group("pipeline");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(changes));
+    g.bench_function("baseline-card end-to-end", |b| {
+        b.iter(|| run_pipeline(&scenario))
+    });
+    g.finish();
+}
+
+fn rate(changes: u64, started: Instant) -> f64 {
+    changes as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One timed pass of each, side by side.
+fn ratio_summary() {
+    let cfg = card_config();
+    let t = Instant::now();
+    let raw = rate(generate_and_encode(&cfg), t);
+    let scenario = baseline();
+    let t = Instant::now();
+    let e2e = rate(run_pipeline(&scenario), t);
+    println!("summary: card generate+encode {raw:.0} changes/s; baseline-card end-to-end {e2e:.0} changes/s; ratio 1/{:.1}", raw / e2e);
+}
+
+// The macro defines an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::bench_workload, super::bench_pipeline);
+}
+
+fn main() {
+    group::benches();
+    Criterion::default().configure_from_args().final_summary();
+    ratio_summary();
+}

@@ -1,0 +1,321 @@
+//! The fault injector against a fake simulator that records every call it receives.
+
+use nrtsim_faults::{Control, FaultEvent, FaultKind, FaultLatency, FaultSpec, Injector, Side};
+use nrtsim_history::{FaultPhase, Observation, TopicName};
+use nrtsim_workloads::SimDuration;
+use std::collections::BTreeMap;
+
+/// A fake simulator: fixed hosts, leaders the test can move, and a log of calls.
+#[derive(Default)]
+struct FakeSim {
+    hosts: Vec<String>,
+    leaders: BTreeMap<(TopicName, u32), String>,
+    calls: Vec<String>,
+}
+
+impl FakeSim {
+    fn new() -> Self {
+        let hosts = [
+            "broker-0",
+            "broker-1",
+            "broker-2",
+            "controller",
+            "cdc",
+            "standardize-0",
+            "enrich-0",
+            "enrich-1",
+            "lake-0",
+        ];
+        let mut sim = FakeSim {
+            hosts: hosts.map(String::from).to_vec(),
+            ..Default::default()
+        };
+        sim.leaders.insert((TopicName::Raw, 3), "broker-2".into());
+        sim
+    }
+
+    fn take_calls(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.calls)
+    }
+}
+
+fn list(hosts: &[String]) -> String {
+    hosts.join(",")
+}
+
+impl Control for FakeSim {
+    fn host_names(&self) -> Vec<String> {
+        self.hosts.clone()
+    }
+    fn leader_of(&self, topic: TopicName, partition: u32) -> Option<String> {
+        self.leaders.get(&(topic, partition)).cloned()
+    }
+    fn followers_of(&self, topic: TopicName, partition: u32) -> Vec<String> {
+        match self.leaders.get(&(topic, partition)) {
+            Some(leader) => self
+                .hosts
+                .iter()
+                .filter(|h| h.starts_with("broker-") && *h != leader)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+    fn crash(&mut self, host: &str) {
+        self.calls.push(format!("crash {host}"));
+    }
+    fn restart(&mut self, host: &str) {
+        self.calls.push(format!("restart {host}"));
+    }
+    fn partition(&mut self, a: &[String], b: &[String]) {
+        self.calls
+            .push(format!("partition {} | {}", list(a), list(b)));
+    }
+    fn repair(&mut self, a: &[String], b: &[String]) {
+        self.calls.push(format!("repair {} | {}", list(a), list(b)));
+    }
+    fn partition_oneway(&mut self, from: &[String], to: &[String]) {
+        self.calls
+            .push(format!("partition_oneway {} -> {}", list(from), list(to)));
+    }
+    fn repair_oneway(&mut self, from: &[String], to: &[String]) {
+        self.calls
+            .push(format!("repair_oneway {} -> {}", list(from), list(to)));
+    }
+    fn hold(&mut self, a: &[String], b: &[String]) {
+        self.calls.push(format!("hold {} | {}", list(a), list(b)));
+    }
+    fn release(&mut self, a: &[String], b: &[String]) {
+        self.calls
+            .push(format!("release {} | {}", list(a), list(b)));
+    }
+    fn set_latency(&mut self, a: &[String], b: &[String], latency: Option<FaultLatency>) {
+        let l = latency.map_or("default".to_string(), |l| l.to_string());
+        self.calls
+            .push(format!("latency {} | {} = {l}", list(a), list(b)));
+    }
+}
+
+fn d(text: &str) -> SimDuration {
+    text.parse().unwrap()
+}
+
+fn crash(at: &str, target: &str, duration: Option<&str>) -> FaultSpec {
+    let mut spec = FaultSpec::new(d(at), FaultKind::BrokerCrash);
+    spec.target = Some(target.into());
+    spec.duration = duration.map(d);
+    spec
+}
+
+fn between(kind: FaultKind, at: &str, a: &[&str], b: &[&str], duration: &str) -> FaultSpec {
+    let mut spec = FaultSpec::new(d(at), kind);
+    spec.between = Some([Side::new(a.iter().copied()), Side::new(b.iter().copied())]);
+    spec.duration = Some(d(duration));
+    spec
+}
+
+/// Steps the injector through every due time, as the simulator would.
+fn run_all(injector: &mut Injector, sim: &mut FakeSim) -> Vec<FaultEvent> {
+    let mut events = Vec::new();
+    while let Some(t) = injector.next_due_ms() {
+        events.extend(injector.apply_due(t, sim));
+    }
+    events
+}
+
+#[test]
+fn crash_then_restart_of_the_leader_resolved_at_the_start() {
+    let mut sim = FakeSim::new();
+    let mut injector = Injector::new(vec![crash("1m", "leader-of:raw/3", Some("30s"))]);
+    assert_eq!(injector.next_due_ms(), Some(60_000));
+    assert!(injector.apply_due(59_999, &mut sim).is_empty());
+
+    let started = injector.apply_due(60_000, &mut sim);
+    assert_eq!(
+        started,
+        vec![FaultEvent {
+            t_ms: 60_000,
+            kind: "broker-crash".into(),
+            target: "broker-2 (leader-of:raw/3)".into(),
+            phase: FaultPhase::Start,
+        }]
+    );
+    assert_eq!(sim.take_calls(), ["crash broker-2"]);
+
+    // The controller elects a new leader while broker-2 is down.
+    sim.leaders.insert((TopicName::Raw, 3), "broker-0".into());
+    assert_eq!(injector.next_due_ms(), Some(90_000));
+    let ended = injector.apply_due(90_000, &mut sim);
+    assert_eq!(ended[0].phase, FaultPhase::End);
+    assert_eq!(ended[0].target, "broker-2 (leader-of:raw/3)");
+    assert_eq!(sim.take_calls(), ["restart broker-2"]);
+    assert!(injector.is_finished());
+}
+
+#[test]
+fn permanent_crash_never_restarts() {
+    let mut sim = FakeSim::new();
+    let mut injector = Injector::new(vec![crash("10s", "broker-1", None)]);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].target, "broker-1");
+    assert_eq!(sim.take_calls(), ["crash broker-1"]);
+    assert_eq!(injector.next_due_ms(), None);
+    assert!(injector.apply_due(u64::MAX, &mut sim).is_empty());
+    assert!(sim.calls.is_empty());
+}
+
+#[test]
+fn partition_sides_with_globs_are_repaired_as_they_were_cut() {
+    let mut sim = FakeSim::new();
+    let spec = between(
+        FaultKind::Partition,
+        "5s",
+        &["enrich-*"],
+        &["broker-0", "cdc"],
+        "10s",
+    );
+    let mut injector = Injector::new(vec![spec]);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(
+        sim.take_calls(),
+        [
+            "partition enrich-0,enrich-1 | broker-0,cdc",
+            "repair enrich-0,enrich-1 | broker-0,cdc",
+        ]
+    );
+    assert_eq!(
+        events[0].target,
+        "[enrich-0, enrich-1 (enrich-*)] <-> [broker-0, cdc]"
+    );
+    assert_eq!((events[0].t_ms, events[1].t_ms), (5_000, 15_000));
+}
+
+#[test]
+fn oneway_hold_and_latency_heal_the_way_they_started() {
+    let mut sim = FakeSim::new();
+    let mut oneway = FaultSpec::new(d("1s"), FaultKind::PartitionOneway);
+    oneway.from = Some(Side::new(["cdc"]));
+    oneway.to = Some(Side::new(["follower-of:raw/3"]));
+    oneway.duration = Some(d("1s"));
+    let hold = between(FaultKind::Hold, "3s", &["lake-0"], &["broker-1"], "1s");
+    let mut latency = between(FaultKind::Latency, "5s", &["cdc"], &["broker-2"], "1s");
+    latency.latency = Some("20ms..40ms".parse().unwrap());
+    let mut injector = Injector::new(vec![oneway, hold, latency]);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(
+        sim.take_calls(),
+        [
+            "partition_oneway cdc -> broker-0,broker-1",
+            "repair_oneway cdc -> broker-0,broker-1",
+            "hold lake-0 | broker-1",
+            "release lake-0 | broker-1",
+            "latency cdc | broker-2 = 20ms..40ms",
+            "latency cdc | broker-2 = default",
+        ]
+    );
+    assert_eq!(
+        events[0].target,
+        "cdc -> [broker-0, broker-1 (follower-of:raw/3)]"
+    );
+    assert_eq!(events[4].target, "cdc <-> broker-2 at 20ms..40ms");
+}
+
+#[test]
+fn at_equal_times_ends_come_first_then_schedule_order() {
+    let mut sim = FakeSim::new();
+    let specs = vec![
+        crash("2s", "broker-1", Some("1s")),
+        crash("1s", "broker-0", Some("2s")),
+        crash("3s", "broker-0", Some("1s")),
+    ];
+    let mut injector = Injector::new(specs);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(
+        sim.take_calls(),
+        [
+            "crash broker-0",
+            "crash broker-1",
+            "restart broker-1",
+            "restart broker-0",
+            "crash broker-0",
+            "restart broker-0",
+        ]
+    );
+    let times: Vec<u64> = events.iter().map(|e| e.t_ms).collect();
+    assert_eq!(times, [1_000, 2_000, 3_000, 3_000, 3_000, 4_000]);
+}
+
+#[test]
+fn a_late_call_applies_everything_due_in_order() {
+    let mut sim = FakeSim::new();
+    let mut injector = Injector::new(vec![
+        crash("1s", "broker-0", Some("1s")),
+        crash("500ms", "cdc", Some("10s")),
+    ]);
+    let events = injector.apply_due(5_000, &mut sim);
+    assert_eq!(
+        sim.take_calls(),
+        ["crash cdc", "crash broker-0", "restart broker-0"]
+    );
+    assert_eq!(events.len(), 3);
+    assert_eq!(injector.next_due_ms(), Some(10_500));
+}
+
+#[test]
+fn an_unresolved_target_does_nothing_at_start_or_end() {
+    let mut sim = FakeSim::new();
+    let mut injector = Injector::new(vec![crash("1s", "leader-of:raw/1", Some("1s"))]);
+    let events = run_all(&mut injector, &mut sim);
+    assert!(sim.calls.is_empty());
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0].target,
+        "unresolved: leader-of:raw/1 has no leader"
+    );
+    assert_eq!(events[1].phase, FaultPhase::End);
+
+    let mut injector = Injector::new(vec![crash("1s", "broker-7", None)]);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(events[0].target, "unresolved: broker-7 is not a host");
+    assert!(sim.calls.is_empty());
+}
+
+#[test]
+fn coordinator_roles_are_unresolved_until_coordinators_exist() {
+    let mut sim = FakeSim::new();
+    let mut spec = FaultSpec::new(d("1s"), FaultKind::Crash);
+    spec.target = Some("coordinator-of:risk".into());
+    let events = run_all(&mut Injector::new(vec![spec.clone()]), &mut sim);
+    assert!(
+        events[0]
+            .target
+            .starts_with("unresolved: coordinator-of:risk"),
+        "{:?}",
+        events[0]
+    );
+
+    sim.hosts.push("group-coordinator".into());
+    let events = run_all(&mut Injector::new(vec![spec]), &mut sim);
+    assert_eq!(events[0].target, "group-coordinator (coordinator-of:risk)");
+    assert_eq!(sim.take_calls(), ["crash group-coordinator"]);
+}
+
+#[test]
+fn events_become_history_observations() {
+    let event = FaultEvent {
+        t_ms: 7,
+        kind: "hold".into(),
+        target: "cdc <-> broker-0".into(),
+        phase: FaultPhase::End,
+    };
+    assert_eq!(
+        event.into_observation(),
+        Observation::Fault {
+            t_ms: 7,
+            kind: "hold".into(),
+            target: "cdc <-> broker-0".into(),
+            phase: FaultPhase::End,
+        }
+    );
+}

@@ -1,0 +1,265 @@
+//! The observation records: what happened, when, in simulated milliseconds.
+
+use nrtsim_workloads::{Key, Op};
+use serde::{Deserialize, Serialize};
+
+/// The topics of the platform, named as users of a bank platform name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicName {
+    /// Change envelopes as the CDC connector wrote them.
+    Raw,
+    /// Canonical records from the standardize job.
+    Standard,
+    /// Records enriched with reference data.
+    Enriched,
+    /// Records whose reference lookup missed, waiting for a newer store version.
+    Redo,
+    /// Poison records and records that ran out of redo attempts.
+    Critical,
+}
+
+impl TopicName {
+    /// Every topic, in a fixed order.
+    pub const ALL: [TopicName; 5] = [
+        TopicName::Raw,
+        TopicName::Standard,
+        TopicName::Enriched,
+        TopicName::Redo,
+        TopicName::Critical,
+    ];
+
+    /// The topic's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicName::Raw => "raw",
+            TopicName::Standard => "standard",
+            TopicName::Enriched => "enriched",
+            TopicName::Redo => "redo",
+            TopicName::Critical => "critical",
+        }
+    }
+
+    /// The topic called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// A pipeline stage, the unit latency is measured per.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The CDC connector.
+    Cdc,
+    /// The standardize job.
+    Standardize,
+    /// The enrich job (including its redo replays).
+    Enrich,
+    /// The lake sink.
+    Lake,
+}
+
+impl Stage {
+    /// The stage's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Cdc => "cdc",
+            Stage::Standardize => "standardize",
+            Stage::Enrich => "enrich",
+            Stage::Lake => "lake",
+        }
+    }
+}
+
+/// One row change as the source database committed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceChange {
+    /// Log sequence number, which is also the change id.
+    pub lsn: u64,
+    /// The row's key.
+    pub key: Key,
+    /// What the change did.
+    pub op: Op,
+    /// Digest of the row after the change; `None` for a delete.
+    pub digest: Option<u64>,
+    /// The CDC connector emits this change malformed; it must end in `critical`.
+    pub poison: bool,
+}
+
+/// A row a lake commit made visible.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LakeRow {
+    /// The change that produced this row version.
+    pub change_id: u64,
+    /// The row's key.
+    pub key: Key,
+    /// Digest of the row's source columns; `None` when the commit deletes the row.
+    pub digest: Option<u64>,
+}
+
+/// Why a record left the main path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteReason {
+    /// The record could not be decoded or failed validation.
+    Poison,
+    /// The reference lookup missed; the record waits in redo.
+    ReferenceMiss,
+    /// The record missed the reference store more often than allowed.
+    RedoExhausted,
+}
+
+/// Whether a fault began or ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPhase {
+    /// The fault took effect.
+    Start,
+    /// The fault was healed (host restarted, link repaired, traffic released).
+    End,
+}
+
+/// What the run was: written once, first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHeader {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// The command that replays this run.
+    pub replay: String,
+    /// The version of nrtsim that wrote the history.
+    pub nrtsim_version: String,
+    /// The scenario file's text, so that `nrtsim check` can judge the history against the
+    /// same SLOs and expectation without the file.
+    #[serde(default)]
+    pub scenario_toml: String,
+}
+
+/// One observation. Times are simulated milliseconds since the run began.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Observation {
+    /// The run's identity; the first observation of every history.
+    Header(RunHeader),
+    /// A source transaction committed (the initial snapshot is recorded as transaction 0).
+    SourceCommit {
+        /// Commit time: the intended time latency is measured from.
+        t_ms: u64,
+        /// Transaction id.
+        txid: u64,
+        /// Its row changes, in LSN order.
+        changes: Vec<SourceChange>,
+    },
+    /// A produce was acknowledged: `change_ids[i]` sits at `base_offset + i`.
+    Produced {
+        /// When the producer learnt of the acknowledgement.
+        t_ms: u64,
+        /// The stage that produced.
+        stage: Stage,
+        /// The host that produced (`cdc`, `standardize-0`, ...).
+        host: String,
+        /// Target topic.
+        topic: TopicName,
+        /// Target partition.
+        partition: u32,
+        /// Offset of the first record.
+        base_offset: u64,
+        /// The change each record carries.
+        change_ids: Vec<u64>,
+    },
+    /// A consumer read records: `change_ids[i]` sits at `base_offset + i`.
+    Read {
+        /// When the fetch response arrived.
+        t_ms: u64,
+        /// The reading stage.
+        stage: Stage,
+        /// The reading host.
+        host: String,
+        /// Topic read.
+        topic: TopicName,
+        /// Partition read.
+        partition: u32,
+        /// Offset of the first record.
+        base_offset: u64,
+        /// The change each record carries.
+        change_ids: Vec<u64>,
+    },
+    /// A record was routed off the main path (to redo or critical).
+    Routed {
+        /// When.
+        t_ms: u64,
+        /// The change the record carries.
+        change_id: u64,
+        /// Where it went.
+        to: TopicName,
+        /// Why.
+        reason: RouteReason,
+        /// Redo attempts so far.
+        attempt: u32,
+    },
+    /// A lake commit made rows visible in a new snapshot.
+    LakeCommit {
+        /// When readers can see the snapshot.
+        t_ms: u64,
+        /// The committing sink task.
+        host: String,
+        /// The checkpoint this commit belongs to (commits are idempotent by it).
+        checkpoint_id: u64,
+        /// The lake snapshot id.
+        snapshot_id: u64,
+        /// The rows the snapshot changed.
+        rows: Vec<LakeRow>,
+    },
+    /// A job task completed a checkpoint.
+    Checkpoint {
+        /// When.
+        t_ms: u64,
+        /// The task.
+        host: String,
+        /// Checkpoint id.
+        checkpoint_id: u64,
+    },
+    /// A fault began or ended.
+    Fault {
+        /// When.
+        t_ms: u64,
+        /// Fault kind as the scenario spelt it.
+        kind: String,
+        /// Resolved target description.
+        target: String,
+        /// Start or end.
+        phase: FaultPhase,
+    },
+    /// The workload stopped: no source commits after this.
+    WorkloadEnd {
+        /// When.
+        t_ms: u64,
+    },
+    /// The run ended; `drained` says whether every change reached its end in time.
+    RunEnd {
+        /// When.
+        t_ms: u64,
+        /// Whether the pipeline drained before the drain timeout.
+        drained: bool,
+    },
+}
+
+impl Observation {
+    /// The observation's simulated time (the header has none and reports 0).
+    pub fn t_ms(&self) -> u64 {
+        match self {
+            Observation::Header(_) => 0,
+            Observation::SourceCommit { t_ms, .. }
+            | Observation::Produced { t_ms, .. }
+            | Observation::Read { t_ms, .. }
+            | Observation::Routed { t_ms, .. }
+            | Observation::LakeCommit { t_ms, .. }
+            | Observation::Checkpoint { t_ms, .. }
+            | Observation::Fault { t_ms, .. }
+            | Observation::WorkloadEnd { t_ms }
+            | Observation::RunEnd { t_ms, .. } => *t_ms,
+        }
+    }
+}

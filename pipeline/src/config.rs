@@ -1,0 +1,253 @@
+//! The `[pipeline]` and `[costs]` sections of a scenario: how the jobs deliver, checkpoint,
+//! produce, consume, and what each record costs them.
+
+use nrtsim_workloads::SimDuration;
+use serde::{Deserialize, Serialize};
+
+/// The delivery guarantee each job is configured for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Input offsets are committed before the outputs are written.
+    AtMostOnce,
+    /// Outputs are flushed before input offsets are committed.
+    AtLeastOnce,
+    /// Outputs and input offsets commit together at each checkpoint.
+    #[default]
+    ExactlyOnce,
+}
+
+/// How many acknowledgements a producer waits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Acks {
+    /// Fire and forget.
+    #[serde(rename = "0")]
+    None,
+    /// The leader's append.
+    #[serde(rename = "1")]
+    Leader,
+    /// Every in-sync replica.
+    #[default]
+    #[serde(rename = "all")]
+    All,
+}
+
+/// Producer settings shared by every job's producer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// `"0"`, `"1"` or `"all"`. Default `"all"`.
+    pub acks: Acks,
+    /// Producer id and sequence numbers, so brokers drop retried duplicates. Default true.
+    pub idempotence: bool,
+    /// Batches in flight per partition. Default 5 (Kafka allows at most 5 with idempotence).
+    pub max_in_flight: u32,
+    /// Retries of a failed or timed-out batch before giving up. Default 10.
+    pub retries: u32,
+    /// Wait before retrying. Default 100ms.
+    pub retry_backoff: SimDuration,
+    /// How long a request may go unanswered before the connection is dropped. Default 2s.
+    pub request_timeout: SimDuration,
+    /// How long a batch may wait for more records. Default 5ms.
+    pub linger: SimDuration,
+    /// The most records in one batch. Default 500.
+    pub batch_records: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            acks: Acks::All,
+            idempotence: true,
+            max_in_flight: 5,
+            retries: 10,
+            retry_backoff: SimDuration::from_ms(100),
+            request_timeout: SimDuration::from_secs(2),
+            linger: SimDuration::from_ms(5),
+            batch_records: 500,
+        }
+    }
+}
+
+/// Which records a consumer may see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Only committed records, up to the last stable offset.
+    #[default]
+    ReadCommitted,
+    /// Everything up to the high watermark, aborted transactions included.
+    ReadUncommitted,
+}
+
+/// Consumer settings shared by every job's consumer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// `read_committed` or `read_uncommitted`. Default `read_committed`.
+    pub isolation: Isolation,
+    /// The most records one fetch returns per partition. Default 1000.
+    pub max_poll_records: u32,
+    /// How long a fetch waits at the broker for data. Default 50ms.
+    pub fetch_max_wait: SimDuration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            isolation: Isolation::ReadCommitted,
+            max_poll_records: 1000,
+            fetch_max_wait: SimDuration::from_ms(50),
+        }
+    }
+}
+
+/// Parallel tasks per job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Parallelism {
+    /// Standardize tasks. Default 2.
+    pub standardize: u32,
+    /// Enrich tasks. Default 2.
+    pub enrich: u32,
+    /// Lake sink tasks. Default 1.
+    pub lake: u32,
+}
+
+impl Default for Parallelism {
+    fn default() -> Self {
+        Self {
+            standardize: 2,
+            enrich: 2,
+            lake: 1,
+        }
+    }
+}
+
+/// Enrichment settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// How often a newer reference-store version is built and swapped in. Default 1h.
+    pub store_refresh: SimDuration,
+    /// Redo attempts before a record goes to `critical`. Default 3.
+    pub max_redo_attempts: u32,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        Self {
+            store_refresh: SimDuration::from_secs(3600),
+            max_redo_attempts: 3,
+        }
+    }
+}
+
+/// How the lake table keeps changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LakeMode {
+    /// One row per key: its latest state.
+    #[default]
+    Upsert,
+    /// Every change kept, with its op and LSN.
+    Changelog,
+}
+
+/// How the lake table lays out its files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LakeLayout {
+    /// Each commit rewrites the files it touches.
+    CopyOnWrite,
+    /// Each commit adds delta files; compaction folds them in.
+    #[default]
+    MergeOnRead,
+}
+
+/// Lake table settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LakeConfig {
+    /// `upsert` or `changelog`. Default `upsert`.
+    pub mode: LakeMode,
+    /// `copy-on-write` or `merge-on-read`. Default `merge-on-read`.
+    pub layout: LakeLayout,
+    /// How often merge-on-read deltas are compacted. Default 5m.
+    pub compaction_interval: SimDuration,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        Self {
+            mode: LakeMode::Upsert,
+            layout: LakeLayout::MergeOnRead,
+            compaction_interval: SimDuration::from_secs(300),
+        }
+    }
+}
+
+/// The `[pipeline]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// `at-most-once`, `at-least-once` or `exactly-once`. Default `exactly-once`.
+    pub delivery: Delivery,
+    /// How often jobs checkpoint (and the lake commits). Default 10s.
+    pub checkpoint_interval: SimDuration,
+    /// Producer settings.
+    pub producer: ProducerConfig,
+    /// Consumer settings.
+    pub consumer: ConsumerConfig,
+    /// Tasks per job.
+    pub parallelism: Parallelism,
+    /// Enrichment settings.
+    pub enrich: EnrichConfig,
+    /// Lake settings.
+    pub lake: LakeConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            delivery: Delivery::ExactlyOnce,
+            checkpoint_interval: SimDuration::from_secs(10),
+            producer: ProducerConfig::default(),
+            consumer: ConsumerConfig::default(),
+            parallelism: Parallelism::default(),
+            enrich: EnrichConfig::default(),
+            lake: LakeConfig::default(),
+        }
+    }
+}
+
+/// The `[costs]` section: simulated time each unit of work takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CostConfig {
+    /// CDC connector, per change read from the log. Default 5us.
+    pub cdc_per_record: SimDuration,
+    /// Standardize, per record. Default 20us.
+    pub standardize_per_record: SimDuration,
+    /// Enrich, per record. Default 30us.
+    pub enrich_per_record: SimDuration,
+    /// Lake sink, per record written. Default 10us.
+    pub lake_per_record: SimDuration,
+    /// Lake commit, per commit (metadata write). Default 200ms.
+    pub lake_commit: SimDuration,
+    /// Broker, per record appended (leader or follower). Default 2us.
+    pub broker_append_per_record: SimDuration,
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self {
+            cdc_per_record: SimDuration::from_us(5),
+            standardize_per_record: SimDuration::from_us(20),
+            enrich_per_record: SimDuration::from_us(30),
+            lake_per_record: SimDuration::from_us(10),
+            lake_commit: SimDuration::from_ms(200),
+            broker_append_per_record: SimDuration::from_us(2),
+        }
+    }
+}

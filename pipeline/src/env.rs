@@ -1,0 +1,51 @@
+//! What a job needs from the world it runs in besides the log: the time, a place to record
+//! observations, durable checkpoint storage, and the source database's commit log.
+
+use crate::log::ProducerState;
+use crate::record::TopicPartition;
+use nrtsim_history::Observation;
+use nrtsim_workloads::Transaction;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Time and observation recording for one host.
+pub trait Env {
+    /// The host's name (`cdc`, `enrich-1`, ...).
+    fn host(&self) -> &str;
+    /// Simulated (or real) milliseconds since the run began.
+    fn now_ms(&self) -> u64;
+    /// Records an observation in the run's history.
+    fn record(&self, obs: Observation);
+}
+
+/// A task's durable checkpoint: where it had got to, and what it had produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    /// Checkpoint id, increasing per task.
+    pub id: u64,
+    /// Next offset to read per input partition.
+    pub offsets: BTreeMap<TopicPartition, u64>,
+    /// The CDC connector's position: the next LSN to read.
+    pub next_lsn: u64,
+    /// The producer's state, restored under exactly-once delivery.
+    pub producer: Option<ProducerState>,
+    /// The reference-store version whose redo backlog has been replayed (enrich only).
+    pub redo_version: u32,
+}
+
+/// Durable storage for checkpoints (a state backend): survives a task's crash.
+pub trait CheckpointStore {
+    /// The task's last completed checkpoint.
+    fn load(&self, task: &str) -> Option<TaskCheckpoint>;
+    /// Stores a completed checkpoint.
+    fn save(&self, task: &str, checkpoint: TaskCheckpoint);
+    /// Counts the task's starts; each start gets a new number (its incarnation).
+    fn next_incarnation(&self, task: &str) -> u64;
+}
+
+/// The source database's commit log as the CDC connector reads it.
+pub trait SourceLog {
+    /// Committed transactions whose changes have LSNs at or after `from_lsn`, at most `max`
+    /// changes' worth (whole transactions, at least one).
+    fn read_from(&self, from_lsn: u64, max_changes: usize) -> Vec<Transaction>;
+}

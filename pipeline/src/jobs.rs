@@ -1,0 +1,514 @@
+//! The job loops: the CDC connector, the standardize and enrich tasks, and the lake sink.
+//! Each is written against [`Log`], [`Env`] and [`CheckpointStore`], so the same loop runs on
+//! simulated brokers and on a real cluster. A task that cannot produce fails over the way a
+//! stream processor's task does: it restarts from its last completed checkpoint.
+
+use crate::canonical::{decode, Enriched};
+use crate::config::Delivery;
+use crate::enrich::{enrich, EnrichOutcome, ReferenceStore};
+use crate::env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
+use crate::lake::{LakeTable, PendingWrite};
+use crate::log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
+use crate::record::{partition_for, Record, RecordMeta, TopicPartition};
+use crate::standardize::{standardize, Standardized};
+use nrtsim_history::{LakeRow, Observation, RouteReason, Stage, TopicName};
+use nrtsim_workloads::envelope::encode_change;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How a task behaves: its delivery mode, checkpoint cadence and per-record cost.
+#[derive(Clone, Debug)]
+pub struct TaskSettings {
+    /// Delivery guarantee.
+    pub delivery: Delivery,
+    /// Time between checkpoints (and lake commits), in ms.
+    pub checkpoint_interval_ms: u64,
+    /// Simulated processing time per record, in µs.
+    pub per_record_us: u64,
+    /// The most source changes the CDC connector reads at once.
+    pub max_changes_per_read: usize,
+    /// Wait before a failed task restarts, in ms.
+    pub restart_backoff_ms: u64,
+}
+
+async fn work(us_per_record: u64, records: usize) {
+    let us = us_per_record.saturating_mul(records as u64);
+    if us > 0 {
+        tokio::time::sleep(Duration::from_micros(us)).await;
+    }
+}
+
+async fn pause_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Under exactly-once delivery a restarted task rewinds its producer's sequence numbers to its
+/// checkpoint, so that the outputs it re-produces are recognised by the brokers as duplicates.
+fn restore_producer<L: Log>(log: &mut L, cp: &TaskCheckpoint, delivery: Delivery) {
+    if delivery == Delivery::ExactlyOnce {
+        let state = cp.producer.clone().unwrap_or_else(|| ProducerState {
+            producer_id: log.producer_state().producer_id,
+            next_seq: BTreeMap::new(),
+        });
+        log.restore_producer_state(state);
+    }
+}
+
+/// Appends the outputs and records what was acknowledged. Returns the first failure.
+async fn produce_recorded<L: Log, E: Env>(
+    log: &mut L,
+    env: &E,
+    stage: Stage,
+    outputs: BTreeMap<TopicPartition, Vec<Record>>,
+) -> Result<(), LogError> {
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Vec<u64>> = outputs
+        .values()
+        .map(|recs| recs.iter().map(|r| r.meta.change_id).collect())
+        .collect();
+    let batches: Vec<ProduceBatch> = outputs
+        .into_iter()
+        .map(|(tp, records)| ProduceBatch { tp, records })
+        .collect();
+    let tps: Vec<TopicPartition> = batches.iter().map(|b| b.tp).collect();
+    let results = log.produce(batches).await;
+    let mut first_err = None;
+    for ((tp, change_ids), res) in tps.into_iter().zip(ids).zip(results) {
+        match res {
+            Ok(Appended::At(base_offset)) => env.record(Observation::Produced {
+                t_ms: env.now_ms(),
+                stage,
+                host: env.host().to_string(),
+                topic: tp.topic,
+                partition: tp.partition,
+                base_offset,
+                change_ids,
+            }),
+            Ok(Appended::Duplicate | Appended::Unacknowledged) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn record_read<E: Env>(env: &E, stage: Stage, f: &Fetched) {
+    if f.records.is_empty() {
+        return;
+    }
+    env.record(Observation::Read {
+        t_ms: env.now_ms(),
+        stage,
+        host: env.host().to_string(),
+        topic: f.tp.topic,
+        partition: f.tp.partition,
+        base_offset: f.base_offset,
+        change_ids: f.records.iter().map(|r| r.meta.change_id).collect(),
+    });
+}
+
+fn record_checkpoint<E: Env>(env: &E, checkpoint_id: u64) {
+    env.record(Observation::Checkpoint {
+        t_ms: env.now_ms(),
+        host: env.host().to_string(),
+        checkpoint_id,
+    });
+}
+
+/// The CDC connector: reads the source commit log from its last committed position and writes
+/// one change envelope per row change to `raw`, keyed by customer. Runs until the host stops.
+pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
+    log: &mut L,
+    env: &E,
+    store: &C,
+    source: &S,
+    s: &TaskSettings,
+) {
+    let partitions = log.partitions(TopicName::Raw);
+    loop {
+        let mut cp = store.load(env.host()).unwrap_or_default();
+        cp.next_lsn = cp.next_lsn.max(1);
+        restore_producer(log, &cp, s.delivery);
+        let mut last_cp_ms = env.now_ms();
+        let mut next_lsn = cp.next_lsn;
+        loop {
+            let txns = source.read_from(next_lsn, s.max_changes_per_read);
+            if txns.is_empty() {
+                pause_ms(5).await;
+            } else {
+                let n: usize = txns.iter().map(|t| t.changes.len()).sum();
+                work(s.per_record_us, n).await;
+                let mut outputs: BTreeMap<TopicPartition, Vec<Record>> = BTreeMap::new();
+                let mut last_lsn = next_lsn;
+                for t in &txns {
+                    for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
+                        let key = c.partition_key();
+                        let tp =
+                            TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
+                        outputs.entry(tp).or_default().push(Record {
+                            key,
+                            value: encode_change(c, t.commit_ms),
+                            meta: RecordMeta {
+                                change_id: c.lsn,
+                                txid: c.txid,
+                                commit_ms: t.commit_ms,
+                                attempt: 0,
+                            },
+                        });
+                        last_lsn = c.lsn;
+                    }
+                }
+                if s.delivery == Delivery::AtMostOnce {
+                    // The position is committed before the changes are delivered.
+                    cp.id += 1;
+                    cp.next_lsn = last_lsn + 1;
+                    store.save(env.host(), cp.clone());
+                    record_checkpoint(env, cp.id);
+                    last_cp_ms = env.now_ms();
+                }
+                if produce_recorded(log, env, Stage::Cdc, outputs)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                next_lsn = last_lsn + 1;
+            }
+            if env.now_ms().saturating_sub(last_cp_ms) >= s.checkpoint_interval_ms {
+                cp.id += 1;
+                cp.next_lsn = next_lsn;
+                cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
+                store.save(env.host(), cp.clone());
+                record_checkpoint(env, cp.id);
+                last_cp_ms = env.now_ms();
+            }
+        }
+        pause_ms(s.restart_backoff_ms).await;
+    }
+}
+
+/// What a stream task does to each record.
+pub enum StreamRole {
+    /// Standardize: `raw` → `standard`, poison → `critical`.
+    Standardize,
+    /// Enrich: `standard` (and replays of `redo`) → `enriched`, misses → `redo`, exhausted →
+    /// `critical`.
+    Enrich {
+        /// The local reference store.
+        store: ReferenceStore,
+        /// Redo attempts before `critical`; `None` for no bound.
+        max_attempts: Option<u32>,
+    },
+}
+
+impl StreamRole {
+    fn stage(&self) -> Stage {
+        match self {
+            StreamRole::Standardize => Stage::Standardize,
+            StreamRole::Enrich { .. } => Stage::Enrich,
+        }
+    }
+
+    fn input(&self) -> TopicName {
+        match self {
+            StreamRole::Standardize => TopicName::Raw,
+            StreamRole::Enrich { .. } => TopicName::Standard,
+        }
+    }
+}
+
+struct Routed {
+    change_id: u64,
+    to: TopicName,
+    reason: RouteReason,
+    attempt: u32,
+}
+
+/// A standardize or enrich task over `partitions` of its input topic. Runs until the host
+/// stops.
+pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
+    log: &mut L,
+    env: &E,
+    store: &C,
+    mut role: StreamRole,
+    partitions: &[u32],
+    s: &TaskSettings,
+) {
+    let stage = role.stage();
+    let input = role.input();
+    loop {
+        let mut cp = store.load(env.host()).unwrap_or_default();
+        restore_producer(log, &cp, s.delivery);
+        let mut offsets: BTreeMap<TopicPartition, u64> = partitions
+            .iter()
+            .map(|&p| {
+                let tp = TopicPartition::new(input, p);
+                (tp, cp.offsets.get(&tp).copied().unwrap_or(0))
+            })
+            .collect();
+        let redo_tps: Vec<TopicPartition> = match role {
+            StreamRole::Enrich { .. } => partitions
+                .iter()
+                .map(|&p| TopicPartition::new(TopicName::Redo, p))
+                .collect(),
+            StreamRole::Standardize => Vec::new(),
+        };
+        for tp in &redo_tps {
+            offsets.insert(*tp, cp.offsets.get(tp).copied().unwrap_or(0));
+        }
+        // Redo replay: when a newer store version is loaded, read redo up to where it ended.
+        let mut redo_targets: Option<BTreeMap<TopicPartition, u64>> = None;
+        let mut replaying = false;
+        let mut last_cp_ms = env.now_ms();
+        loop {
+            if let StreamRole::Enrich { store: refs, .. } = &mut role {
+                refs.refresh(env.now_ms());
+                if !replaying && refs.version() > cp.redo_version {
+                    replaying = true;
+                    redo_targets = None;
+                }
+            }
+            let mut positions: Vec<(TopicPartition, u64)> = offsets
+                .iter()
+                .filter(|(tp, off)| {
+                    tp.topic == input
+                        || (replaying
+                            && redo_targets
+                                .as_ref()
+                                .is_none_or(|t| t.get(tp).is_some_and(|end| **off < *end)))
+                })
+                .map(|(tp, off)| (*tp, *off))
+                .collect();
+            positions.sort();
+            let fetched = log.fetch(&positions).await;
+            let mut batch: Vec<(TopicPartition, Record)> = Vec::new();
+            let mut ends: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+            for f in fetched.into_iter().flatten() {
+                record_read(env, stage, &f);
+                if f.tp.topic == TopicName::Redo {
+                    ends.insert(f.tp, f.high_watermark);
+                }
+                let next = f.base_offset + f.records.len() as u64;
+                if !f.records.is_empty() {
+                    offsets.insert(f.tp, next);
+                }
+                batch.extend(f.records.into_iter().map(|r| (f.tp, r)));
+            }
+            if replaying && redo_targets.is_none() && ends.len() == redo_tps.len() {
+                redo_targets = Some(ends);
+            }
+            if !batch.is_empty() {
+                if s.delivery == Delivery::AtMostOnce {
+                    cp.id += 1;
+                    cp.offsets = offsets.clone();
+                    store.save(env.host(), cp.clone());
+                    record_checkpoint(env, cp.id);
+                    last_cp_ms = env.now_ms();
+                }
+                work(s.per_record_us, batch.len()).await;
+                let (outputs, routed) = process(&role, batch);
+                if produce_recorded(log, env, stage, outputs).await.is_err() {
+                    break;
+                }
+                for r in routed {
+                    env.record(Observation::Routed {
+                        t_ms: env.now_ms(),
+                        change_id: r.change_id,
+                        to: r.to,
+                        reason: r.reason,
+                        attempt: r.attempt,
+                    });
+                }
+            }
+            if replaying {
+                if let Some(targets) = &redo_targets {
+                    if targets
+                        .iter()
+                        .all(|(tp, end)| offsets.get(tp).is_some_and(|o| o >= end))
+                    {
+                        replaying = false;
+                        if let StreamRole::Enrich { store: refs, .. } = &role {
+                            cp.redo_version = refs.version();
+                        }
+                    }
+                }
+            }
+            if s.delivery != Delivery::AtMostOnce
+                && env.now_ms().saturating_sub(last_cp_ms) >= s.checkpoint_interval_ms
+            {
+                cp.id += 1;
+                cp.offsets = offsets.clone();
+                cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
+                store.save(env.host(), cp.clone());
+                record_checkpoint(env, cp.id);
+                last_cp_ms = env.now_ms();
+            }
+        }
+        pause_ms(s.restart_backoff_ms).await;
+    }
+}
+
+type Outputs = BTreeMap<TopicPartition, Vec<Record>>;
+
+fn process(role: &StreamRole, batch: Vec<(TopicPartition, Record)>) -> (Outputs, Vec<Routed>) {
+    let mut outputs: Outputs = BTreeMap::new();
+    let mut routed = Vec::new();
+    for (from, rec) in batch {
+        let p = from.partition;
+        let (to, out) = match role {
+            StreamRole::Standardize => match standardize(&rec) {
+                Standardized::Standard(r) => (TopicName::Standard, r),
+                Standardized::Poison(r, _) => {
+                    routed.push(Routed {
+                        change_id: r.meta.change_id,
+                        to: TopicName::Critical,
+                        reason: RouteReason::Poison,
+                        attempt: 0,
+                    });
+                    (TopicName::Critical, r)
+                }
+            },
+            StreamRole::Enrich {
+                store,
+                max_attempts,
+            } => {
+                let replayed = from.topic == TopicName::Redo;
+                match enrich(&rec, store, replayed, *max_attempts) {
+                    EnrichOutcome::Enriched(r) => (TopicName::Enriched, r),
+                    EnrichOutcome::Redo(r) => {
+                        routed.push(Routed {
+                            change_id: r.meta.change_id,
+                            to: TopicName::Redo,
+                            reason: RouteReason::ReferenceMiss,
+                            attempt: r.meta.attempt,
+                        });
+                        (TopicName::Redo, r)
+                    }
+                    EnrichOutcome::Critical(r, _) => {
+                        routed.push(Routed {
+                            change_id: r.meta.change_id,
+                            to: TopicName::Critical,
+                            reason: RouteReason::RedoExhausted,
+                            attempt: r.meta.attempt,
+                        });
+                        (TopicName::Critical, r)
+                    }
+                }
+            }
+        };
+        outputs
+            .entry(TopicPartition::new(to, p))
+            .or_default()
+            .push(out);
+    }
+    (outputs, routed)
+}
+
+/// The lake sink: reads `enriched`, buffers row versions, and commits them to the lake table
+/// at every checkpoint. Under exactly-once the commit carries the input offsets, so rows and
+/// offsets cannot part; under at-least-once the offsets are committed after the rows.
+pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
+    log: &mut L,
+    env: &E,
+    store: &C,
+    lake: &RefCell<LakeTable>,
+    partitions: &[u32],
+    s: &TaskSettings,
+    commit_cost_ms: u64,
+) {
+    let saved = store.load(env.host()).unwrap_or_default();
+    let from_lake = lake.borrow().last_commit(env.host()).cloned();
+    let mut checkpoint_id = saved.id.max(from_lake.as_ref().map_or(0, |c| c.0));
+    let restored = match (s.delivery, from_lake) {
+        (Delivery::ExactlyOnce, Some((_, offsets))) => offsets,
+        _ => saved.offsets,
+    };
+    let mut offsets: BTreeMap<TopicPartition, u64> = partitions
+        .iter()
+        .map(|&p| {
+            let tp = TopicPartition::new(TopicName::Enriched, p);
+            (tp, restored.get(&tp).copied().unwrap_or(0))
+        })
+        .collect();
+    let mut buffer: Vec<PendingWrite> = Vec::new();
+    let mut last_commit_ms = env.now_ms();
+    loop {
+        let positions: Vec<(TopicPartition, u64)> =
+            offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
+        let fetched = log.fetch(&positions).await;
+        let mut n = 0;
+        for f in fetched.into_iter().flatten() {
+            record_read(env, Stage::Lake, &f);
+            n += f.records.len();
+            if !f.records.is_empty() {
+                offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
+            }
+            for r in &f.records {
+                // Enriched records are written by the enrich job; one that cannot be read
+                // is skipped here and shows up as lost in the checker.
+                if let Ok(e) = decode::<Enriched>(&r.value) {
+                    buffer.push(PendingWrite {
+                        key: e.change.key,
+                        change_id: r.meta.change_id,
+                        row: e.change.row.map(Into::into),
+                        merchant: e.merchant,
+                    });
+                }
+            }
+        }
+        if n > 0 && s.delivery == Delivery::AtMostOnce {
+            checkpoint_id += 1;
+            let cp = TaskCheckpoint {
+                id: checkpoint_id,
+                offsets: offsets.clone(),
+                ..Default::default()
+            };
+            store.save(env.host(), cp);
+        }
+        work(s.per_record_us, n).await;
+        if env.now_ms().saturating_sub(last_commit_ms) < s.checkpoint_interval_ms {
+            continue;
+        }
+        last_commit_ms = env.now_ms();
+        if buffer.is_empty() {
+            continue;
+        }
+        pause_ms(commit_cost_ms).await;
+        checkpoint_id += 1;
+        let committed =
+            lake.borrow_mut()
+                .commit(env.host(), checkpoint_id, &buffer, offsets.clone());
+        if let Some(info) = committed {
+            env.record(Observation::LakeCommit {
+                t_ms: env.now_ms(),
+                host: env.host().to_string(),
+                checkpoint_id,
+                snapshot_id: info.snapshot_id,
+                rows: buffer
+                    .iter()
+                    .map(|w| LakeRow {
+                        change_id: w.change_id,
+                        key: w.key,
+                        digest: w.row.as_ref().map(|r| r.digest()),
+                    })
+                    .collect(),
+            });
+        }
+        buffer.clear();
+        if s.delivery == Delivery::AtLeastOnce {
+            // The offset commit is its own round trip after the rows are visible.
+            pause_ms(commit_cost_ms.max(1)).await;
+            let cp = TaskCheckpoint {
+                id: checkpoint_id,
+                offsets: offsets.clone(),
+                ..Default::default()
+            };
+            store.save(env.host(), cp);
+        }
+        record_checkpoint(env, checkpoint_id);
+    }
+}

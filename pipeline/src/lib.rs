@@ -1,0 +1,21 @@
+//! The bank platform's logic, independent of transport: the CDC connector, standardize,
+//! enrich, the lake sink and table, the reference store, and the `Log` trait the job loops are
+//! written against.
+
+pub mod canonical;
+pub mod config;
+pub mod enrich;
+pub mod env;
+pub mod jobs;
+pub mod lake;
+pub mod log;
+pub mod record;
+pub mod standardize;
+
+pub use config::{
+    Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeConfig, LakeLayout,
+    LakeMode, Parallelism, PipelineConfig, ProducerConfig,
+};
+pub use env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
+pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
+pub use record::{partition_for, Record, RecordMeta, TopicPartition};

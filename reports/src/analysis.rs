@@ -1,0 +1,88 @@
+//! What the checker concludes from a history: the counts per place, the latency paths, the
+//! anomalies and the fault windows. A [`crate::Report`] is built from it.
+
+use nrtsim_history::RunHeader;
+use serde::{Deserialize, Serialize};
+
+use crate::anomaly::ExactlyOnce;
+use crate::latency::{LatencyPath, TierBounds};
+
+/// How many changes reached each place.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Source changes committed, the initial snapshot included.
+    pub source_changes: u64,
+    /// Distinct change ids that reached the raw topic (acknowledged to a producer, or read).
+    pub raw: u64,
+    /// Distinct change ids that reached the standard topic (acknowledged to a producer, or read).
+    pub standard: u64,
+    /// Distinct change ids that reached the enriched topic (acknowledged to a producer, or read).
+    pub enriched: u64,
+    /// Distinct change ids the lake applied.
+    pub lake_rows: u64,
+    /// Distinct change ids routed to redo at least once.
+    pub redo: u64,
+    /// Distinct change ids routed to critical.
+    pub critical: u64,
+    /// Source changes of the initial snapshot (transaction 0).
+    pub snapshot_changes: u64,
+    /// Changes whose last routing went to redo and that never reached their end.
+    pub parked_in_redo: u64,
+    /// Keys that hold a row in the final lake state.
+    pub lake_keys: u64,
+}
+
+/// A fault as the history recorded it: when it began and, if it was healed, when it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultWindow {
+    /// Fault kind as the scenario spelt it.
+    pub kind: String,
+    /// The resolved target.
+    pub target: String,
+    /// When it began.
+    pub start_ms: u64,
+    /// When it ended; `None` if it never did.
+    pub end_ms: Option<u64>,
+}
+
+/// Every latency path the checker measures, each in milliseconds from its start point.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyPaths {
+    /// Source commit to the first read of the enriched topic (end to end, bus).
+    pub bus: LatencyPath,
+    /// Source commit to the first lake commit applying the change (end to end, lake).
+    pub lake: LatencyPath,
+    /// Source commit to the raw topic (first acknowledgement or read).
+    pub ingest: LatencyPath,
+    /// Raw topic to standard topic (first acknowledgement or read of each).
+    pub standardize: LatencyPath,
+    /// Standard topic to enriched topic (first acknowledgement or read of each).
+    pub enrich: LatencyPath,
+    /// Enriched topic to the first lake commit applying the change.
+    pub lake_stage: LatencyPath,
+}
+
+/// What the checker concluded from one history.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    /// The history's header, if it had one.
+    pub header: Option<RunHeader>,
+    /// What reached where.
+    pub counts: Counts,
+    /// Latency per stage and end to end.
+    pub latency: LatencyPaths,
+    /// The tier bounds the latency tiers were counted with.
+    pub tier_bounds: TierBounds,
+    /// The anomalies found, with examples.
+    pub exactly_once: ExactlyOnce,
+    /// Faults in the order they began.
+    pub faults: Vec<FaultWindow>,
+    /// Whether the run said it drained; `false` when the history has no `RunEnd`.
+    pub drained: bool,
+    /// Whether the history ended with a `RunEnd`.
+    pub run_ended: bool,
+    /// Simulated run time: the `RunEnd` time, or the last observation's time without one.
+    pub sim_duration_ms: u64,
+    /// When the workload stopped, if the history says.
+    pub workload_end_ms: Option<u64>,
+}

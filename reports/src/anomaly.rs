@@ -1,0 +1,186 @@
+//! The exactly-once anomalies this checker looks for, their counts and their capped examples,
+//! in the shape the report's `exactly_once` section takes.
+//!
+//! Only anomalies the checker actually checks appear here: an anomaly it does not check
+//! (`aborted_read`, `torn_transaction`, `aggregate_mismatch`) must be absent from a report,
+//! never a 0 that was not measured.
+
+use serde::{Deserialize, Serialize};
+
+/// An anomaly the checker finds, by its report name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    /// A committed source change that never reached its end (lake, critical, or parked in redo).
+    Lost,
+    /// A change applied to the lake twice, or seen at two positions of the enriched topic.
+    Duplicated,
+    /// Changes to one key applied to the lake, or read from the enriched topic, out of LSN order.
+    Reordered,
+    /// A record carrying a change id that no source commit produced.
+    Phantom,
+    /// A key whose final lake row differs from the source's final row.
+    LakeMismatch,
+}
+
+impl AnomalyKind {
+    /// Every checked anomaly, in report order.
+    pub const ALL: [AnomalyKind; 5] = [
+        AnomalyKind::Lost,
+        AnomalyKind::Duplicated,
+        AnomalyKind::Reordered,
+        AnomalyKind::Phantom,
+        AnomalyKind::LakeMismatch,
+    ];
+
+    /// The anomaly's report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyKind::Lost => "lost",
+            AnomalyKind::Duplicated => "duplicated",
+            AnomalyKind::Reordered => "reordered",
+            AnomalyKind::Phantom => "phantom",
+            AnomalyKind::LakeMismatch => "lake_mismatch",
+        }
+    }
+
+    /// The anomaly called `name`, if this checker checks it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// One example of an anomaly: which change, which key, and where it was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnomalyExample {
+    /// The anomaly's report name.
+    pub anomaly: String,
+    /// The change involved, when there is one.
+    pub change_id: Option<u64>,
+    /// The row's key as `table/id`, when known.
+    pub key: Option<String>,
+    /// The change's LSN (equal to its id), when there is one.
+    pub lsn: Option<u64>,
+    /// Where it was seen, in words: `lake snapshot 7`, `enriched p3@120 and p3@455`, ...
+    #[serde(rename = "where")]
+    pub location: String,
+}
+
+/// The `exactly_once` section: a count per checked anomaly and up to a few examples of each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExactlyOnce {
+    /// Distinct change ids lost.
+    pub lost: u64,
+    /// Distinct change ids duplicated.
+    pub duplicated: u64,
+    /// Distinct change ids that arrived after a higher LSN of the same key.
+    pub reordered: u64,
+    /// Distinct change ids no source commit produced.
+    pub phantom: u64,
+    /// Keys whose final lake state is wrong.
+    pub lake_mismatch: u64,
+    /// Examples, grouped by anomaly in report order, at most a few per anomaly.
+    pub examples: Vec<AnomalyExample>,
+}
+
+impl ExactlyOnce {
+    /// The count of one anomaly.
+    pub fn count(&self, kind: AnomalyKind) -> u64 {
+        match kind {
+            AnomalyKind::Lost => self.lost,
+            AnomalyKind::Duplicated => self.duplicated,
+            AnomalyKind::Reordered => self.reordered,
+            AnomalyKind::Phantom => self.phantom,
+            AnomalyKind::LakeMismatch => self.lake_mismatch,
+        }
+    }
+
+    fn count_mut(&mut self, kind: AnomalyKind) -> &mut u64 {
+        match kind {
+            AnomalyKind::Lost => &mut self.lost,
+            AnomalyKind::Duplicated => &mut self.duplicated,
+            AnomalyKind::Reordered => &mut self.reordered,
+            AnomalyKind::Phantom => &mut self.phantom,
+            AnomalyKind::LakeMismatch => &mut self.lake_mismatch,
+        }
+    }
+
+    /// The sum of all anomaly counts.
+    pub fn total(&self) -> u64 {
+        AnomalyKind::ALL.iter().map(|k| self.count(*k)).sum()
+    }
+
+    /// Whether no anomaly was found.
+    pub fn is_clean(&self) -> bool {
+        self.total() == 0
+    }
+
+    /// The examples of one anomaly.
+    pub fn examples_of(&self, kind: AnomalyKind) -> impl Iterator<Item = &AnomalyExample> {
+        self.examples
+            .iter()
+            .filter(move |e| e.anomaly == kind.name())
+    }
+
+    /// Counts one occurrence and keeps the example while fewer than `max_examples` of this
+    /// anomaly are kept.
+    pub fn record(&mut self, kind: AnomalyKind, example: AnomalyExample, max_examples: usize) {
+        *self.count_mut(kind) += 1;
+        if self.examples_of(kind).count() < max_examples {
+            self.examples.push(example);
+        }
+    }
+
+    /// Orders the examples by anomaly (report order), keeping the order within each anomaly.
+    pub fn sort_examples(&mut self) {
+        let rank = |e: &AnomalyExample| {
+            AnomalyKind::from_name(&e.anomaly).map_or(usize::MAX, |k| k as usize)
+        };
+        self.examples.sort_by_key(rank);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(kind: AnomalyKind, id: u64) -> AnomalyExample {
+        AnomalyExample {
+            anomaly: kind.name().to_string(),
+            change_id: Some(id),
+            key: None,
+            lsn: Some(id),
+            location: "lake".to_string(),
+        }
+    }
+
+    #[test]
+    fn examples_are_capped_per_anomaly_and_grouped() {
+        let mut eo = ExactlyOnce::default();
+        for id in 1..=10 {
+            eo.record(
+                AnomalyKind::Duplicated,
+                example(AnomalyKind::Duplicated, id),
+                8,
+            );
+        }
+        eo.record(AnomalyKind::Lost, example(AnomalyKind::Lost, 99), 8);
+        eo.sort_examples();
+        assert_eq!(eo.duplicated, 10);
+        assert_eq!(eo.lost, 1);
+        assert_eq!(eo.examples.len(), 9);
+        assert_eq!(eo.examples[0].anomaly, "lost");
+        assert_eq!(eo.total(), 11);
+        let json = serde_json::to_value(&eo).unwrap();
+        assert_eq!(json["examples"][0]["where"], "lake");
+        assert!(json.get("aborted_read").is_none());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in AnomalyKind::ALL {
+            assert_eq!(AnomalyKind::from_name(k.name()), Some(k));
+        }
+        assert_eq!(AnomalyKind::from_name("aborted_read"), None);
+    }
+}

@@ -1,0 +1,722 @@
+//! The one-pass exactly-once checker: it reads a history in time order and finds lost,
+//! duplicated, reordered and phantom changes and wrong final lake rows, counts what reached each
+//! topic, and measures latency per stage and end to end from the source commit.
+//!
+//! It judges from what readers of the enriched topic saw and what the lake committed, never from
+//! produce acknowledgements alone: an acknowledged record may vanish when a leader changes.
+//!
+//! # Memory
+//! The checker keeps a compact record per source change in a `Vec` indexed by LSN (LSNs are dense
+//! from 1): six simulated times stored as `u32` milliseconds (so runs up to about 49 days), the
+//! key's index, the previous LSN of the same key, the row digest, the first enriched position
+//! and a few flags: 64 bytes per change, so a million changes cost about 64 MB. Everything
+//! else grows with keys (final lake row, last source LSN, highest lake LSN, last enriched LSN per
+//! partition) or with the anomalies found. Keeping per-change state is what lets the checker tell
+//! a re-read from a duplicate and compute stage latencies whose endpoints arrive out of order.
+//!
+//! # Decisions worth knowing
+//! - A change "reaches its end" when a lake commit applies it, or a `Routed` observation sends
+//!   it to `critical`. A change whose last routing went to `redo` and that never reached its end
+//!   afterwards is *parked*: counted in `parked_in_redo`, not lost. A change produced to (or
+//!   read from) `enriched` after its last redo routing has come back from redo: if it then
+//!   never reaches the lake, it is lost, not parked.
+//! - A poison change must end in `critical`. One that does not and was never applied is `lost`.
+//!   One that the lake applied makes its key a `lake_mismatch` (the lake held a row that a
+//!   malformed record produced), whatever the key's final row is.
+//! - The expected final row of a key is the digest of its last source change that is not poison,
+//!   did not end in `critical` and is not parked in `redo`; absent if there is none or it is a
+//!   delete. Lost changes stay in the expectation: the lake should have them.
+//! - A lake row with an unknown change id is a `phantom`, and it still changes the lake's state
+//!   for its key (the lake really holds it), so that key usually shows as `lake_mismatch` too.
+//! - A `Routed` observation for an unknown change id counts as `phantom` like a read, produce or
+//!   lake row would.
+//! - An undrained run is judged like any other: changes still in flight at the end are `lost`,
+//!   so exit code 1 wins over 4 (the lowest non-zero code wins).
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::analysis::{Analysis, Counts, FaultWindow, LatencyPaths};
+use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
+use crate::latency::TierBounds;
+use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, TopicName};
+use nrtsim_workloads::{Key, Op};
+
+/// How the checker judges and summarises a history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Where the latency tiers begin.
+    pub tiers: TierBounds,
+    /// How many examples to keep per anomaly (8 by default).
+    pub max_examples: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            tiers: TierBounds::default(),
+            max_examples: 8,
+        }
+    }
+}
+
+/// A simulated time that has not happened (yet) for a change.
+const NEVER: u32 = u32::MAX;
+
+// Flags of a change.
+const KNOWN: u16 = 1 << 0;
+const SNAPSHOT: u16 = 1 << 1;
+const POISON: u16 = 1 << 2;
+const SEEN_ENRICHED: u16 = 1 << 3;
+const ROUTED_REDO: u16 = 1 << 4;
+const ROUTED_CRITICAL: u16 = 1 << 5;
+const LAST_ROUTE_REDO: u16 = 1 << 6;
+const DUPLICATE_COUNTED: u16 = 1 << 7;
+const REORDER_COUNTED: u16 = 1 << 8;
+const DELETE: u16 = 1 << 9;
+
+/// The compact per-change record; see the module docs for why it exists.
+#[derive(Clone, Debug)]
+struct ChangeState {
+    // Field order keeps the record at 64 bytes; see the module docs.
+    commit_ms: u32,
+    raw_ms: u32,
+    standard_ms: u32,
+    enriched_ms: u32,
+    bus_read_ms: u32,
+    lake_ms: u32,
+    key: u32,
+    enriched_partition: u32,
+    enriched_offset: u64,
+    prev_same_key: u64,
+    digest: u64,
+    flags: u16,
+    lake_applies: u8,
+}
+
+impl Default for ChangeState {
+    fn default() -> Self {
+        ChangeState {
+            commit_ms: NEVER,
+            raw_ms: NEVER,
+            standard_ms: NEVER,
+            enriched_ms: NEVER,
+            bus_read_ms: NEVER,
+            lake_ms: NEVER,
+            key: 0,
+            enriched_partition: 0,
+            enriched_offset: 0,
+            prev_same_key: 0,
+            digest: 0,
+            flags: 0,
+            lake_applies: 0,
+        }
+    }
+}
+
+impl ChangeState {
+    fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn applied(&self) -> bool {
+        self.lake_applies > 0
+    }
+
+    fn parked(&self) -> bool {
+        self.has(LAST_ROUTE_REDO) && !self.applied() && !self.has(ROUTED_CRITICAL)
+    }
+
+    /// Whether the lake's final row for the key should reflect this change.
+    fn counts_for_final_row(&self) -> bool {
+        !self.has(POISON) && !self.has(ROUTED_CRITICAL) && !self.parked()
+    }
+
+    fn after_digest(&self) -> Option<u64> {
+        (!self.has(DELETE)).then_some(self.digest)
+    }
+}
+
+/// The lake's visible row of a key: the change that wrote it and its digest (`None`: deleted).
+type LakeRowState = (u64, Option<u64>);
+
+/// What the checker keeps per key.
+#[derive(Clone, Debug)]
+struct KeyState {
+    key: Key,
+    /// The key's latest source LSN; 0 if the source never changed it.
+    last_source_lsn: u64,
+    /// The highest LSN the lake applied to this key; 0 if none.
+    lake_max_lsn: u64,
+    /// The key's row in the lake as the last applied change left it.
+    lake_row: Option<LakeRowState>,
+    /// A poison change the lake applied to this key, if any.
+    poison_applied: Option<u64>,
+}
+
+/// Saturating conversion of a simulated time to the compact form.
+fn compact_ms(t_ms: u64) -> u32 {
+    u32::try_from(t_ms).unwrap_or(NEVER - 1).min(NEVER - 1)
+}
+
+fn set_first(slot: &mut u32, t_ms: u64) {
+    if *slot == NEVER {
+        *slot = compact_ms(t_ms);
+    }
+}
+
+/// The one-pass checker: feed it every observation in history order, then `finish`.
+#[derive(Clone, Debug)]
+pub struct Checker {
+    opts: CheckOptions,
+    header: Option<RunHeader>,
+    changes: Vec<ChangeState>,
+    key_index: BTreeMap<Key, u32>,
+    keys: Vec<KeyState>,
+    /// The highest offset read so far per enriched partition.
+    enriched_highest: BTreeMap<u32, u64>,
+    /// The highest LSN per (enriched partition, key index) read at new offsets.
+    enriched_key_lsn: BTreeMap<(u32, u32), u64>,
+    phantoms: BTreeSet<u64>,
+    exactly_once: ExactlyOnce,
+    faults: Vec<FaultWindow>,
+    drained: bool,
+    run_ended: bool,
+    last_t_ms: u64,
+    run_end_ms: Option<u64>,
+    workload_end_ms: Option<u64>,
+}
+
+impl Checker {
+    /// A checker that has seen nothing yet.
+    pub fn new(opts: CheckOptions) -> Self {
+        Checker {
+            opts,
+            header: None,
+            changes: Vec::new(),
+            key_index: BTreeMap::new(),
+            keys: Vec::new(),
+            enriched_highest: BTreeMap::new(),
+            enriched_key_lsn: BTreeMap::new(),
+            phantoms: BTreeSet::new(),
+            exactly_once: ExactlyOnce::default(),
+            faults: Vec::new(),
+            drained: false,
+            run_ended: false,
+            last_t_ms: 0,
+            run_end_ms: None,
+            workload_end_ms: None,
+        }
+    }
+
+    /// Takes the next observation of the history.
+    pub fn observe(&mut self, obs: &Observation) {
+        self.last_t_ms = self.last_t_ms.max(obs.t_ms());
+        match obs {
+            Observation::Header(h) => self.header = Some(h.clone()),
+            Observation::SourceCommit {
+                t_ms,
+                txid,
+                changes,
+            } => {
+                for c in changes {
+                    self.source_change(*t_ms, *txid, c);
+                }
+            }
+            Observation::Produced {
+                t_ms,
+                topic,
+                partition,
+                base_offset,
+                change_ids,
+                ..
+            } => self.produced(*t_ms, *topic, *partition, *base_offset, change_ids),
+            Observation::Read {
+                t_ms,
+                topic,
+                partition,
+                base_offset,
+                change_ids,
+                ..
+            } => self.read(*t_ms, *topic, *partition, *base_offset, change_ids),
+            Observation::Routed { change_id, to, .. } => self.routed(*change_id, *to),
+            Observation::LakeCommit {
+                t_ms,
+                checkpoint_id,
+                snapshot_id,
+                rows,
+                ..
+            } => self.lake_commit(*t_ms, *checkpoint_id, *snapshot_id, rows),
+            Observation::Checkpoint { .. } => {}
+            Observation::Fault {
+                t_ms,
+                kind,
+                target,
+                phase,
+            } => self.fault(*t_ms, kind, target, *phase),
+            Observation::WorkloadEnd { t_ms } => self.workload_end_ms = Some(*t_ms),
+            Observation::RunEnd { t_ms, drained } => {
+                self.run_ended = true;
+                self.drained = *drained;
+                self.run_end_ms = Some(*t_ms);
+            }
+        }
+    }
+
+    fn key_slot(&mut self, key: Key) -> u32 {
+        if let Some(i) = self.key_index.get(&key) {
+            return *i;
+        }
+        let i = u32::try_from(self.keys.len()).expect("fewer than 2^32 keys");
+        self.keys.push(KeyState {
+            key,
+            last_source_lsn: 0,
+            lake_max_lsn: 0,
+            lake_row: None,
+            poison_applied: None,
+        });
+        self.key_index.insert(key, i);
+        i
+    }
+
+    /// The state of a change the source committed, or `None` if no source commit produced it.
+    fn known(&self, id: u64) -> Option<&ChangeState> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.changes.get(i).filter(|c| c.has(KNOWN))
+    }
+
+    fn known_mut(&mut self, id: u64) -> Option<&mut ChangeState> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.changes.get_mut(i).filter(|c| c.has(KNOWN))
+    }
+
+    fn key_name_of(&self, id: u64) -> Option<String> {
+        self.known(id)
+            .map(|c| self.keys[c.key as usize].key.to_string())
+    }
+
+    fn example(
+        &self,
+        kind: AnomalyKind,
+        id: u64,
+        key: Option<String>,
+        location: String,
+    ) -> AnomalyExample {
+        AnomalyExample {
+            anomaly: kind.name().to_string(),
+            change_id: Some(id),
+            key,
+            lsn: Some(id),
+            location,
+        }
+    }
+
+    fn source_change(&mut self, t_ms: u64, txid: u64, c: &SourceChange) {
+        let Ok(i) = usize::try_from(c.lsn.wrapping_sub(1)) else {
+            return;
+        };
+        // LSN 0 is not a change id; a repeated LSN keeps its first commit.
+        if c.lsn == 0 || self.changes.get(i).is_some_and(|s| s.has(KNOWN)) {
+            return;
+        }
+        if self.changes.len() <= i {
+            self.changes.resize_with(i + 1, ChangeState::default);
+        }
+        let key = self.key_slot(c.key);
+        let ks = &mut self.keys[key as usize];
+        let prev = ks.last_source_lsn;
+        if c.lsn > ks.last_source_lsn {
+            ks.last_source_lsn = c.lsn;
+        }
+        let mut flags = KNOWN;
+        if txid == 0 || c.op == Op::Read {
+            flags |= SNAPSHOT;
+        }
+        if c.poison {
+            flags |= POISON;
+        }
+        if c.digest.is_none() {
+            flags |= DELETE;
+        }
+        self.changes[i] = ChangeState {
+            commit_ms: compact_ms(t_ms),
+            key,
+            prev_same_key: prev,
+            digest: c.digest.unwrap_or(0),
+            flags,
+            ..ChangeState::default()
+        };
+    }
+
+    fn phantom(&mut self, id: u64, key: Option<String>, location: String) {
+        if self.phantoms.insert(id) {
+            let ex = self.example(AnomalyKind::Phantom, id, key, location);
+            self.exactly_once
+                .record(AnomalyKind::Phantom, ex, self.opts.max_examples);
+        }
+    }
+
+    fn produced(&mut self, t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
+        for (offset, &id) in (base..).zip(ids) {
+            let Some(c) = self.known_mut(id) else {
+                let at = format!("produced to {} p{partition}@{offset}", topic.name());
+                self.phantom(id, None, at);
+                continue;
+            };
+            match topic {
+                TopicName::Raw => set_first(&mut c.raw_ms, t_ms),
+                TopicName::Standard => set_first(&mut c.standard_ms, t_ms),
+                TopicName::Enriched => {
+                    set_first(&mut c.enriched_ms, t_ms);
+                    c.flags &= !LAST_ROUTE_REDO;
+                }
+                TopicName::Redo | TopicName::Critical => {}
+            }
+        }
+    }
+
+    fn read(&mut self, t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
+        // A record read from a topic has reached it, even when its producer never saw the
+        // acknowledgement (a retry the broker recognised as a duplicate).
+        for (offset, &id) in (base..).zip(ids) {
+            let Some(c) = self.known_mut(id) else {
+                if topic != TopicName::Enriched {
+                    let at = format!("read from {} p{partition}@{offset}", topic.name());
+                    self.phantom(id, None, at);
+                }
+                continue;
+            };
+            match topic {
+                TopicName::Raw => set_first(&mut c.raw_ms, t_ms),
+                TopicName::Standard => set_first(&mut c.standard_ms, t_ms),
+                TopicName::Enriched => set_first(&mut c.enriched_ms, t_ms),
+                TopicName::Redo | TopicName::Critical => {}
+            }
+        }
+        if topic != TopicName::Enriched {
+            return;
+        }
+        let mut highest = self.enriched_highest.get(&partition).copied();
+        for (offset, &id) in (base..).zip(ids) {
+            let is_new = highest.is_none_or(|h| offset > h);
+            if is_new {
+                highest = Some(offset);
+            }
+            self.read_enriched_record(t_ms, partition, offset, id, is_new);
+        }
+        if let Some(h) = highest {
+            self.enriched_highest.insert(partition, h);
+        }
+    }
+
+    fn read_enriched_record(
+        &mut self,
+        t_ms: u64,
+        partition: u32,
+        offset: u64,
+        id: u64,
+        is_new: bool,
+    ) {
+        let Some(c) = self.known_mut(id) else {
+            self.phantom(
+                id,
+                None,
+                format!("read from enriched p{partition}@{offset}"),
+            );
+            return;
+        };
+        set_first(&mut c.bus_read_ms, t_ms);
+        c.flags &= !LAST_ROUTE_REDO;
+        if !c.has(SEEN_ENRICHED) {
+            c.flags |= SEEN_ENRICHED;
+            c.enriched_partition = partition;
+            c.enriched_offset = offset;
+        } else if (c.enriched_partition, c.enriched_offset) != (partition, offset) {
+            let at = format!(
+                "enriched p{}@{} and p{partition}@{offset}",
+                c.enriched_partition, c.enriched_offset
+            );
+            self.duplicate(id, at);
+            return;
+        }
+        if !is_new {
+            // A re-read of a position already read (after a restart): not new information.
+            return;
+        }
+        let key = c.key;
+        let last = self.enriched_key_lsn.entry((partition, key)).or_insert(0);
+        if *last > id {
+            let at = format!("enriched p{partition}@{offset}: lsn {id} after lsn {last}");
+            self.reorder(id, at);
+        } else {
+            *last = id;
+        }
+    }
+
+    fn duplicate(&mut self, id: u64, location: String) {
+        let key = self.key_name_of(id);
+        let Some(c) = self.known_mut(id) else { return };
+        if c.has(DUPLICATE_COUNTED) {
+            return;
+        }
+        c.flags |= DUPLICATE_COUNTED;
+        let ex = self.example(AnomalyKind::Duplicated, id, key, location);
+        self.exactly_once
+            .record(AnomalyKind::Duplicated, ex, self.opts.max_examples);
+    }
+
+    fn reorder(&mut self, id: u64, location: String) {
+        let key = self.key_name_of(id);
+        let Some(c) = self.known_mut(id) else { return };
+        if c.has(REORDER_COUNTED) {
+            return;
+        }
+        c.flags |= REORDER_COUNTED;
+        let ex = self.example(AnomalyKind::Reordered, id, key, location);
+        self.exactly_once
+            .record(AnomalyKind::Reordered, ex, self.opts.max_examples);
+    }
+
+    fn routed(&mut self, id: u64, to: TopicName) {
+        let Some(c) = self.known_mut(id) else {
+            self.phantom(id, None, format!("routed to {}", to.name()));
+            return;
+        };
+        match to {
+            TopicName::Redo => c.flags |= ROUTED_REDO | LAST_ROUTE_REDO,
+            TopicName::Critical => {
+                c.flags |= ROUTED_CRITICAL;
+                c.flags &= !LAST_ROUTE_REDO;
+            }
+            TopicName::Raw | TopicName::Standard | TopicName::Enriched => {}
+        }
+    }
+
+    fn lake_commit(&mut self, t_ms: u64, checkpoint_id: u64, snapshot_id: u64, rows: &[LakeRow]) {
+        let at = format!("lake snapshot {snapshot_id} (checkpoint {checkpoint_id})");
+        for row in rows {
+            let key = self.key_slot(row.key);
+            let ks = &mut self.keys[key as usize];
+            ks.lake_row = Some((row.change_id, row.digest));
+            let Some(c) = self.known_mut(row.change_id) else {
+                self.phantom(row.change_id, Some(row.key.to_string()), at.clone());
+                continue;
+            };
+            let first_apply = c.lake_applies == 0;
+            c.lake_applies = c.lake_applies.saturating_add(1);
+            set_first(&mut c.lake_ms, t_ms);
+            let poison = c.has(POISON);
+            let ks = &mut self.keys[key as usize];
+            if poison && ks.poison_applied.is_none() {
+                ks.poison_applied = Some(row.change_id);
+            }
+            if !first_apply {
+                self.duplicate(row.change_id, format!("{at}: applied again"));
+                continue;
+            }
+            let max = ks.lake_max_lsn;
+            if max > row.change_id {
+                let at = format!("{at}: lsn {} after lsn {max}", row.change_id);
+                self.reorder(row.change_id, at);
+            } else {
+                ks.lake_max_lsn = row.change_id;
+            }
+        }
+    }
+
+    fn fault(&mut self, t_ms: u64, kind: &str, target: &str, phase: FaultPhase) {
+        match phase {
+            FaultPhase::Start => self.faults.push(FaultWindow {
+                kind: kind.to_string(),
+                target: target.to_string(),
+                start_ms: t_ms,
+                end_ms: None,
+            }),
+            // An end heals the earliest open fault of the same kind and target; an end with no
+            // matching start is ignored.
+            FaultPhase::End => {
+                if let Some(f) = self
+                    .faults
+                    .iter_mut()
+                    .find(|f| f.end_ms.is_none() && f.kind == kind && f.target == target)
+                {
+                    f.end_ms = Some(t_ms);
+                }
+            }
+        }
+    }
+
+    /// Ends the history: judges what every change and key came to, and returns the analysis.
+    pub fn finish(mut self) -> Analysis {
+        let mut counts = Counts::default();
+        let mut latency = LatencyPaths::default();
+        let bounds = self.opts.tiers;
+        for i in 0..self.changes.len() {
+            let c = &self.changes[i];
+            if !c.has(KNOWN) {
+                continue;
+            }
+            let id = i as u64 + 1;
+            tally(&mut counts, c);
+            if !c.has(SNAPSHOT) {
+                record_latencies(&mut latency, c, &bounds);
+            }
+            let ended = c.applied() || c.has(ROUTED_CRITICAL);
+            let lost = if c.has(POISON) {
+                !ended
+            } else {
+                !ended && !c.parked()
+            };
+            if lost {
+                let at = lost_location(c);
+                let key = self.key_name_of(id);
+                let ex = self.example(AnomalyKind::Lost, id, key, at);
+                self.exactly_once
+                    .record(AnomalyKind::Lost, ex, self.opts.max_examples);
+            }
+        }
+        self.judge_final_rows(&mut counts);
+        self.exactly_once.sort_examples();
+        Analysis {
+            header: self.header,
+            counts,
+            latency,
+            tier_bounds: bounds,
+            exactly_once: self.exactly_once,
+            faults: self.faults,
+            drained: self.drained,
+            run_ended: self.run_ended,
+            sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),
+            workload_end_ms: self.workload_end_ms,
+        }
+    }
+
+    /// Compares every key's final lake row with the row the source says it should have.
+    fn judge_final_rows(&mut self, counts: &mut Counts) {
+        let order: Vec<u32> = self.key_index.values().copied().collect();
+        for k in order {
+            let ks = &self.keys[k as usize];
+            let actual = ks.lake_row.and_then(|(_, d)| d);
+            if actual.is_some() {
+                counts.lake_keys += 1;
+            }
+            let expected_lsn = self.expected_change(ks.last_source_lsn);
+            let expected = expected_lsn.and_then(|l| self.known(l)?.after_digest());
+            let at = if let Some(poison) = ks.poison_applied {
+                format!("lake applied poison change {poison}")
+            } else if expected != actual {
+                format!(
+                    "expected {} (lsn {}), lake has {} (change {})",
+                    digest_text(expected),
+                    expected_lsn.map_or("none".to_string(), |l| l.to_string()),
+                    digest_text(actual),
+                    ks.lake_row
+                        .map_or("none".to_string(), |(id, _)| id.to_string()),
+                )
+            } else {
+                continue;
+            };
+            let id = ks.lake_row.map(|(id, _)| id).or(expected_lsn);
+            let ex = AnomalyExample {
+                anomaly: AnomalyKind::LakeMismatch.name().to_string(),
+                change_id: id,
+                key: Some(ks.key.to_string()),
+                lsn: id,
+                location: at,
+            };
+            self.exactly_once
+                .record(AnomalyKind::LakeMismatch, ex, self.opts.max_examples);
+        }
+    }
+
+    /// The key's last change that should be visible in the lake, walking back from `lsn`.
+    fn expected_change(&self, mut lsn: u64) -> Option<u64> {
+        while lsn != 0 {
+            let c = self.known(lsn)?;
+            if c.counts_for_final_row() {
+                return Some(lsn);
+            }
+            lsn = c.prev_same_key;
+        }
+        None
+    }
+}
+
+fn tally(counts: &mut Counts, c: &ChangeState) {
+    counts.source_changes += 1;
+    counts.snapshot_changes += u64::from(c.has(SNAPSHOT));
+    counts.raw += u64::from(c.raw_ms != NEVER);
+    counts.standard += u64::from(c.standard_ms != NEVER);
+    counts.enriched += u64::from(c.enriched_ms != NEVER);
+    counts.lake_rows += u64::from(c.applied());
+    counts.redo += u64::from(c.has(ROUTED_REDO));
+    counts.critical += u64::from(c.has(ROUTED_CRITICAL));
+    counts.parked_in_redo += u64::from(c.parked());
+}
+
+fn record_latencies(latency: &mut LatencyPaths, c: &ChangeState, bounds: &TierBounds) {
+    let span = |from: u32, to: u32| {
+        (from != NEVER && to != NEVER).then(|| u64::from(to.saturating_sub(from)))
+    };
+    let paths = [
+        (&mut latency.ingest, span(c.commit_ms, c.raw_ms)),
+        (&mut latency.standardize, span(c.raw_ms, c.standard_ms)),
+        (&mut latency.enrich, span(c.standard_ms, c.enriched_ms)),
+        (&mut latency.lake_stage, span(c.enriched_ms, c.lake_ms)),
+        (&mut latency.bus, span(c.commit_ms, c.bus_read_ms)),
+        (&mut latency.lake, span(c.commit_ms, c.lake_ms)),
+    ];
+    for (path, value) in paths {
+        if let Some(v) = value {
+            path.record(v, bounds);
+        }
+    }
+}
+
+/// Says how far a lost change got, to point at the stage that dropped it.
+fn lost_location(c: &ChangeState) -> String {
+    let furthest = if c.bus_read_ms != NEVER {
+        "read from enriched"
+    } else if c.enriched_ms != NEVER {
+        "produced to enriched"
+    } else if c.standard_ms != NEVER {
+        "produced to standard"
+    } else if c.raw_ms != NEVER {
+        "produced to raw"
+    } else {
+        "committed at the source"
+    };
+    let what = if c.has(POISON) {
+        "poison change never reached critical"
+    } else {
+        "never applied to the lake nor routed to critical"
+    };
+    format!("{what}; last seen: {furthest}")
+}
+
+fn digest_text(d: Option<u64>) -> String {
+    d.map_or("absent".to_string(), |d| format!("{d:#018x}"))
+}
+
+/// Runs the checker over a whole history (owned or borrowed observations).
+pub fn analyze<O: Borrow<Observation>>(
+    observations: impl IntoIterator<Item = O>,
+    opts: &CheckOptions,
+) -> Analysis {
+    let mut checker = Checker::new(opts.clone());
+    for obs in observations {
+        checker.observe(obs.borrow());
+    }
+    checker.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_change_record_stays_small() {
+        // The module docs promise 64 bytes per change; a new field should be a conscious choice.
+        assert!(std::mem::size_of::<ChangeState>() <= 64);
+    }
+}

@@ -1,0 +1,28 @@
+//! The exactly-once checker, latency tiers and report renderers of nrtsim. It reads only the
+//! history (and the workload's types), never the pipeline, so it cannot share the pipeline's
+//! bugs.
+//!
+//! The flow: feed a history to [`Checker`] (or [`analyze`]) to get an [`Analysis`]; build a
+//! [`Report`] from it with [`Report::build`]; render the report with [`to_json`],
+//! [`to_markdown`], [`to_junit`] or [`summary_text`].
+
+pub mod analysis;
+pub mod anomaly;
+pub mod checker;
+pub mod expect;
+pub mod latency;
+pub mod render;
+pub mod report;
+pub mod slo;
+
+pub use analysis::{Analysis, Counts, FaultWindow, LatencyPaths};
+pub use anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
+pub use checker::{analyze, CheckOptions, Checker};
+pub use expect::Expect;
+pub use latency::{LatencyPath, Percentiles, TierBounds, Tiers};
+pub use render::{human_ms, summary_text, to_json, to_junit, to_markdown};
+pub use report::{
+    ExpectationResult, LatencyReport, Report, ReportInputs, SloResult, StageLatency, TiersReport,
+    Verdict,
+};
+pub use slo::{SloMetric, SloName};

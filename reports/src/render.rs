@@ -1,0 +1,495 @@
+//! Renderers of a [`Report`]: JSON (`report.json`), Markdown (`report.md`), JUnit XML
+//! (`junit.xml`) and the one-screen terminal summary `nrtsim run` prints last.
+
+use std::fmt::Write as _;
+
+use crate::anomaly::AnomalyKind;
+use crate::latency::{Percentiles, Tiers};
+use crate::report::Report;
+
+/// The report as pretty JSON, fields in their declared order.
+pub fn to_json(report: &Report) -> String {
+    // A report holds only strings, integers, finite floats and plain structs, so this cannot fail.
+    let mut s = serde_json::to_string_pretty(report).expect("a report always serialises");
+    s.push('\n');
+    s
+}
+
+/// A duration for people: `12ms`, `1.4s`, `2m03s`, `1h05m`.
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let tenths = ms / 100;
+        format!("{}.{}s", tenths / 10, tenths % 10)
+    } else if ms < 3_600_000 {
+        let s = ms / 1_000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let m = ms / 60_000;
+        format!("{}h{:02}m", m / 60, m % 60)
+    }
+}
+
+/// The latency rows every renderer shows: label, summary, and tiers for end-to-end paths.
+fn latency_rows(r: &Report) -> [(&'static str, &Percentiles, Option<&Tiers>); 6] {
+    let l = &r.latency;
+    [
+        ("ingest", &l.stages.ingest, None),
+        ("standardize", &l.stages.standardize, None),
+        ("enrich", &l.stages.enrich, None),
+        ("lake (stage)", &l.stages.lake, None),
+        ("bus (e2e)", &l.bus, Some(&r.tiers.bus)),
+        ("lake (e2e)", &l.lake, Some(&r.tiers.lake)),
+    ]
+}
+
+fn fault_end(end_ms: Option<u64>) -> String {
+    end_ms.map_or("never".to_string(), human_ms)
+}
+
+/// The report as Markdown: summary, counts, latency, tiers, anomalies, SLOs, faults, replay.
+pub fn to_markdown(r: &Report) -> String {
+    let mut md = String::new();
+    let c = &r.counts;
+    let _ = writeln!(md, "# nrtsim report: {}\n", r.scenario);
+    let _ = writeln!(
+        md,
+        "**Verdict: {}** (exit code {}) · seed {} · simulated {} · wall {} · {:.0} changes/s · {}\n",
+        r.verdict.name().to_uppercase(),
+        r.exit_code,
+        r.seed,
+        human_ms(r.sim_duration_ms),
+        human_ms(r.wall_ms),
+        r.changes_per_wall_s,
+        if r.drained { "drained" } else { "**not drained**" },
+    );
+    if let Some(e) = &r.expectation {
+        let _ = writeln!(
+            md,
+            "Expectation (`[expect]` exit code {}, anomalies [{}]): **{}**",
+            e.exit_code.map_or("any".to_string(), |c| c.to_string()),
+            e.anomalies.join(", "),
+            if e.met { "met" } else { "NOT met" }
+        );
+        for reason in &e.reasons {
+            let _ = writeln!(md, "- {reason}");
+        }
+        md.push('\n');
+    }
+    md.push_str("## Counts\n\n| place | changes |\n|---|---:|\n");
+    for (name, n) in [
+        ("source changes", c.source_changes),
+        ("of which snapshot", c.snapshot_changes),
+        ("raw", c.raw),
+        ("standard", c.standard),
+        ("enriched", c.enriched),
+        ("lake rows", c.lake_rows),
+        ("lake keys (final)", c.lake_keys),
+        ("redo", c.redo),
+        ("parked in redo", c.parked_in_redo),
+        ("critical", c.critical),
+    ] {
+        let _ = writeln!(md, "| {name} | {n} |");
+    }
+    md.push_str("\n## Latency (from the source commit)\n\n");
+    md.push_str("| path | p50 | p90 | p99 | p99.9 | max | count |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (name, p, _) in latency_rows(r) {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            human_ms(p.p50_ms),
+            human_ms(p.p90_ms),
+            human_ms(p.p99_ms),
+            human_ms(p.p999_ms),
+            human_ms(p.max_ms),
+            p.count
+        );
+    }
+    let b = &r.tiers.bounds;
+    let _ = writeln!(
+        md,
+        "\n## Tiers\n\n| path | sub-second (<{}) | seconds (<{}) | minutes (<{}) | late |",
+        human_ms(b.seconds_ms),
+        human_ms(b.minutes_ms),
+        human_ms(b.late_ms)
+    );
+    md.push_str("|---|---:|---:|---:|---:|\n");
+    for (name, t) in [("bus", &r.tiers.bus), ("lake", &r.tiers.lake)] {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} |",
+            t.sub_second, t.seconds, t.minutes, t.late
+        );
+    }
+    md.push_str("\n## Exactly-once\n\n| anomaly | count |\n|---|---:|\n");
+    for kind in AnomalyKind::ALL {
+        let _ = writeln!(md, "| {} | {} |", kind.name(), r.exactly_once.count(kind));
+    }
+    if !r.exactly_once.examples.is_empty() {
+        md.push_str("\n| anomaly | change | key | where |\n|---|---:|---|---|\n");
+        for e in &r.exactly_once.examples {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                e.anomaly,
+                e.change_id.map_or("-".to_string(), |id| id.to_string()),
+                e.key.as_deref().unwrap_or("-"),
+                e.location.replace('|', "\\|")
+            );
+        }
+    }
+    md.push_str("\n## SLOs\n\n");
+    if r.slo.is_empty() {
+        md.push_str("None declared.\n");
+    } else {
+        md.push_str("| SLO | limit | actual | result |\n|---|---:|---:|---|\n");
+        for s in &r.slo {
+            let result = match &s.error {
+                Some(e) => format!("fail: {e}"),
+                None if s.pass => "pass".to_string(),
+                None => "**breached**".to_string(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {result} |",
+                s.name,
+                human_ms(s.limit_ms),
+                human_ms(s.actual_ms)
+            );
+        }
+    }
+    md.push_str("\n## Faults\n\n");
+    if r.faults.is_empty() {
+        md.push_str("None.\n");
+    } else {
+        md.push_str("| kind | target | start | end |\n|---|---|---:|---:|\n");
+        for f in &r.faults {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                f.kind,
+                f.target,
+                human_ms(f.start_ms),
+                fault_end(f.end_ms)
+            );
+        }
+    }
+    let _ = writeln!(md, "\n## Replay\n\n```\n{}\n```", r.replay);
+    md
+}
+
+/// Escapes text for an XML attribute or element.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One JUnit testcase: a name, and a failure message with details when it failed.
+struct Case {
+    class: &'static str,
+    name: String,
+    failure: Option<(String, String)>,
+}
+
+/// The report as JUnit XML: one testsuite `nrtsim.<scenario>` with a testcase per anomaly, per
+/// SLO, one for draining and one for the expectation. When the scenario has an `[expect]`, the
+/// expectation alone decides pass or fail, and the other testcases report what they found as
+/// output instead of failing (a canary is meant to show anomalies).
+pub fn to_junit(r: &Report) -> String {
+    let judged_by_expectation = r.expectation.is_some();
+    let mut cases = Vec::new();
+    for kind in AnomalyKind::ALL {
+        let n = r.exactly_once.count(kind);
+        let failure = (n > 0).then(|| {
+            let details: Vec<String> = r
+                .exactly_once
+                .examples_of(kind)
+                .map(|e| {
+                    format!(
+                        "change {} key {}: {}",
+                        e.change_id.map_or("-".to_string(), |id| id.to_string()),
+                        e.key.as_deref().unwrap_or("-"),
+                        e.location
+                    )
+                })
+                .collect();
+            (format!("{n} {} found", kind.name()), details.join("\n"))
+        });
+        cases.push(Case {
+            class: "exactly_once",
+            name: kind.name().to_string(),
+            failure,
+        });
+    }
+    for s in &r.slo {
+        let failure = (!s.pass).then(|| {
+            let msg = match &s.error {
+                Some(e) => e.clone(),
+                None => format!(
+                    "{} is {}, above the limit {}",
+                    s.name,
+                    human_ms(s.actual_ms),
+                    human_ms(s.limit_ms)
+                ),
+            };
+            (msg, String::new())
+        });
+        cases.push(Case {
+            class: "slo",
+            name: s.name.clone(),
+            failure,
+        });
+    }
+    cases.push(Case {
+        class: "liveness",
+        name: "drain".to_string(),
+        failure: (!r.drained).then(|| {
+            (
+                "the pipeline did not drain before the drain timeout".to_string(),
+                String::new(),
+            )
+        }),
+    });
+    if let Some(e) = &r.expectation {
+        cases.push(Case {
+            class: "expectation",
+            name: "expect".to_string(),
+            failure: (!e.met).then(|| {
+                (
+                    "the [expect] section did not hold".to_string(),
+                    e.reasons.join("\n"),
+                )
+            }),
+        });
+    }
+
+    let suite = format!("nrtsim.{}", r.scenario);
+    let failures = cases
+        .iter()
+        .filter(|c| c.failure.is_some() && (!judged_by_expectation || c.class == "expectation"))
+        .count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"nrtsim\" tests=\"{}\" failures=\"{failures}\">",
+        cases.len()
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+        xml_escape(&suite),
+        cases.len(),
+        r.wall_ms as f64 / 1000.0
+    );
+    x.push_str("    <properties>\n");
+    for (name, value) in [
+        ("seed", r.seed.to_string()),
+        ("exit_code", r.exit_code.to_string()),
+        ("replay", r.replay.clone()),
+    ] {
+        let _ = writeln!(
+            x,
+            "      <property name=\"{name}\" value=\"{}\"/>",
+            xml_escape(&value)
+        );
+    }
+    x.push_str("    </properties>\n");
+    for c in &cases {
+        let _ = write!(
+            x,
+            "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"0\"",
+            xml_escape(&suite),
+            c.class,
+            xml_escape(&c.name)
+        );
+        match &c.failure {
+            None => x.push_str("/>\n"),
+            Some((msg, body)) if !judged_by_expectation || c.class == "expectation" => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                    xml_escape(msg),
+                    xml_escape(body)
+                );
+            }
+            Some((msg, body)) => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <system-out>{}</system-out>\n    </testcase>",
+                    xml_escape(&format!("{msg} (judged by [expect])\n{body}"))
+                );
+            }
+        }
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+/// The one-screen terminal summary (under 30 lines, under 100 columns) `nrtsim run` prints last.
+pub fn summary_text(r: &Report) -> String {
+    let mut s = String::new();
+    let c = &r.counts;
+    let b = &r.tiers.bounds;
+    let _ = writeln!(
+        s,
+        "scenario {}  seed {}  simulated {}  wall {}  ({:.0} changes/s)",
+        r.scenario,
+        r.seed,
+        human_ms(r.sim_duration_ms),
+        human_ms(r.wall_ms),
+        r.changes_per_wall_s
+    );
+    let _ = writeln!(
+        s,
+        "counts   source {} (snapshot {})  raw {}  standard {}  enriched {}",
+        c.source_changes, c.snapshot_changes, c.raw, c.standard, c.enriched
+    );
+    let _ = writeln!(
+        s,
+        "         lake rows {} (keys {})  redo {} (parked {})  critical {}",
+        c.lake_rows, c.lake_keys, c.redo, c.parked_in_redo, c.critical
+    );
+    let _ = writeln!(
+        s,
+        "{:<15}{:>7} {:>7} {:>7} {:>7} {:>7} {:>8} | {:>6} {:>6} {:>6} {:>5}",
+        "latency",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "count",
+        format!("<{}", human_ms(b.seconds_ms)),
+        format!("<{}", human_ms(b.minutes_ms)),
+        format!("<{}", human_ms(b.late_ms)),
+        "late"
+    );
+    for (name, p, tiers) in latency_rows(r) {
+        let _ = write!(
+            s,
+            "  {:<13}{:>7} {:>7} {:>7} {:>7} {:>7} {:>8} |",
+            name,
+            human_ms(p.p50_ms),
+            human_ms(p.p90_ms),
+            human_ms(p.p99_ms),
+            human_ms(p.p999_ms),
+            human_ms(p.max_ms),
+            p.count
+        );
+        match tiers {
+            Some(t) => {
+                let _ = writeln!(
+                    s,
+                    " {:>6} {:>6} {:>6} {:>5}",
+                    t.sub_second, t.seconds, t.minutes, t.late
+                );
+            }
+            None => s.push('\n'),
+        }
+    }
+    let eo = &r.exactly_once;
+    let _ = write!(s, "anomalies");
+    for kind in AnomalyKind::ALL {
+        let _ = write!(s, "  {} {}", kind.name(), eo.count(kind));
+    }
+    s.push('\n');
+    for e in eo.examples.iter().take(4) {
+        let line = format!(
+            "  {} change {} {}: {}",
+            e.anomaly,
+            e.change_id.map_or("-".to_string(), |id| id.to_string()),
+            e.key.as_deref().unwrap_or("-"),
+            e.location
+        );
+        let _ = writeln!(s, "{}", clip(&line, 99));
+    }
+    for slo in r.slo.iter().take(6) {
+        let _ = writeln!(
+            s,
+            "slo {:<22} limit {:>7}  actual {:>7}  {}",
+            slo.name,
+            human_ms(slo.limit_ms),
+            human_ms(slo.actual_ms),
+            if slo.pass { "pass" } else { "BREACHED" }
+        );
+    }
+    let open = r.faults.iter().filter(|f| f.end_ms.is_none()).count();
+    let _ = writeln!(
+        s,
+        "faults {} ({} never healed)  {}  parked in redo {}",
+        r.faults.len(),
+        open,
+        if r.drained { "drained" } else { "NOT DRAINED" },
+        r.parked_in_redo
+    );
+    if let Some(e) = &r.expectation {
+        let _ = writeln!(
+            s,
+            "expectation {}{}",
+            if e.met { "met" } else { "NOT met: " },
+            clip(&e.reasons.join("; "), 80)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "verdict {}  exit code {}",
+        r.verdict.name().to_uppercase(),
+        r.exit_code
+    );
+    let _ = writeln!(s, "replay: {}", r.replay);
+    s
+}
+
+/// Cuts a line to `max` characters, marking the cut.
+fn clip(line: &str, max: usize) -> String {
+    if line.chars().count() <= max {
+        line.to_string()
+    } else {
+        let mut out: String = line.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_ms(0), "0ms");
+        assert_eq!(human_ms(12), "12ms");
+        assert_eq!(human_ms(1_432), "1.4s");
+        assert_eq!(human_ms(59_999), "59.9s");
+        assert_eq!(human_ms(123_000), "2m03s");
+        assert_eq!(human_ms(3_900_000), "1h05m");
+    }
+
+    #[test]
+    fn xml_escape_covers_markup() {
+        assert_eq!(
+            xml_escape("a<b & \"c\" 'd'>\u{1}"),
+            "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;?"
+        );
+    }
+
+    #[test]
+    fn clip_marks_the_cut() {
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abc", 4), "abc");
+    }
+}

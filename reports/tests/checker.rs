@@ -1,0 +1,1164 @@
+//! The checker's integration tests: one tiny hand-written history per anomaly, showing it is
+//! caught with the right count and example; clean histories that must pass; exit codes; the
+//! report contract; and a property test that random clean histories pass and a single injected
+//! loss or duplicate is always caught.
+
+use nrtsim_history::{
+    FaultPhase, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage, TopicName,
+};
+use nrtsim_reports::{
+    analyze, summary_text, to_json, to_junit, to_markdown, Analysis, CheckOptions, Checker, Expect,
+    Report, ReportInputs,
+};
+use nrtsim_workloads::{Key, Op, Table};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------------------------
+// History building blocks.
+
+fn key(id: u64) -> Key {
+    Key {
+        table: Table::Accounts,
+        id,
+    }
+}
+
+fn change(lsn: u64, key_id: u64, op: Op, digest: Option<u64>) -> SourceChange {
+    SourceChange {
+        lsn,
+        key: key(key_id),
+        op,
+        digest,
+        poison: false,
+    }
+}
+
+fn header() -> Observation {
+    Observation::Header(RunHeader {
+        scenario: "tiny".to_string(),
+        seed: 7,
+        replay: "nrtsim run scenarios/tiny.toml --seed 7".to_string(),
+        nrtsim_version: "0.1.0".to_string(),
+        scenario_toml: String::new(),
+    })
+}
+
+fn commit(t_ms: u64, txid: u64, changes: Vec<SourceChange>) -> Observation {
+    Observation::SourceCommit {
+        t_ms,
+        txid,
+        changes,
+    }
+}
+
+fn producer_of(topic: TopicName) -> Stage {
+    match topic {
+        TopicName::Raw => Stage::Cdc,
+        TopicName::Standard => Stage::Standardize,
+        _ => Stage::Enrich,
+    }
+}
+
+fn produced(t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) -> Observation {
+    let stage = producer_of(topic);
+    Observation::Produced {
+        t_ms,
+        stage,
+        host: format!("{}-0", stage.name()),
+        topic,
+        partition,
+        base_offset: base,
+        change_ids: ids.to_vec(),
+    }
+}
+
+fn read(t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) -> Observation {
+    let stage = match topic {
+        TopicName::Raw => Stage::Standardize,
+        TopicName::Standard | TopicName::Redo => Stage::Enrich,
+        _ => Stage::Lake,
+    };
+    Observation::Read {
+        t_ms,
+        stage,
+        host: format!("{}-0", stage.name()),
+        topic,
+        partition,
+        base_offset: base,
+        change_ids: ids.to_vec(),
+    }
+}
+
+fn routed(t_ms: u64, change_id: u64, to: TopicName, reason: RouteReason) -> Observation {
+    Observation::Routed {
+        t_ms,
+        change_id,
+        to,
+        reason,
+        attempt: 1,
+    }
+}
+
+fn lake(t_ms: u64, checkpoint_id: u64, rows: &[(u64, u64, Option<u64>)]) -> Observation {
+    Observation::LakeCommit {
+        t_ms,
+        host: "lake-0".to_string(),
+        checkpoint_id,
+        snapshot_id: checkpoint_id,
+        rows: rows
+            .iter()
+            .map(|&(change_id, key_id, digest)| LakeRow {
+                change_id,
+                key: key(key_id),
+                digest,
+            })
+            .collect(),
+    }
+}
+
+fn run_end(t_ms: u64, drained: bool) -> Observation {
+    Observation::RunEnd { t_ms, drained }
+}
+
+/// The source side of the tiny history: a snapshot of keys 1 and 2, then an update of key 1
+/// and an insert of key 3, then a delete of key 2.
+fn source() -> Vec<Observation> {
+    vec![
+        header(),
+        commit(
+            0,
+            0,
+            vec![
+                change(1, 1, Op::Read, Some(10)),
+                change(2, 2, Op::Read, Some(20)),
+            ],
+        ),
+        commit(
+            100,
+            1,
+            vec![
+                change(3, 1, Op::Update, Some(11)),
+                change(4, 3, Op::Create, Some(30)),
+            ],
+        ),
+        commit(200, 2, vec![change(5, 2, Op::Delete, None)]),
+    ]
+}
+
+/// The rows the lake should get for changes 1..=5.
+fn lake_rows(ids: &[u64]) -> Vec<(u64, u64, Option<u64>)> {
+    let all = [
+        (1, 1, Some(10)),
+        (2, 2, Some(20)),
+        (3, 1, Some(11)),
+        (4, 3, Some(30)),
+        (5, 2, None),
+    ];
+    ids.iter().map(|id| all[(*id - 1) as usize]).collect()
+}
+
+/// Changes 1..=5 through raw, standard and enriched (all on partition 0), read by the lake sink
+/// and applied in one commit.
+fn clean() -> Vec<Observation> {
+    let all = [1, 2, 3, 4, 5];
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(220, TopicName::Standard, 0, 0, &all));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &all));
+    h.push(read(240, TopicName::Enriched, 0, 0, &all));
+    h.push(lake(300, 1, &lake_rows(&all)));
+    h.push(run_end(400, true));
+    h
+}
+
+/// Inserts observations just before the final `RunEnd`.
+fn before_end(mut h: Vec<Observation>, extra: Vec<Observation>) -> Vec<Observation> {
+    let end = h.pop().expect("history has a RunEnd");
+    h.extend(extra);
+    h.push(end);
+    h
+}
+
+fn check(h: &[Observation]) -> Analysis {
+    analyze(h, &CheckOptions::default())
+}
+
+fn report(analysis: &Analysis, slos: &[(&str, u64)], expect: Option<Expect>) -> Report {
+    Report::build(
+        analysis,
+        ReportInputs {
+            scenario: "tiny".to_string(),
+            seed: 7,
+            replay: "nrtsim run scenarios/tiny.toml --seed 7".to_string(),
+            wall_ms: 1_000,
+            slos: slos.iter().map(|(n, l)| (n.to_string(), *l)).collect(),
+            expect,
+        },
+    )
+}
+
+/// The anomaly counts in report order: lost, duplicated, reordered, phantom, lake_mismatch.
+fn counts(a: &Analysis) -> [u64; 5] {
+    let e = &a.exactly_once;
+    [
+        e.lost,
+        e.duplicated,
+        e.reordered,
+        e.phantom,
+        e.lake_mismatch,
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clean histories.
+
+#[test]
+fn clean_history_passes_with_all_zeros() {
+    let a = check(&clean());
+    assert_eq!(counts(&a), [0; 5]);
+    assert!(a.exactly_once.examples.is_empty());
+    let c = a.counts;
+    assert_eq!(
+        (
+            c.source_changes,
+            c.snapshot_changes,
+            c.raw,
+            c.standard,
+            c.enriched
+        ),
+        (5, 2, 5, 5, 5)
+    );
+    assert_eq!(
+        (c.lake_rows, c.redo, c.critical, c.parked_in_redo),
+        (5, 0, 0, 0)
+    );
+    assert_eq!(c.lake_keys, 2, "key 2 was deleted; keys 1 and 3 remain");
+    assert!(a.drained);
+    assert_eq!(a.sim_duration_ms, 400);
+    let r = report(&a, &[], None);
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(r.verdict.name(), "pass");
+}
+
+#[test]
+fn latency_is_measured_from_the_commit_and_skips_the_snapshot() {
+    let r = report(&check(&clean()), &[], None);
+    let l = &r.latency;
+    // Changes 3 and 4 committed at 100, change 5 at 200; the snapshot (1, 2) is not measured.
+    assert_eq!(l.stages.ingest.count, 3);
+    assert_eq!(l.stages.ingest.max_ms, 110);
+    assert_eq!(l.stages.ingest.p50_ms, 110);
+    assert_eq!(l.stages.standardize.max_ms, 10);
+    assert_eq!(l.stages.enrich.max_ms, 10);
+    assert_eq!(l.stages.lake.max_ms, 70);
+    assert_eq!((l.bus.p50_ms, l.bus.max_ms, l.bus.count), (140, 140, 3));
+    assert_eq!((l.lake.max_ms, l.lake.count), (200, 3));
+    assert_eq!(r.tiers.bus.sub_second, 3);
+    assert_eq!(r.tiers.lake.total(), 3);
+}
+
+#[test]
+fn a_reread_of_the_same_offset_is_not_a_duplicate() {
+    let all = [1, 2, 3, 4, 5];
+    let h = before_end(
+        clean(),
+        vec![
+            read(500, TopicName::Enriched, 0, 0, &all),
+            read(510, TopicName::Enriched, 0, 2, &all[2..]),
+        ],
+    );
+    assert_eq!(counts(&check(&h)), [0; 5]);
+}
+
+#[test]
+fn a_change_parked_in_redo_is_not_lost() {
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+    h.push(produced(226, TopicName::Redo, 0, 0, &[4]));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    assert_eq!((a.counts.redo, a.counts.parked_in_redo), (1, 1));
+    assert_eq!(a.counts.lake_keys, 1, "key 3 is parked, key 2 deleted");
+    assert_eq!(report(&a, &[], None).exit_code, 0);
+}
+
+#[test]
+fn a_change_that_comes_back_from_redo_is_not_parked() {
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5, 4]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5, 4]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5, 4])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    assert_eq!((a.counts.redo, a.counts.parked_in_redo), (1, 0));
+}
+
+#[test]
+fn poison_routed_to_critical_is_not_lost() {
+    let mut h = source();
+    if let Observation::SourceCommit { changes, .. } = &mut h[2] {
+        changes[1].poison = true; // change 4
+    }
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(routed(215, 4, TopicName::Critical, RouteReason::Poison));
+    h.push(produced(216, TopicName::Critical, 0, 0, &[4]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 5]));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    assert_eq!(a.counts.critical, 1);
+    assert_eq!(report(&a, &[], None).exit_code, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One tiny history per anomaly.
+
+#[test]
+fn lost_change_is_caught() {
+    // Change 4 was acknowledged to enriched but vanished: the reader and the lake never saw it.
+    let kept = [1, 2, 3, 5];
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &kept));
+    h.push(lake(300, 1, &lake_rows(&kept)));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.lost, 1);
+    let ex = a
+        .exactly_once
+        .examples
+        .iter()
+        .find(|e| e.anomaly == "lost")
+        .unwrap();
+    assert_eq!(ex.change_id, Some(4));
+    assert_eq!(ex.lsn, Some(4));
+    assert_eq!(ex.key.as_deref(), Some("accounts/3"));
+    assert!(
+        ex.location.contains("produced to enriched"),
+        "{}",
+        ex.location
+    );
+    // Key 3 should hold change 4's row; the lake has nothing.
+    assert_eq!(a.exactly_once.lake_mismatch, 1);
+    assert_eq!(report(&a, &[], None).exit_code, 1);
+}
+
+#[test]
+fn duplicate_in_the_lake_is_caught() {
+    let h = before_end(clean(), vec![lake(350, 2, &lake_rows(&[3]))]);
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 1, 0, 0, 0]);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!((ex.anomaly.as_str(), ex.change_id), ("duplicated", Some(3)));
+    assert_eq!(ex.key.as_deref(), Some("accounts/1"));
+    assert!(
+        ex.location.starts_with("lake snapshot 2"),
+        "{}",
+        ex.location
+    );
+    assert_eq!(report(&a, &[], None).exit_code, 1);
+}
+
+#[test]
+fn duplicate_within_one_lake_commit_is_caught() {
+    let mut h = source();
+    let all = [1, 2, 3, 4, 5];
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(220, TopicName::Standard, 0, 0, &all));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &all));
+    h.push(read(240, TopicName::Enriched, 0, 0, &all));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 4, 4, 5])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 1, 0, 0, 0]);
+    assert_eq!(a.exactly_once.examples[0].change_id, Some(4));
+}
+
+#[test]
+fn duplicate_in_the_enriched_topic_is_caught() {
+    // The enrich job re-produced change 4 after a restart: it sits at offsets 3 and 5.
+    let h = before_end(
+        clean(),
+        vec![
+            produced(310, TopicName::Enriched, 0, 5, &[4]),
+            read(320, TopicName::Enriched, 0, 5, &[4]),
+        ],
+    );
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 1, 0, 0, 0]);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!(ex.change_id, Some(4));
+    assert_eq!(ex.location, "enriched p0@3 and p0@5");
+}
+
+/// Three changes to one key (LSN 1, 2, 3) through raw and standard.
+fn one_key_source() -> Vec<Observation> {
+    vec![
+        header(),
+        commit(100, 1, vec![change(1, 1, Op::Create, Some(1))]),
+        commit(110, 2, vec![change(2, 1, Op::Update, Some(2))]),
+        commit(120, 3, vec![change(3, 1, Op::Update, Some(3))]),
+        produced(130, TopicName::Raw, 0, 0, &[1, 2, 3]),
+        produced(140, TopicName::Standard, 0, 0, &[1, 2, 3]),
+    ]
+}
+
+#[test]
+fn reordering_in_the_lake_is_caught() {
+    let mut h = one_key_source();
+    h.push(produced(150, TopicName::Enriched, 0, 0, &[1, 2, 3]));
+    h.push(read(160, TopicName::Enriched, 0, 0, &[1, 2, 3]));
+    h.push(lake(
+        200,
+        1,
+        &[(2, 1, Some(2)), (1, 1, Some(1)), (3, 1, Some(3))],
+    ));
+    h.push(run_end(300, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 1, 0, 0]);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!((ex.anomaly.as_str(), ex.change_id), ("reordered", Some(1)));
+    assert_eq!(
+        ex.location,
+        "lake snapshot 1 (checkpoint 1): lsn 1 after lsn 2"
+    );
+}
+
+#[test]
+fn reordering_in_the_enriched_topic_is_caught() {
+    let mut h = one_key_source();
+    h.push(produced(150, TopicName::Enriched, 0, 0, &[2, 1, 3]));
+    h.push(read(160, TopicName::Enriched, 0, 0, &[2, 1, 3]));
+    // A sink that sorts by LSN still applies in order; the topic is what is wrong.
+    h.push(lake(
+        200,
+        1,
+        &[(1, 1, Some(1)), (2, 1, Some(2)), (3, 1, Some(3))],
+    ));
+    h.push(run_end(300, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 1, 0, 0]);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!(ex.change_id, Some(1));
+    assert_eq!(ex.location, "enriched p0@1: lsn 1 after lsn 2");
+}
+
+#[test]
+fn rereading_old_offsets_does_not_look_like_reordering() {
+    let mut h = one_key_source();
+    h.push(produced(150, TopicName::Enriched, 0, 0, &[1, 2, 3]));
+    h.push(read(160, TopicName::Enriched, 0, 0, &[1, 2, 3]));
+    h.push(read(170, TopicName::Enriched, 0, 0, &[1]));
+    h.push(lake(
+        200,
+        1,
+        &[(1, 1, Some(1)), (2, 1, Some(2)), (3, 1, Some(3))],
+    ));
+    h.push(run_end(300, true));
+    assert_eq!(counts(&check(&h)), [0; 5]);
+}
+
+#[test]
+fn phantom_is_caught() {
+    let h = before_end(clean(), vec![read(330, TopicName::Enriched, 0, 5, &[99])]);
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 0, 1, 0]);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!((ex.anomaly.as_str(), ex.change_id), ("phantom", Some(99)));
+    assert_eq!(ex.location, "read from enriched p0@5");
+}
+
+#[test]
+fn a_change_seen_before_its_commit_is_a_phantom() {
+    let mut h = vec![header(), produced(5, TopicName::Raw, 0, 0, &[1])];
+    h.push(commit(10, 1, vec![change(1, 1, Op::Create, Some(1))]));
+    h.push(produced(20, TopicName::Raw, 0, 1, &[1]));
+    h.push(produced(30, TopicName::Enriched, 0, 0, &[1]));
+    h.push(read(40, TopicName::Enriched, 0, 0, &[1]));
+    h.push(lake(50, 1, &[(1, 1, Some(1))]));
+    h.push(run_end(60, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 0, 1, 0]);
+    assert_eq!(a.exactly_once.examples[0].location, "produced to raw p0@0");
+}
+
+#[test]
+fn lake_mismatch_is_caught() {
+    let mut rows = lake_rows(&[1, 2, 3, 4, 5]);
+    rows[3].2 = Some(31); // change 4 wrote the wrong row for key 3
+    let mut h = clean();
+    h[8] = lake(300, 1, &rows);
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 0, 0, 1]);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!(ex.anomaly, "lake_mismatch");
+    assert_eq!(ex.key.as_deref(), Some("accounts/3"));
+    assert_eq!(
+        ex.location,
+        "expected 0x000000000000001e (lsn 4), lake has 0x000000000000001f (change 4)"
+    );
+}
+
+#[test]
+fn a_poison_change_in_the_lake_is_a_lake_mismatch() {
+    let mut h = clean();
+    if let Observation::SourceCommit { changes, .. } = &mut h[2] {
+        changes[0].poison = true; // change 3, key 1
+    }
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 0, 0, 1]);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!(ex.key.as_deref(), Some("accounts/1"));
+    assert_eq!(ex.location, "lake applied poison change 3");
+}
+
+#[test]
+fn a_poison_change_that_never_reached_critical_is_lost() {
+    let mut h = source();
+    if let Observation::SourceCommit { changes, .. } = &mut h[2] {
+        changes[1].poison = true; // change 4
+    }
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 5]));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [1, 0, 0, 0, 0]);
+    assert!(a.exactly_once.examples[0]
+        .location
+        .starts_with("poison change never reached critical"));
+}
+
+#[test]
+fn examples_are_capped_at_eight_per_anomaly() {
+    let mut h = vec![header()];
+    let ids: Vec<u64> = (1..=20).collect();
+    h.push(commit(
+        0,
+        1,
+        ids.iter()
+            .map(|&i| change(i, i, Op::Create, Some(i)))
+            .collect(),
+    ));
+    h.push(run_end(10, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.lost, 20);
+    assert_eq!(a.exactly_once.lake_mismatch, 20);
+    assert_eq!(a.exactly_once.examples.len(), 16);
+    assert_eq!(a.exactly_once.examples[0].change_id, Some(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit codes, SLOs, expectations, faults.
+
+#[test]
+fn slo_kept_passes_and_slo_breached_exits_3() {
+    let a = check(&clean());
+    let kept = report(&a, &[("bus.p99", 1_000), ("stages.ingest.max", 110)], None);
+    assert_eq!(kept.exit_code, 0);
+    assert!(kept.slo.iter().all(|s| s.pass));
+    assert_eq!(kept.slo[1].actual_ms, 110);
+    let breached = report(&a, &[("bus.p99", 1_000), ("lake.p99", 50)], None);
+    assert_eq!(breached.exit_code, 3);
+    assert_eq!(breached.verdict.name(), "fail");
+    assert!(!breached.slo[1].pass);
+    assert_eq!(breached.slo[1].actual_ms, 200);
+}
+
+#[test]
+fn an_unknown_slo_name_fails_with_a_reason() {
+    let r = report(&check(&clean()), &[("kafka.p99", 10)], None);
+    assert_eq!(r.exit_code, 3);
+    assert!(r.slo[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("unknown latency path"));
+}
+
+#[test]
+fn not_drained_exits_4() {
+    let mut h = clean();
+    *h.last_mut().unwrap() = run_end(400, false);
+    let a = check(&h);
+    assert!(!a.drained);
+    assert_eq!(report(&a, &[], None).exit_code, 4);
+}
+
+#[test]
+fn a_history_without_run_end_did_not_drain() {
+    let mut h = clean();
+    h.pop();
+    let a = check(&h);
+    assert!(!a.run_ended && !a.drained);
+    assert_eq!(a.sim_duration_ms, 300);
+}
+
+#[test]
+fn the_lowest_non_zero_exit_code_wins() {
+    // SLO breached and not drained: 3.
+    let mut h = clean();
+    *h.last_mut().unwrap() = run_end(400, false);
+    let a = check(&h);
+    assert_eq!(report(&a, &[("lake.p99", 1)], None).exit_code, 3);
+    // Add a duplicate as well: 1.
+    let h = before_end(h, vec![lake(350, 2, &lake_rows(&[3]))]);
+    let a = check(&h);
+    assert_eq!(report(&a, &[("lake.p99", 1)], None).exit_code, 1);
+}
+
+#[test]
+fn expectations_are_judged() {
+    let h = before_end(clean(), vec![lake(350, 2, &lake_rows(&[3]))]);
+    let a = check(&h);
+    let met = report(
+        &a,
+        &[],
+        Some(Expect {
+            exit_code: Some(1),
+            anomalies: vec!["duplicated".to_string()],
+        }),
+    );
+    assert_eq!(met.expectation_met, Some(true));
+    assert!(met.expectation.as_ref().unwrap().reasons.is_empty());
+    let missed = report(
+        &a,
+        &[],
+        Some(Expect {
+            exit_code: Some(0),
+            anomalies: vec!["lost".to_string(), "aborted_read".to_string()],
+        }),
+    );
+    assert_eq!(missed.expectation_met, Some(false));
+    let reasons = &missed.expectation.as_ref().unwrap().reasons;
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[2].contains("does not check"));
+    let none = report(&a, &[], None);
+    assert_eq!(none.expectation_met, None);
+    let json: serde_json::Value = serde_json::from_str(&to_json(&none)).unwrap();
+    assert!(json.get("expectation").is_none() && json.get("expectation_met").is_none());
+}
+
+#[test]
+fn faults_are_listed_with_their_windows() {
+    let fault = |t_ms, target: &str, phase| Observation::Fault {
+        t_ms,
+        kind: "crash".to_string(),
+        target: target.to_string(),
+        phase,
+    };
+    let h = before_end(
+        clean(),
+        vec![
+            fault(50, "broker-1", FaultPhase::Start),
+            fault(60, "enrich-0", FaultPhase::Start),
+            fault(90, "broker-1", FaultPhase::End),
+        ],
+    );
+    let r = report(&check(&h), &[], None);
+    assert_eq!(r.faults.len(), 2);
+    assert_eq!((r.faults[0].start_ms, r.faults[0].end_ms), (50, Some(90)));
+    assert_eq!(
+        (r.faults[1].target.as_str(), r.faults[1].end_ms),
+        ("enrich-0", None)
+    );
+}
+
+#[test]
+fn the_checker_can_be_fed_one_observation_at_a_time() {
+    let h = clean();
+    let mut checker = Checker::new(CheckOptions::default());
+    for obs in &h {
+        checker.observe(obs);
+    }
+    let a = checker.finish();
+    let b = analyze(h, &CheckOptions::default());
+    assert_eq!(a.counts, b.counts);
+    assert_eq!(a.exactly_once, b.exactly_once);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering and the report contract.
+
+#[test]
+fn json_leaves_unchecked_anomalies_out_and_round_trips() {
+    let r = report(&check(&clean()), &[("bus.p99", 1_000)], None);
+    let text = to_json(&r);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let eo = &json["exactly_once"];
+    for absent in [
+        "aborted_read",
+        "torn_transaction",
+        "aggregate_mismatch",
+        "inconsistent_offsets",
+    ] {
+        assert!(eo.get(absent).is_none(), "{absent} must be absent");
+    }
+    assert_eq!(json["verdict"], "pass");
+    assert_eq!(json["latency"]["stages"]["lake"]["count"], 3);
+    let back: Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, r);
+    // Fields keep the contract's order.
+    let s = text.find("\"scenario\"").unwrap();
+    let v = text.find("\"verdict\"").unwrap();
+    let f = text.find("\"faults\"").unwrap();
+    assert!(s < v && v < f);
+}
+
+#[test]
+fn markdown_junit_and_summary_render() {
+    let h = before_end(clean(), vec![lake(350, 2, &lake_rows(&[3]))]);
+    let r = report(&check(&h), &[("bus.p99", 1_000), ("lake.p99", 50)], None);
+    let md = to_markdown(&r);
+    for section in [
+        "# nrtsim report: tiny",
+        "## Counts",
+        "## Latency",
+        "## Tiers",
+        "## Exactly-once",
+        "## SLOs",
+        "## Faults",
+        "## Replay",
+    ] {
+        assert!(md.contains(section), "missing {section}");
+    }
+    assert!(md.contains("| duplicated | 1 |"));
+
+    let xml = to_junit(&r);
+    assert!(
+        xml.contains("<testsuite name=\"nrtsim.tiny\" tests=\"8\" failures=\"2\""),
+        "{xml}"
+    );
+    assert!(xml.contains(
+        "name=\"duplicated\" time=\"0\">\n      <failure message=\"1 duplicated found\">"
+    ));
+    assert!(xml.contains("name=\"drain\" time=\"0\"/>"));
+    assert_eq!(xml.matches("<testcase").count(), 8);
+
+    let text = summary_text(&r);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() <= 30, "{} lines:\n{text}", lines.len());
+    for line in &lines {
+        assert!(line.chars().count() <= 100, "too wide: {line}");
+    }
+    assert!(text.contains("duplicated 1"));
+    assert!(text.contains("BREACHED"));
+    assert!(text.contains("verdict FAIL  exit code 1"));
+    assert!(text.contains("replay: nrtsim run scenarios/tiny.toml --seed 7"));
+    println!("{text}");
+}
+
+#[test]
+fn junit_with_an_expectation_fails_only_on_the_expectation() {
+    let h = before_end(clean(), vec![lake(350, 2, &lake_rows(&[3]))]);
+    let expect = Expect {
+        exit_code: Some(1),
+        anomalies: vec!["duplicated".to_string()],
+    };
+    let xml = to_junit(&report(&check(&h), &[], Some(expect)));
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+    assert!(xml.contains("<system-out>1 duplicated found (judged by [expect])"));
+    assert!(xml.contains("name=\"expect\" time=\"0\"/>"));
+}
+
+fn contract_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/report-contract.py")
+}
+
+#[test]
+fn reports_keep_the_contract() {
+    let script = contract_script();
+    if !script.exists() {
+        println!("note: {} is absent; contract not checked", script.display());
+        return;
+    }
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("note: python3 is absent; contract not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lost = {
+        let mut h = clean();
+        h[7] = read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]);
+        h[8] = lake(300, 1, &lake_rows(&[1, 2, 3, 5]));
+        h
+    };
+    let cases = [
+        (report(&check(&clean()), &[("bus.p99", 1_000)], None), 0),
+        (report(&check(&lost), &[("bus.p99", 1)], None), 1),
+        (
+            report(
+                &check(&clean()),
+                &[("lake.max", 1)],
+                Some(Expect {
+                    exit_code: Some(3),
+                    anomalies: vec![],
+                }),
+            ),
+            3,
+        ),
+    ];
+    for (i, (r, code)) in cases.iter().enumerate() {
+        assert_eq!(r.exit_code, *code);
+        let path = dir.path().join(format!("report-{i}.json"));
+        std::fs::write(&path, to_json(r)).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&path)
+            .arg("--exit-code")
+            .arg(code.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "report {i} breaks the contract:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random clean histories, and a single injected fault that must be caught.
+
+/// A small deterministic generator (splitmix64): proptest picks the seed, this makes the draws.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    fn one_in(&mut self, n: u64) -> bool {
+        self.next().is_multiple_of(n)
+    }
+}
+
+/// What to break in a generated history.
+#[derive(Clone, Copy, Debug)]
+enum Inject {
+    Nothing,
+    /// Drop one applied change from the enriched reads and the lake commits.
+    Loss,
+    /// Apply one change to the lake a second time.
+    LakeDuplicate,
+    /// Produce and read one change again at a new enriched offset.
+    EnrichedDuplicate,
+}
+
+/// Splits `items` into batches of random size (1..=max).
+fn batches<T: Clone>(d: &mut Draw, items: &[T], max: u64) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        let n = (d.range(1, max) as usize).min(items.len() - i);
+        out.push(items[i..i + n].to_vec());
+        i += n;
+    }
+    out
+}
+
+/// A random history of keys, changes, poison, redo and batching that a correct pipeline could
+/// have produced, with `inject` applied; returns it and the change id the injection touched.
+fn generated(seed: u64, inject: Inject) -> (Vec<Observation>, Option<u64>) {
+    let mut d = Draw(seed);
+    let n_keys = d.range(1, 6);
+    let partitions = d.range(1, 3) as u32;
+    let mut t = 0u64;
+    let mut h = vec![header()];
+    let mut exists = vec![false; n_keys as usize + 1];
+    let mut lsn = 0u64;
+    // (change, poison, parked, comes back from redo)
+    let mut all: Vec<(SourceChange, bool)> = Vec::new();
+    let mut snapshot = Vec::new();
+    for k in 1..=n_keys {
+        if d.one_in(2) {
+            lsn += 1;
+            exists[k as usize] = true;
+            snapshot.push(change(lsn, k, Op::Read, Some(d.next())));
+        }
+    }
+    all.extend(snapshot.iter().map(|c| (c.clone(), false)));
+    h.push(commit(0, 0, snapshot));
+    for txid in 1..=d.range(1, 25) {
+        t += d.range(0, 50);
+        let mut changes = Vec::new();
+        for _ in 0..d.range(1, 3) {
+            let k = d.range(1, n_keys);
+            lsn += 1;
+            let (op, digest) = if !exists[k as usize] {
+                (Op::Create, Some(d.next()))
+            } else if d.one_in(5) {
+                (Op::Delete, None)
+            } else {
+                (Op::Update, Some(d.next()))
+            };
+            let mut c = change(lsn, k, op, digest);
+            c.poison = d.one_in(12);
+            if !c.poison {
+                exists[k as usize] = digest.is_some();
+            }
+            let parked = !c.poison && d.one_in(12);
+            all.push((c.clone(), parked));
+            changes.push(c);
+        }
+        h.push(commit(t, txid, changes));
+    }
+
+    let part = |c: &SourceChange| (c.key.id % u64::from(partitions)) as u32;
+    let mut enriched_logs: Vec<Vec<u64>> = vec![Vec::new(); partitions as usize];
+    for p in 0..partitions {
+        let of_p: Vec<&(SourceChange, bool)> = all.iter().filter(|(c, _)| part(c) == p).collect();
+        let raw: Vec<u64> = of_p.iter().map(|(c, _)| c.lsn).collect();
+        let mut base = 0;
+        for b in batches(&mut d, &raw, 4) {
+            t += d.range(0, 20);
+            h.push(produced(t, TopicName::Raw, p, base, &b));
+            base += b.len() as u64;
+        }
+        let mut standard = Vec::new();
+        for (c, _) in &of_p {
+            if c.poison {
+                h.push(routed(t, c.lsn, TopicName::Critical, RouteReason::Poison));
+            } else {
+                standard.push(c.lsn);
+            }
+        }
+        let mut base = 0;
+        for b in batches(&mut d, &standard, 4) {
+            t += d.range(0, 20);
+            h.push(produced(t, TopicName::Standard, p, base, &b));
+            base += b.len() as u64;
+        }
+        for (c, parked) in &of_p {
+            if c.poison {
+                continue;
+            }
+            if *parked || d.one_in(10) {
+                h.push(routed(
+                    t,
+                    c.lsn,
+                    TopicName::Redo,
+                    RouteReason::ReferenceMiss,
+                ));
+            }
+            if !*parked {
+                enriched_logs[p as usize].push(c.lsn);
+            }
+        }
+        let mut base = 0;
+        for b in batches(&mut d, &enriched_logs[p as usize].clone(), 4) {
+            t += d.range(0, 20);
+            h.push(produced(t, TopicName::Enriched, p, base, &b));
+            base += b.len() as u64;
+        }
+    }
+
+    let applied: Vec<u64> = enriched_logs.iter().flatten().copied().collect();
+    let target =
+        (!applied.is_empty()).then(|| applied[d.range(0, applied.len() as u64 - 1) as usize]);
+    let dropped = match inject {
+        Inject::Loss => target,
+        _ => None,
+    };
+    if let (Inject::EnrichedDuplicate, Some(id)) = (inject, target) {
+        let p = enriched_logs.iter().position(|l| l.contains(&id)).unwrap();
+        let base = enriched_logs[p].len() as u64;
+        t += 1;
+        h.push(produced(t, TopicName::Enriched, p as u32, base, &[id]));
+        enriched_logs[p].push(id);
+    }
+
+    // Read batches per partition (with an occasional re-read after a "restart"), interleaved
+    // across partitions at random; the lake applies what it reads, committing at random points.
+    let mut queues: Vec<Vec<(u32, u64, Vec<u64>)>> = Vec::new();
+    for (p, log) in enriched_logs.iter().enumerate() {
+        let mut q = Vec::new();
+        let mut base = 0u64;
+        for b in batches(&mut d, log, 5) {
+            q.push((p as u32, base, b.clone()));
+            base += b.len() as u64;
+        }
+        q.reverse();
+        queues.push(q);
+    }
+    let mut pending_rows: Vec<u64> = Vec::new();
+    let mut checkpoint = 0;
+    let mut already_applied = std::collections::BTreeSet::new();
+    loop {
+        let live: Vec<usize> = (0..queues.len())
+            .filter(|i| !queues[*i].is_empty())
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        let qi = live[d.range(0, live.len() as u64 - 1) as usize];
+        let (p, base, ids) = queues[qi].pop().unwrap();
+        t += d.range(0, 30);
+        // Read around the dropped change, as if it had been truncated away.
+        let mut start = 0;
+        for (i, id) in ids.iter().enumerate() {
+            if Some(*id) == dropped {
+                if i > start {
+                    h.push(read(
+                        t,
+                        TopicName::Enriched,
+                        p,
+                        base + start as u64,
+                        &ids[start..i],
+                    ));
+                }
+                start = i + 1;
+            }
+        }
+        if start < ids.len() {
+            h.push(read(
+                t,
+                TopicName::Enriched,
+                p,
+                base + start as u64,
+                &ids[start..],
+            ));
+        }
+        if d.one_in(6) && !ids.iter().any(|id| Some(*id) == dropped) {
+            // A restarted reader fetches the same positions again: not a duplicate.
+            h.push(read(t, TopicName::Enriched, p, base, &ids));
+        }
+        // The sink applies each change once, even when it was produced twice.
+        for id in ids {
+            if Some(id) != dropped && already_applied.insert(id) {
+                pending_rows.push(id);
+            }
+        }
+        if d.one_in(3) {
+            checkpoint += 1;
+            t += d.range(0, 30);
+            h.push(lake_commit_of(&all, t, checkpoint, &pending_rows));
+            pending_rows.clear();
+        }
+    }
+    if let (Inject::LakeDuplicate, Some(id)) = (inject, target) {
+        pending_rows.push(id);
+    }
+    checkpoint += 1;
+    t += 10;
+    h.push(lake_commit_of(&all, t, checkpoint, &pending_rows));
+    h.push(run_end(t + 10, true));
+    (h, target)
+}
+
+fn lake_commit_of(
+    all: &[(SourceChange, bool)],
+    t_ms: u64,
+    checkpoint: u64,
+    ids: &[u64],
+) -> Observation {
+    let rows: Vec<(u64, u64, Option<u64>)> = ids
+        .iter()
+        .map(|id| {
+            let c = &all[(*id - 1) as usize].0;
+            (c.lsn, c.key.id, c.digest)
+        })
+        .collect();
+    lake(t_ms, checkpoint, &rows)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_clean_histories_pass(seed in any::<u64>()) {
+        let (h, _) = generated(seed, Inject::Nothing);
+        let a = check(&h);
+        prop_assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+        prop_assert_eq!(report(&a, &[], None).exit_code, 0);
+        prop_assert_eq!(
+            a.counts.lake_rows + a.counts.critical + a.counts.parked_in_redo,
+            a.counts.source_changes
+        );
+    }
+
+    #[test]
+    fn a_single_loss_is_always_caught(seed in any::<u64>()) {
+        let (h, target) = generated(seed, Inject::Loss);
+        let a = check(&h);
+        if let Some(id) = target {
+            prop_assert_eq!(a.exactly_once.lost, 1);
+            let ex = a.exactly_once.examples.iter().find(|e| e.anomaly == "lost").unwrap();
+            prop_assert_eq!(ex.change_id, Some(id));
+            prop_assert_eq!(a.exactly_once.duplicated + a.exactly_once.reordered, 0);
+            prop_assert_eq!(report(&a, &[], None).exit_code, 1);
+        }
+    }
+
+    #[test]
+    fn a_single_lake_duplicate_is_always_caught(seed in any::<u64>()) {
+        let (h, target) = generated(seed, Inject::LakeDuplicate);
+        let a = check(&h);
+        if let Some(id) = target {
+            prop_assert_eq!(a.exactly_once.duplicated, 1);
+            prop_assert_eq!(a.exactly_once.examples[0].change_id, Some(id));
+            prop_assert_eq!(a.exactly_once.lost + a.exactly_once.reordered, 0);
+            prop_assert_eq!(report(&a, &[], None).exit_code, 1);
+        }
+    }
+
+    #[test]
+    fn a_single_enriched_duplicate_is_always_caught(seed in any::<u64>()) {
+        let (h, target) = generated(seed, Inject::EnrichedDuplicate);
+        let a = check(&h);
+        if let Some(id) = target {
+            prop_assert_eq!(counts(&a), [0, 1, 0, 0, 0], "{:?}", a.exactly_once.examples);
+            prop_assert_eq!(a.exactly_once.examples[0].change_id, Some(id));
+        }
+    }
+}
+
+#[test]
+fn a_change_lost_after_coming_back_from_redo_is_lost_not_parked() {
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5, 4]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.lost, 1);
+    assert_eq!(a.counts.parked_in_redo, 0);
+}

@@ -1,0 +1,563 @@
+//! A broker host: serves produce and fetch requests for the partitions it leads, replicates
+//! the partitions it follows by fetching from their leaders, truncates its log where it
+//! diverges from a new leader, keeps the high watermark, shrinks and expands the ISR through
+//! the controller, and heartbeats to the controller to learn the cluster's metadata.
+
+use crate::cluster::ClusterMeta;
+use crate::partition_log::{LeaderAppend, PartitionLog};
+use crate::wire::{
+    self, Connection, FetchPart, FetchResult, Message, PartError, ProducePart, ProduceResult,
+    Request, Response, SharedArena, BROKER_PORT, CONTROLLER_PORT,
+};
+use crate::PlatformConfig;
+use nrtsim_pipeline::{Acks, Isolation, TopicPartition};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use turmoil::net::{TcpListener, TcpStream};
+
+/// What a broker keeps on disk: its replica logs. It survives a crash.
+#[derive(Default)]
+pub struct BrokerDisk {
+    /// One log per partition replica the broker holds.
+    pub logs: BTreeMap<TopicPartition, PartitionLog>,
+}
+
+/// Everything a broker host needs to start (again).
+#[derive(Clone)]
+pub struct BrokerSetup {
+    /// Broker id.
+    pub id: u32,
+    /// The broker's disk.
+    pub disk: Rc<RefCell<BrokerDisk>>,
+    /// The message arena.
+    pub arena: SharedArena,
+    /// Cluster settings.
+    pub platform: PlatformConfig,
+    /// Simulated time per record appended, in µs.
+    pub append_us: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Follower {
+    leo: u64,
+    caught_up_at: Instant,
+    /// The leader's log end and the time at the follower's previous fetch: a follower that
+    /// has now reached that end was caught up then (Kafka's rule, which keeps a follower that
+    /// trails steady traffic by a little in the ISR).
+    previous_fetch: Option<(u64, Instant)>,
+    /// Whether it has fetched in this leadership (a silent replica never rejoins the ISR).
+    fetched: bool,
+}
+
+/// A broker's state that dies with it.
+struct Live {
+    id: u32,
+    view: ClusterMeta,
+    hw: BTreeMap<TopicPartition, u64>,
+    followers: BTreeMap<TopicPartition, BTreeMap<u32, Follower>>,
+}
+
+impl Live {
+    fn leads(&self, tp: &TopicPartition) -> Option<u32> {
+        self.view
+            .get(tp)
+            .filter(|m| m.leader == Some(self.id))
+            .map(|m| m.leader_epoch)
+    }
+}
+
+struct Broker {
+    setup: BrokerSetup,
+    live: RefCell<Live>,
+    changed: Notify,
+}
+
+fn broker_name(id: u32) -> String {
+    format!("broker-{id}")
+}
+
+/// Runs a broker until the host is crashed.
+pub async fn run_broker(setup: BrokerSetup) -> turmoil::Result {
+    let hw = setup
+        .disk
+        .borrow()
+        .logs
+        .iter()
+        .map(|(tp, l)| (*tp, l.hw_checkpoint))
+        .collect();
+    let broker = Rc::new(Broker {
+        live: RefCell::new(Live {
+            id: setup.id,
+            view: ClusterMeta::default(),
+            hw,
+            followers: BTreeMap::new(),
+        }),
+        setup,
+        changed: Notify::new(),
+    });
+    let listener = TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
+    tokio::task::spawn_local(heartbeat_loop(broker.clone()));
+    tokio::task::spawn_local(isr_loop(broker.clone()));
+    let others: Vec<u32> = (0..broker.setup.platform.brokers)
+        .filter(|b| *b != broker.setup.id)
+        .collect();
+    for leader in others {
+        tokio::task::spawn_local(replica_fetcher(broker.clone(), leader));
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::task::spawn_local(serve(broker.clone(), stream));
+    }
+}
+
+async fn serve(broker: Rc<Broker>, mut stream: TcpStream) {
+    let arena = broker.setup.arena.clone();
+    while let Ok(msg) = wire::recv(&arena, &mut stream).await {
+        let Message::Request(req) = msg else { return };
+        let reply = match req {
+            Request::Produce {
+                acks,
+                parts,
+                timeout_ms,
+            } => {
+                let results = produce(&broker, acks, parts, timeout_ms).await;
+                if acks == Acks::None {
+                    continue;
+                }
+                Response::Produce(results)
+            }
+            Request::Fetch {
+                replica,
+                parts,
+                max_wait_ms,
+                max_records,
+                isolation,
+            } => Response::Fetch(
+                fetch(
+                    &broker,
+                    replica,
+                    &parts,
+                    max_wait_ms,
+                    max_records,
+                    isolation,
+                )
+                .await,
+            ),
+            _ => return,
+        };
+        if wire::send(&arena, &mut stream, Message::Response(reply))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn produce(
+    broker: &Broker,
+    acks: Acks,
+    parts: Vec<ProducePart>,
+    timeout_ms: u64,
+) -> Vec<ProduceResult> {
+    let mut results = Vec::with_capacity(parts.len());
+    let mut waits: Vec<(usize, TopicPartition, u32, u64)> = Vec::new();
+    let mut appended = 0u64;
+    for part in &parts {
+        let res = {
+            let live = broker.live.borrow();
+            match (live.leads(&part.tp), live.view.get(&part.tp)) {
+                (Some(epoch), Some(meta)) => {
+                    if acks == Acks::All
+                        && (meta.isr.len() as u32) < broker.setup.platform.min_insync_replicas
+                    {
+                        ProduceResult::Error(PartError::NotEnoughReplicas)
+                    } else {
+                        let mut disk = broker.setup.disk.borrow_mut();
+                        let log = disk.logs.entry(part.tp).or_default();
+                        match log.append_leader(epoch, &part.records, part.producer) {
+                            LeaderAppend::Appended { base_offset, count } => {
+                                appended += count;
+                                waits.push((results.len(), part.tp, epoch, base_offset + count));
+                                ProduceResult::Appended(base_offset)
+                            }
+                            LeaderAppend::Duplicate => ProduceResult::Duplicate,
+                            LeaderAppend::OutOfOrder => {
+                                ProduceResult::Error(PartError::OutOfOrderSequence)
+                            }
+                        }
+                    }
+                }
+                _ => ProduceResult::Error(PartError::NotLeader),
+            }
+        };
+        results.push(res);
+    }
+    if appended > 0 {
+        let us = broker.setup.append_us * appended;
+        if us > 0 {
+            tokio::time::sleep(Duration::from_micros(us)).await;
+        }
+        for (_, tp, _, _) in &waits {
+            advance_hw(broker, tp);
+        }
+        broker.changed.notify_waiters();
+    }
+    if acks != Acks::All {
+        return results;
+    }
+    // acks=all: answer once the high watermark covers every appended batch.
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    for (i, tp, epoch, end) in waits {
+        loop {
+            let notified = broker.changed.notified();
+            {
+                let live = broker.live.borrow();
+                if live.leads(&tp) != Some(epoch) {
+                    results[i] = ProduceResult::Error(PartError::NotLeader);
+                    break;
+                }
+                if live.hw.get(&tp).copied().unwrap_or(0) >= end {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                results[i] = ProduceResult::Error(PartError::Timeout);
+                break;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+    results
+}
+
+/// Recomputes a led partition's high watermark from the ISR's log ends; never moves it back.
+fn advance_hw(broker: &Broker, tp: &TopicPartition) {
+    let mut live = broker.live.borrow_mut();
+    let Some(meta) = live.view.get(tp).cloned() else {
+        return;
+    };
+    if meta.leader != Some(live.id) {
+        return;
+    }
+    let leo = broker
+        .setup
+        .disk
+        .borrow()
+        .logs
+        .get(tp)
+        .map_or(0, PartitionLog::leo);
+    let mut hw = leo;
+    for r in meta.isr.iter().filter(|r| **r != live.id) {
+        let f = live
+            .followers
+            .get(tp)
+            .and_then(|m| m.get(r))
+            .map_or(0, |f| f.leo);
+        hw = hw.min(f);
+    }
+    let cur = live.hw.entry(*tp).or_insert(0);
+    if hw > *cur {
+        *cur = hw;
+        if let Some(log) = broker.setup.disk.borrow_mut().logs.get_mut(tp) {
+            log.hw_checkpoint = hw;
+        }
+    }
+}
+
+async fn fetch(
+    broker: &Broker,
+    replica: Option<u32>,
+    parts: &[FetchPart],
+    max_wait_ms: u64,
+    max_records: usize,
+    _isolation: Isolation,
+) -> Vec<(TopicPartition, FetchResult)> {
+    if let Some(r) = replica {
+        let now = Instant::now();
+        for part in parts {
+            note_follower(broker, r, part, now);
+        }
+        broker.changed.notify_waiters();
+    }
+    let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
+    loop {
+        let notified = broker.changed.notified();
+        let results: Vec<(TopicPartition, FetchResult)> = parts
+            .iter()
+            .map(|p| (p.tp, fetch_one(broker, replica, p, max_records)))
+            .collect();
+        let ready = results.iter().any(|(_, r)| match r {
+            FetchResult::Records { records, .. } => !records.is_empty(),
+            _ => true,
+        });
+        if ready || Instant::now() >= deadline {
+            return results;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn note_follower(broker: &Broker, replica: u32, part: &FetchPart, now: Instant) {
+    {
+        let mut live = broker.live.borrow_mut();
+        if live.leads(&part.tp).is_none() {
+            return;
+        }
+        let leo = broker
+            .setup
+            .disk
+            .borrow()
+            .logs
+            .get(&part.tp)
+            .map_or(0, PartitionLog::leo);
+        let f = live
+            .followers
+            .entry(part.tp)
+            .or_default()
+            .entry(replica)
+            .or_insert(Follower {
+                leo: 0,
+                caught_up_at: now,
+                previous_fetch: None,
+                fetched: false,
+            });
+        f.leo = part.offset.min(leo);
+        f.fetched = true;
+        if part.offset >= leo {
+            f.caught_up_at = now;
+        } else if let Some((end, at)) = f.previous_fetch {
+            if part.offset >= end {
+                f.caught_up_at = f.caught_up_at.max(at);
+            }
+        }
+        f.previous_fetch = Some((leo, now));
+    }
+    advance_hw(broker, &part.tp);
+}
+
+fn fetch_one(broker: &Broker, replica: Option<u32>, p: &FetchPart, max: usize) -> FetchResult {
+    let live = broker.live.borrow();
+    if live.leads(&p.tp).is_none() {
+        return FetchResult::Error(PartError::NotLeader);
+    }
+    let disk = broker.setup.disk.borrow();
+    let empty = PartitionLog::default();
+    let log = disk.logs.get(&p.tp).unwrap_or(&empty);
+    let hw = live.hw.get(&p.tp).copied().unwrap_or(0);
+    if let (Some(_), Some(epoch)) = (replica, p.last_epoch) {
+        let end = log.end_offset_for_epoch(epoch);
+        if end < p.offset {
+            return FetchResult::Diverging { truncate_to: end };
+        }
+    }
+    if p.offset > log.leo() {
+        return FetchResult::Error(PartError::OffsetOutOfRange);
+    }
+    // Followers read to the log end; consumers only what every in-sync replica has.
+    let end = if replica.is_some() { log.leo() } else { hw };
+    FetchResult::Records {
+        base_offset: p.offset,
+        records: log.read(p.offset, end, max).to_vec(),
+        high_watermark: hw,
+    }
+}
+
+async fn heartbeat_loop(broker: Rc<Broker>) {
+    let mut conn = Connection::new(broker.setup.arena.clone(), "controller", CONTROLLER_PORT);
+    loop {
+        let known_version = broker.live.borrow().view.version;
+        let req = Request::Heartbeat {
+            broker: broker.setup.id,
+            known_version,
+        };
+        if let Ok(Response::Heartbeat(Some(meta))) = conn.call(req, Duration::from_secs(1)).await {
+            apply_view(&broker, *meta);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn apply_view(broker: &Broker, meta: ClusterMeta) {
+    let now = Instant::now();
+    let id = broker.setup.id;
+    {
+        let mut live = broker.live.borrow_mut();
+        let mut disk = broker.setup.disk.borrow_mut();
+        for (tp, m) in &meta.partitions {
+            if !m.replicas.contains(&id) {
+                continue;
+            }
+            let was = live.view.get(tp).map(|o| (o.leader, o.leader_epoch));
+            if m.leader == Some(id) && was != Some((m.leader, m.leader_epoch)) {
+                // A new leadership: start the epoch at our log end and give followers a grace
+                // period before they count as lagging.
+                disk.logs
+                    .entry(*tp)
+                    .or_default()
+                    .begin_epoch(m.leader_epoch);
+                let followers = m
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != id)
+                    .map(|r| {
+                        let f = Follower {
+                            leo: 0,
+                            caught_up_at: now,
+                            previous_fetch: None,
+                            fetched: false,
+                        };
+                        (*r, f)
+                    })
+                    .collect();
+                live.followers.insert(*tp, followers);
+            }
+        }
+        live.view = meta;
+    }
+    let led: Vec<TopicPartition> = {
+        let live = broker.live.borrow();
+        live.view
+            .partitions
+            .keys()
+            .filter(|tp| live.leads(tp).is_some())
+            .copied()
+            .collect()
+    };
+    for tp in &led {
+        advance_hw(broker, tp);
+    }
+    broker.changed.notify_waiters();
+}
+
+async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
+    let mut conn = Connection::new(
+        broker.setup.arena.clone(),
+        &broker_name(leader),
+        BROKER_PORT,
+    );
+    let id = broker.setup.id;
+    loop {
+        let parts: Vec<FetchPart> = {
+            let live = broker.live.borrow();
+            let disk = broker.setup.disk.borrow();
+            live.view
+                .partitions
+                .iter()
+                .filter(|(_, m)| m.leader == Some(leader) && m.replicas.contains(&id))
+                .map(|(tp, _)| {
+                    let log = disk.logs.get(tp);
+                    FetchPart {
+                        tp: *tp,
+                        offset: log.map_or(0, PartitionLog::leo),
+                        last_epoch: log.and_then(PartitionLog::last_epoch),
+                    }
+                })
+                .collect()
+        };
+        if parts.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let req = Request::Fetch {
+            replica: Some(id),
+            parts,
+            max_wait_ms: 100,
+            max_records: 2000,
+            isolation: Isolation::ReadUncommitted,
+        };
+        match conn.call(req, Duration::from_secs(1)).await {
+            Ok(Response::Fetch(results)) => {
+                let mut appended = 0u64;
+                for (tp, res) in results {
+                    let mut disk = broker.setup.disk.borrow_mut();
+                    let log = disk.logs.entry(tp).or_default();
+                    match res {
+                        FetchResult::Records {
+                            base_offset,
+                            records,
+                            high_watermark,
+                        } => {
+                            if base_offset == log.leo() && !records.is_empty() {
+                                log.append_follower(&records);
+                                appended += records.len() as u64;
+                            }
+                            let hw = high_watermark.min(log.leo());
+                            log.hw_checkpoint = log.hw_checkpoint.max(hw);
+                        }
+                        FetchResult::Diverging { truncate_to } => log.truncate_to(truncate_to),
+                        FetchResult::Error(_) => {}
+                    }
+                }
+                let us = broker.setup.append_us * appended;
+                if us > 0 {
+                    tokio::time::sleep(Duration::from_micros(us)).await;
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn isr_loop(broker: Rc<Broker>) {
+    let mut conn = Connection::new(broker.setup.arena.clone(), "controller", CONTROLLER_PORT);
+    let lag_max = broker.setup.platform.replica_lag_time_max.to_std();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = Instant::now();
+        let changes: Vec<(TopicPartition, u32, Vec<u32>)> = {
+            let live = broker.live.borrow();
+            let disk = broker.setup.disk.borrow();
+            let mut out = Vec::new();
+            for (tp, m) in &live.view.partitions {
+                if m.leader != Some(live.id) {
+                    continue;
+                }
+                let leo = disk.logs.get(tp).map_or(0, PartitionLog::leo);
+                let hw = live.hw.get(tp).copied().unwrap_or(0);
+                let followers = live.followers.get(tp);
+                let mut isr: BTreeSet<u32> = m.isr.iter().copied().collect();
+                for r in m.replicas.iter().filter(|r| **r != live.id) {
+                    let Some(f) = followers.and_then(|fs| fs.get(r)) else {
+                        continue;
+                    };
+                    if isr.contains(r) && now.duration_since(f.caught_up_at) > lag_max {
+                        isr.remove(r);
+                    } else if !isr.contains(r) && f.fetched && f.leo >= hw.min(leo) {
+                        isr.insert(*r);
+                    }
+                }
+                isr.insert(live.id);
+                let new: Vec<u32> = m
+                    .replicas
+                    .iter()
+                    .filter(|r| isr.contains(r))
+                    .copied()
+                    .collect();
+                if new != m.isr {
+                    out.push((*tp, m.leader_epoch, new));
+                }
+            }
+            out
+        };
+        for (tp, leader_epoch, isr) in changes {
+            let req = Request::AlterIsr {
+                tp,
+                leader: broker.setup.id,
+                leader_epoch,
+                isr,
+            };
+            let _ = conn.call(req, Duration::from_secs(1)).await;
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The simulated implementations of what jobs need besides the log: the clock and the history
+//! recorder, durable checkpoint storage, and the source database's commit log.
+
+use crate::progress::Recorder;
+use nrtsim_history::Observation;
+use nrtsim_pipeline::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
+use nrtsim_workloads::Transaction;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Milliseconds of simulated time since the run began.
+pub fn sim_now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A job host's environment.
+pub struct SimEnv {
+    host: String,
+    recorder: Rc<RefCell<Recorder>>,
+}
+
+impl SimEnv {
+    /// The environment of `host`.
+    pub fn new(host: &str, recorder: Rc<RefCell<Recorder>>) -> Self {
+        Self {
+            host: host.to_string(),
+            recorder,
+        }
+    }
+}
+
+impl Env for SimEnv {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn now_ms(&self) -> u64 {
+        sim_now_ms()
+    }
+
+    fn record(&self, obs: Observation) {
+        self.recorder.borrow_mut().record(obs);
+    }
+}
+
+#[derive(Default)]
+struct CheckpointTables {
+    checkpoints: BTreeMap<String, TaskCheckpoint>,
+    starts: BTreeMap<String, u64>,
+}
+
+/// Checkpoint storage that outlives any host (a state backend on durable storage).
+#[derive(Clone, Default)]
+pub struct SharedCheckpoints {
+    inner: Rc<RefCell<CheckpointTables>>,
+}
+
+impl CheckpointStore for SharedCheckpoints {
+    fn load(&self, task: &str) -> Option<TaskCheckpoint> {
+        self.inner.borrow().checkpoints.get(task).cloned()
+    }
+
+    fn save(&self, task: &str, checkpoint: TaskCheckpoint) {
+        self.inner
+            .borrow_mut()
+            .checkpoints
+            .insert(task.to_string(), checkpoint);
+    }
+
+    fn next_incarnation(&self, task: &str) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        let n = inner.starts.entry(task.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+/// The source database's commit log: transactions appended as the workload commits them.
+#[derive(Clone, Default)]
+pub struct SharedSource {
+    txns: Rc<RefCell<Vec<Transaction>>>,
+}
+
+impl SharedSource {
+    /// Appends a committed transaction.
+    pub fn commit(&self, txn: Transaction) {
+        self.txns.borrow_mut().push(txn);
+    }
+}
+
+impl SourceLog for SharedSource {
+    fn read_from(&self, from_lsn: u64, max_changes: usize) -> Vec<Transaction> {
+        let txns = self.txns.borrow();
+        // Transactions hold consecutive LSNs in commit order: find the first one that ends at
+        // or after `from_lsn`.
+        let start = txns.partition_point(|t| t.changes.last().is_none_or(|c| c.lsn < from_lsn));
+        let mut out = Vec::new();
+        let mut n = 0;
+        for t in &txns[start..] {
+            let fresh: Vec<_> = t
+                .changes
+                .iter()
+                .filter(|c| c.lsn >= from_lsn)
+                .cloned()
+                .collect();
+            if fresh.len() > max_changes {
+                // A transaction larger than one read (the initial snapshot): hand it over in
+                // pieces.
+                if n == 0 {
+                    out.push(Transaction {
+                        txid: t.txid,
+                        commit_ms: t.commit_ms,
+                        changes: fresh[..max_changes].to_vec(),
+                    });
+                }
+                break;
+            }
+            n += fresh.len();
+            out.push(Transaction {
+                txid: t.txid,
+                commit_ms: t.commit_ms,
+                changes: fresh,
+            });
+            if n >= max_changes {
+                break;
+            }
+        }
+        out
+    }
+}

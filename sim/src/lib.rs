@@ -1,0 +1,16 @@
+//! The deterministic world of nrtsim on turmoil: simulated brokers, the controller, a host for
+//! every job, the cost model, and the control surface that fault injection drives.
+
+pub mod broker;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod controller;
+pub mod host_env;
+pub mod partition_log;
+pub mod progress;
+pub mod wire;
+pub mod world;
+
+pub use config::{LatencyRange, NetworkConfig, PlatformConfig};
+pub use world::{host_names, RunSpec, SimError, World};

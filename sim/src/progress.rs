@@ -1,0 +1,99 @@
+//! The run's recorder: it keeps every observation in order and, beside it, how far each source
+//! change has got, so the run knows when the pipeline has drained. This bookkeeping is the
+//! simulator's own; the checker derives its verdict from the history alone.
+
+use nrtsim_history::{Observation, TopicName};
+
+const PENDING: u8 = 0;
+const PARKED: u8 = 1;
+const DONE: u8 = 2;
+
+/// Observations so far, and the state of every source change.
+#[derive(Default)]
+pub struct Recorder {
+    observations: Vec<Observation>,
+    /// Per LSN (index = LSN): pending, parked in redo, or done.
+    state: Vec<u8>,
+    pending: u64,
+}
+
+impl Recorder {
+    /// Records an observation.
+    pub fn record(&mut self, obs: Observation) {
+        match &obs {
+            Observation::SourceCommit { changes, .. } => {
+                for c in changes {
+                    let i = c.lsn as usize;
+                    if self.state.len() <= i {
+                        self.state.resize(i + 1, DONE);
+                    }
+                    self.state[i] = PENDING;
+                    self.pending += 1;
+                }
+            }
+            Observation::LakeCommit { rows, .. } => {
+                for r in rows {
+                    self.settle(r.change_id, DONE);
+                }
+            }
+            Observation::Routed { change_id, to, .. } => {
+                let to = if *to == TopicName::Critical {
+                    DONE
+                } else {
+                    PARKED
+                };
+                self.settle(*change_id, to);
+            }
+            Observation::Produced {
+                topic: TopicName::Enriched,
+                change_ids,
+                ..
+            } => {
+                // A change replayed out of redo is on its way again.
+                for id in change_ids {
+                    if self.state.get(*id as usize) == Some(&PARKED) {
+                        self.state[*id as usize] = PENDING;
+                        self.pending += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.observations.push(obs);
+    }
+
+    fn settle(&mut self, id: u64, to: u8) {
+        let Some(s) = self.state.get_mut(id as usize) else {
+            return;
+        };
+        if *s == PENDING {
+            self.pending -= 1;
+        }
+        if *s != DONE {
+            *s = to;
+        }
+        if *s == PENDING {
+            self.pending += 1;
+        }
+    }
+
+    /// Source changes that have not reached the lake, critical, or a parking place in redo.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    /// Changes parked in redo.
+    pub fn parked(&self) -> u64 {
+        self.state.iter().filter(|s| **s == PARKED).count() as u64
+    }
+
+    /// The observations so far.
+    pub fn observations(&self) -> &[Observation] {
+        &self.observations
+    }
+
+    /// Takes the observations.
+    pub fn take(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.observations)
+    }
+}

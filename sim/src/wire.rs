@@ -1,0 +1,277 @@
+//! The messages hosts exchange, and how they cross the simulated network. A simulated TCP
+//! stream carries an 8-byte handle per message; the message itself waits in a shared arena
+//! until the receiver takes it. Turmoil still decides when (and whether) the handle arrives,
+//! so latency, partitions, holds and crashes act on every message, while record payloads are
+//! shared between replicas instead of copied.
+
+use crate::cluster::ClusterMeta;
+use crate::partition_log::StoredRecord;
+use nrtsim_pipeline::{Acks, Isolation, Record, TopicPartition};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use turmoil::net::TcpStream;
+
+/// The port brokers serve clients and followers on.
+pub const BROKER_PORT: u16 = 9092;
+/// The port the controller serves brokers on.
+pub const CONTROLLER_PORT: u16 = 9093;
+
+/// A produce request's per-partition part.
+#[derive(Clone, Debug)]
+pub struct ProducePart {
+    /// Target partition.
+    pub tp: TopicPartition,
+    /// Idempotent producer id and base sequence number.
+    pub producer: Option<(u64, u64)>,
+    /// The records.
+    pub records: Vec<Rc<Record>>,
+}
+
+/// A fetch request's per-partition part.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchPart {
+    /// Partition.
+    pub tp: TopicPartition,
+    /// First offset wanted.
+    pub offset: u64,
+    /// A follower's newest epoch, to detect divergence.
+    pub last_epoch: Option<u32>,
+}
+
+/// Requests.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// Append records.
+    Produce {
+        /// Acknowledgement level.
+        acks: Acks,
+        /// Per-partition batches.
+        parts: Vec<ProducePart>,
+        /// How long the broker may hold the request waiting for replication.
+        timeout_ms: u64,
+    },
+    /// Read records (a consumer, or a follower when `replica` is set).
+    Fetch {
+        /// The fetching follower's broker id.
+        replica: Option<u32>,
+        /// Partitions and offsets.
+        parts: Vec<FetchPart>,
+        /// Longest wait for data, in ms.
+        max_wait_ms: u64,
+        /// Records per partition at most.
+        max_records: usize,
+        /// Which records a consumer may see.
+        isolation: Isolation,
+    },
+    /// A broker's heartbeat to the controller, with the metadata version it holds.
+    Heartbeat {
+        /// Broker id.
+        broker: u32,
+        /// Metadata version the broker knows.
+        known_version: u64,
+    },
+    /// A leader asks the controller to change a partition's ISR.
+    AlterIsr {
+        /// Partition.
+        tp: TopicPartition,
+        /// The asking leader.
+        leader: u32,
+        /// Its leader epoch.
+        leader_epoch: u32,
+        /// The ISR it wants.
+        isr: Vec<u32>,
+    },
+}
+
+/// Per-partition errors, as Kafka names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartError {
+    /// This broker does not lead the partition.
+    NotLeader,
+    /// acks=all with too small an ISR.
+    NotEnoughReplicas,
+    /// A gap in the idempotent producer's sequence numbers.
+    OutOfOrderSequence,
+    /// The replicas did not acknowledge in time.
+    Timeout,
+    /// The offset is beyond the log end.
+    OffsetOutOfRange,
+}
+
+/// A produce result for one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProduceResult {
+    /// Appended at this base offset.
+    Appended(u64),
+    /// Already in the log.
+    Duplicate,
+    /// Refused.
+    Error(PartError),
+}
+
+/// A fetch result for one partition.
+#[derive(Clone, Debug)]
+pub enum FetchResult {
+    /// Records from `base_offset`, and the high watermark.
+    Records {
+        /// First record's offset.
+        base_offset: u64,
+        /// The records.
+        records: Vec<StoredRecord>,
+        /// High watermark.
+        high_watermark: u64,
+    },
+    /// The follower's log diverges: truncate to this offset, then fetch again.
+    Diverging {
+        /// Where to truncate.
+        truncate_to: u64,
+    },
+    /// Refused.
+    Error(PartError),
+}
+
+/// Responses.
+#[derive(Clone, Debug)]
+pub enum Response {
+    /// Per partition, in request order.
+    Produce(Vec<ProduceResult>),
+    /// Per partition, in request order.
+    Fetch(Vec<(TopicPartition, FetchResult)>),
+    /// The controller's answer to a heartbeat: newer metadata, if any.
+    Heartbeat(Option<Box<ClusterMeta>>),
+    /// Whether an ISR change was accepted.
+    AlterIsr(bool),
+}
+
+/// A message in the arena.
+#[derive(Debug)]
+pub enum Message {
+    /// A request.
+    Request(Request),
+    /// A response.
+    Response(Response),
+}
+
+/// Messages in flight, by handle.
+#[derive(Default)]
+pub struct Arena {
+    next: u64,
+    messages: BTreeMap<u64, Message>,
+}
+
+impl Arena {
+    /// Messages waiting to be taken (those lost on cut links stay until the run ends).
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// The shared arena.
+pub type SharedArena = Rc<RefCell<Arena>>;
+
+/// Sends a message on `stream`.
+pub async fn send(arena: &SharedArena, stream: &mut TcpStream, msg: Message) -> io::Result<()> {
+    let handle = {
+        let mut a = arena.borrow_mut();
+        a.next += 1;
+        let h = a.next;
+        a.messages.insert(h, msg);
+        h
+    };
+    stream.write_all(&handle.to_le_bytes()).await
+}
+
+/// Receives the next message from `stream`.
+pub async fn recv(arena: &SharedArena, stream: &mut TcpStream) -> io::Result<Message> {
+    let mut buf = [0u8; 8];
+    stream.read_exact(&mut buf).await?;
+    let handle = u64::from_le_bytes(buf);
+    arena
+        .borrow_mut()
+        .messages
+        .remove(&handle)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown message handle"))
+}
+
+/// A client connection to one server: one request in flight at a time, dropped on any error
+/// or timeout (a simulated stream that lost a segment never recovers, as a real client that
+/// hit `request.timeout.ms` reconnects).
+pub struct Connection {
+    addr: (String, u16),
+    stream: Option<TcpStream>,
+    arena: SharedArena,
+}
+
+impl Connection {
+    /// A connection to `host:port`, opened on first use.
+    pub fn new(arena: SharedArena, host: &str, port: u16) -> Self {
+        Self {
+            addr: (host.to_string(), port),
+            stream: None,
+            arena,
+        }
+    }
+
+    /// Sends `req` and waits up to `timeout` for the answer.
+    pub async fn call(&mut self, req: Request, timeout: Duration) -> io::Result<Response> {
+        let res = tokio::time::timeout(timeout, self.call_inner(req)).await;
+        match res {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"))
+            }
+        }
+    }
+
+    /// Sends `req` without waiting for an answer (acks=0).
+    pub async fn send_only(&mut self, req: Request, timeout: Duration) -> io::Result<()> {
+        let arena = self.arena.clone();
+        let res = tokio::time::timeout(timeout, async {
+            let stream = self.connected().await?;
+            send(&arena, stream, Message::Request(req)).await
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            _ => {
+                self.stream = None;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "send failed"))
+            }
+        }
+    }
+
+    async fn connected(&mut self) -> io::Result<&mut TcpStream> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect((self.addr.0.as_str(), self.addr.1)).await?;
+            self.stream = Some(s);
+        }
+        Ok(self.stream.as_mut().expect("just connected"))
+    }
+
+    async fn call_inner(&mut self, req: Request) -> io::Result<Response> {
+        let arena = self.arena.clone();
+        let stream = self.connected().await?;
+        send(&arena, stream, Message::Request(req)).await?;
+        match recv(&arena, stream).await? {
+            Message::Response(r) => Ok(r),
+            Message::Request(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request where a response belongs",
+            )),
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The simulated world of one run: a turmoil simulation with a host per broker, the
+//! controller, the CDC connector and every job task, plus the driver that commits the
+//! workload to the source database on schedule and watches the pipeline drain. The world also
+//! offers the control surface (crash, restart, partition, hold, latency) that fault injection
+//! drives; it decides nothing about when.
+
+use crate::broker::{run_broker, BrokerDisk, BrokerSetup};
+use crate::client::SimLog;
+use crate::cluster::ClusterMeta;
+use crate::controller::{run_controller, ControllerSetup};
+use crate::host_env::{sim_now_ms, SharedCheckpoints, SharedSource, SimEnv};
+use crate::progress::Recorder;
+use crate::wire::SharedArena;
+use crate::{LatencyRange, NetworkConfig, PlatformConfig};
+use nrtsim_history::{Observation, RunHeader, SourceChange, TopicName};
+use nrtsim_pipeline::enrich::ReferenceStore;
+use nrtsim_pipeline::jobs::{run_cdc, run_lake_sink, run_stream_task, StreamRole, TaskSettings};
+use nrtsim_pipeline::lake::LakeTable;
+use nrtsim_pipeline::{CheckpointStore, CostConfig, Delivery, PipelineConfig, TopicPartition};
+use nrtsim_workloads::reference::ReferenceData;
+use nrtsim_workloads::{SeedTree, Workload, WorkloadConfig};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Everything a run is made of: the scenario's settings and the seed.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// Scenario name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// The command that replays the run.
+    pub replay: String,
+    /// The scenario file's text, kept in the history's header.
+    pub scenario_toml: String,
+    /// How long the workload runs, in ms.
+    pub duration_ms: u64,
+    /// How long the pipeline may take to drain afterwards, in ms.
+    pub drain_timeout_ms: u64,
+    /// The workload.
+    pub workload: WorkloadConfig,
+    /// The cluster.
+    pub platform: PlatformConfig,
+    /// The jobs.
+    pub pipeline: PipelineConfig,
+    /// Per-record and per-commit costs.
+    pub costs: CostConfig,
+    /// The links.
+    pub network: NetworkConfig,
+}
+
+/// Why the simulation stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A host's software failed, or the simulation ran past its time limit.
+    #[error("simulation failed: {0}")]
+    Turmoil(String),
+}
+
+/// A run in progress.
+pub struct World {
+    sim: turmoil::Sim<'static>,
+    meta: Rc<RefCell<ClusterMeta>>,
+    recorder: Rc<RefCell<Recorder>>,
+    lake: Rc<RefCell<LakeTable>>,
+    hosts: Vec<String>,
+    network: LatencyRange,
+    finished: bool,
+}
+
+/// The names of the hosts a run has, in a fixed order.
+pub fn host_names(platform: &PlatformConfig, pipeline: &PipelineConfig) -> Vec<String> {
+    let mut hosts: Vec<String> = (0..platform.brokers)
+        .map(|b| format!("broker-{b}"))
+        .collect();
+    hosts.push("controller".into());
+    hosts.push("cdc".into());
+    let p = &pipeline.parallelism;
+    for (job, n) in [
+        ("standardize", p.standardize),
+        ("enrich", p.enrich),
+        ("lake", p.lake),
+    ] {
+        hosts.extend((0..n).map(|i| format!("{job}-{i}")));
+    }
+    hosts
+}
+
+fn assigned(partitions: u32, tasks: u32, task: u32) -> Vec<u32> {
+    (0..partitions)
+        .filter(|p| p % tasks.max(1) == task)
+        .collect()
+}
+
+impl World {
+    /// Builds the world for `spec`: hosts registered, nothing run yet.
+    pub fn new(spec: &RunSpec) -> World {
+        let seeds = SeedTree::new(spec.seed);
+        let horizon = spec.duration_ms + spec.drain_timeout_ms + 120_000;
+        let sim = turmoil::Builder::new()
+            .simulation_duration(Duration::from_millis(horizon))
+            .tick_duration(Duration::from_millis(1))
+            .min_message_latency(spec.network.latency.min.to_std())
+            .max_message_latency(spec.network.latency.max.to_std())
+            .rng_seed(seeds.derive("network"))
+            .build();
+        let platform = spec.platform.clone();
+        let meta = Rc::new(RefCell::new(ClusterMeta::new(
+            platform.brokers,
+            platform.partitions,
+            platform.replication_factor,
+        )));
+        let mut world = World {
+            sim,
+            meta,
+            recorder: Rc::new(RefCell::new(Recorder::default())),
+            lake: Rc::new(RefCell::new(LakeTable::new())),
+            hosts: host_names(&spec.platform, &spec.pipeline),
+            network: spec.network.latency,
+            finished: false,
+        };
+        world
+            .recorder
+            .borrow_mut()
+            .record(Observation::Header(RunHeader {
+                scenario: spec.scenario.clone(),
+                seed: spec.seed,
+                replay: spec.replay.clone(),
+                nrtsim_version: env!("CARGO_PKG_VERSION").to_string(),
+                scenario_toml: spec.scenario_toml.clone(),
+            }));
+        let arena: SharedArena = Rc::default();
+        world.add_cluster(spec, &arena);
+        world.add_jobs(spec, &seeds, &arena);
+        world
+    }
+
+    fn add_cluster(&mut self, spec: &RunSpec, arena: &SharedArena) {
+        for b in 0..spec.platform.brokers {
+            let setup = BrokerSetup {
+                id: b,
+                disk: Rc::new(RefCell::new(BrokerDisk::default())),
+                arena: arena.clone(),
+                platform: spec.platform.clone(),
+                append_us: spec.costs.broker_append_per_record.us,
+            };
+            self.sim
+                .host(format!("broker-{b}"), move || run_broker(setup.clone()));
+        }
+        let setup = ControllerSetup {
+            meta: self.meta.clone(),
+            arena: arena.clone(),
+            platform: spec.platform.clone(),
+        };
+        self.sim
+            .host("controller", move || run_controller(setup.clone()));
+    }
+
+    fn add_jobs(&mut self, spec: &RunSpec, seeds: &SeedTree, arena: &SharedArena) {
+        let checkpoints = SharedCheckpoints::default();
+        let source = SharedSource::default();
+        let pipeline = &spec.pipeline;
+        let settings = |per_record_us: u64| TaskSettings {
+            delivery: pipeline.delivery,
+            checkpoint_interval_ms: pipeline.checkpoint_interval.ms().max(1),
+            per_record_us,
+            max_changes_per_read: 2000,
+            restart_backoff_ms: 1000,
+        };
+        // Each host builds its client afresh at every start. Under exactly-once delivery the
+        // producer id is the task's own (restored with its checkpoint); otherwise every start
+        // is a new producer, as a restarted Kafka client is.
+        let client = {
+            let arena = arena.clone();
+            let meta = self.meta.clone();
+            let checkpoints = checkpoints.clone();
+            let pipeline = pipeline.clone();
+            move |host_index: usize, host: &str| {
+                let incarnation = checkpoints.next_incarnation(host);
+                let stable = (host_index as u64 + 1) << 32;
+                let pid = if pipeline.delivery == Delivery::ExactlyOnce {
+                    stable
+                } else {
+                    stable | incarnation
+                };
+                SimLog::new(
+                    arena.clone(),
+                    meta.clone(),
+                    pipeline.producer.clone(),
+                    pipeline.consumer.clone(),
+                    pid,
+                )
+            }
+        };
+        let client = Rc::new(client);
+        let index = |name: &str| self.hosts.iter().position(|h| h == name).unwrap_or(0);
+
+        {
+            let (client, recorder, checkpoints, source) = (
+                client.clone(),
+                self.recorder.clone(),
+                checkpoints.clone(),
+                source.clone(),
+            );
+            let s = settings(spec.costs.cdc_per_record.us);
+            let i = index("cdc");
+            self.sim.host("cdc", move || {
+                let mut log = client(i, "cdc");
+                let env = SimEnv::new("cdc", recorder.clone());
+                let (checkpoints, source, s) = (checkpoints.clone(), source.clone(), s.clone());
+                async move {
+                    run_cdc(&mut log, &env, &checkpoints, &source, &s).await;
+                    Ok(())
+                }
+            });
+        }
+
+        let partitions = spec.platform.partitions;
+        let refdata = Rc::new(ReferenceData::new(&spec.workload, seeds));
+        let par = pipeline.parallelism.clone();
+        for (job, tasks) in [("standardize", par.standardize), ("enrich", par.enrich)] {
+            for t in 0..tasks {
+                let name = format!("{job}-{t}");
+                let (client, recorder, checkpoints) =
+                    (client.clone(), self.recorder.clone(), checkpoints.clone());
+                let per_record = if job == "enrich" {
+                    spec.costs.enrich_per_record.us
+                } else {
+                    spec.costs.standardize_per_record.us
+                };
+                let s = settings(per_record);
+                let mine = assigned(partitions, tasks, t);
+                let i = index(&name);
+                let enrich_cfg = pipeline.enrich.clone();
+                let refdata = refdata.clone();
+                let is_enrich = job == "enrich";
+                let host = name.clone();
+                self.sim.host(name, move || {
+                    let mut log = client(i, &host);
+                    let env = SimEnv::new(&host, recorder.clone());
+                    let role = if is_enrich {
+                        StreamRole::Enrich {
+                            store: ReferenceStore::new(
+                                refdata.clone(),
+                                enrich_cfg.store_refresh.ms(),
+                            ),
+                            max_attempts: Some(enrich_cfg.max_redo_attempts),
+                        }
+                    } else {
+                        StreamRole::Standardize
+                    };
+                    let (checkpoints, s, mine) = (checkpoints.clone(), s.clone(), mine.clone());
+                    async move {
+                        run_stream_task(&mut log, &env, &checkpoints, role, &mine, &s).await;
+                        Ok(())
+                    }
+                });
+            }
+        }
+
+        for t in 0..par.lake {
+            let name = format!("lake-{t}");
+            let (client, recorder, checkpoints, lake) = (
+                client.clone(),
+                self.recorder.clone(),
+                checkpoints.clone(),
+                self.lake.clone(),
+            );
+            let s = settings(spec.costs.lake_per_record.us);
+            let mine = assigned(partitions, par.lake, t);
+            let i = index(&name);
+            let commit_ms = spec.costs.lake_commit.ms();
+            let host = name.clone();
+            self.sim.host(name, move || {
+                let mut log = client(i, &host);
+                let env = SimEnv::new(&host, recorder.clone());
+                let (checkpoints, s, mine, lake) =
+                    (checkpoints.clone(), s.clone(), mine.clone(), lake.clone());
+                async move {
+                    run_lake_sink(&mut log, &env, &checkpoints, &lake, &mine, &s, commit_ms).await;
+                    Ok(())
+                }
+            });
+        }
+
+        let workload = Workload::new(&spec.workload, seeds, spec.duration_ms);
+        let recorder = self.recorder.clone();
+        let (duration_ms, deadline_ms) =
+            (spec.duration_ms, spec.duration_ms + spec.drain_timeout_ms);
+        self.sim.client(
+            "driver",
+            drive(workload, recorder, source, duration_ms, deadline_ms),
+        );
+    }
+
+    /// Advances the simulation one tick; returns true once the run has ended.
+    pub fn step(&mut self) -> Result<bool, SimError> {
+        if self.finished {
+            return Ok(true);
+        }
+        self.finished = self
+            .sim
+            .step()
+            .map_err(|e| SimError::Turmoil(e.to_string()))?;
+        Ok(self.finished)
+    }
+
+    /// Simulated milliseconds since the run began.
+    pub fn now_ms(&self) -> u64 {
+        self.sim.elapsed().as_millis() as u64
+    }
+
+    /// Records an observation (fault injection records its faults here).
+    pub fn record(&self, obs: Observation) {
+        self.recorder.borrow_mut().record(obs);
+    }
+
+    /// Source changes still on their way.
+    pub fn pending(&self) -> u64 {
+        self.recorder.borrow().pending()
+    }
+
+    /// The history so far.
+    pub fn observations(&self) -> std::cell::Ref<'_, Recorder> {
+        self.recorder.borrow()
+    }
+
+    /// Ends the run and hands over its history.
+    pub fn into_history(self) -> Vec<Observation> {
+        self.recorder.borrow_mut().take()
+    }
+
+    /// Rows in the lake table's latest snapshot.
+    pub fn lake_rows(&self) -> usize {
+        self.lake.borrow().len()
+    }
+
+    /// Every host's name.
+    pub fn host_names(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The host that leads `tp` now, by the controller's metadata.
+    pub fn leader_of(&self, tp: TopicPartition) -> Option<String> {
+        self.meta
+            .borrow()
+            .leader(&tp)
+            .map(|b| format!("broker-{b}"))
+    }
+
+    /// The hosts that follow `tp`'s leader.
+    pub fn followers_of(&self, tp: TopicPartition) -> Vec<String> {
+        let meta = self.meta.borrow();
+        let Some(m) = meta.get(&tp) else {
+            return Vec::new();
+        };
+        m.replicas
+            .iter()
+            .filter(|r| Some(**r) != m.leader)
+            .map(|r| format!("broker-{r}"))
+            .collect()
+    }
+
+    /// Kills `host`; it stays down until [`World::restart`].
+    pub fn crash(&mut self, host: &str) {
+        if self.sim.is_host_running(host) {
+            self.sim.crash(host);
+        }
+    }
+
+    /// Starts `host` again from what it kept on disk.
+    pub fn restart(&mut self, host: &str) {
+        self.sim.bounce(host);
+    }
+
+    /// Cuts every link between a host in `a` and one in `b`, both ways.
+    pub fn partition(&mut self, a: &[String], b: &[String]) {
+        for_pairs(a, b, |x, y| self.sim.partition(x, y));
+    }
+
+    /// Heals the links `partition` cut.
+    pub fn repair(&mut self, a: &[String], b: &[String]) {
+        for_pairs(a, b, |x, y| self.sim.repair(x, y));
+    }
+
+    /// Drops traffic from `from` to `to` only.
+    pub fn partition_oneway(&mut self, from: &[String], to: &[String]) {
+        for_pairs(from, to, |x, y| self.sim.partition_oneway(x, y));
+    }
+
+    /// Heals a one-way cut.
+    pub fn repair_oneway(&mut self, from: &[String], to: &[String]) {
+        for_pairs(from, to, |x, y| self.sim.repair_oneway(x, y));
+    }
+
+    /// Holds traffic between `a` and `b` (nothing is lost; it waits).
+    pub fn hold(&mut self, a: &[String], b: &[String]) {
+        for_pairs(a, b, |x, y| self.sim.hold(x, y));
+    }
+
+    /// Releases held traffic in a burst.
+    pub fn release(&mut self, a: &[String], b: &[String]) {
+        for_pairs(a, b, |x, y| self.sim.release(x, y));
+    }
+
+    /// Sets the latency of the links between `a` and `b`; `None` restores the network's.
+    pub fn set_latency(&mut self, a: &[String], b: &[String], latency: Option<LatencyRange>) {
+        let l = latency.unwrap_or(self.network);
+        for_pairs(a, b, |x, y| {
+            self.sim.set_link_latency(x, y, l.min.to_std());
+            self.sim.set_link_max_message_latency(x, y, l.max.to_std());
+        });
+    }
+}
+
+fn for_pairs(a: &[String], b: &[String], mut f: impl FnMut(&str, &str)) {
+    for x in a {
+        for y in b {
+            if x != y {
+                f(x, y);
+            }
+        }
+    }
+}
+
+async fn drive(
+    mut workload: Workload,
+    recorder: Rc<RefCell<Recorder>>,
+    source: SharedSource,
+    duration_ms: u64,
+    deadline_ms: u64,
+) -> turmoil::Result {
+    while let Some(txn) = workload.next_transaction() {
+        let now = sim_now_ms();
+        if txn.commit_ms > now {
+            tokio::time::sleep(Duration::from_millis(txn.commit_ms - now)).await;
+        }
+        let changes = txn
+            .changes
+            .iter()
+            .map(|c| SourceChange {
+                lsn: c.lsn,
+                key: c.key,
+                op: c.op,
+                digest: c.after_digest(),
+                poison: c.poison,
+            })
+            .collect();
+        recorder.borrow_mut().record(Observation::SourceCommit {
+            t_ms: txn.commit_ms,
+            txid: txn.txid,
+            changes,
+        });
+        source.commit(txn);
+    }
+    let now = sim_now_ms();
+    if now < duration_ms {
+        tokio::time::sleep(Duration::from_millis(duration_ms - now)).await;
+    }
+    recorder
+        .borrow_mut()
+        .record(Observation::WorkloadEnd { t_ms: sim_now_ms() });
+    let drained = loop {
+        if recorder.borrow().pending() == 0 {
+            break true;
+        }
+        if sim_now_ms() >= deadline_ms {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    recorder.borrow_mut().record(Observation::RunEnd {
+        t_ms: sim_now_ms(),
+        drained,
+    });
+    Ok(())
+}
+
+/// The topic partition `topic/partition`, for fault targets.
+pub fn topic_partition(topic: TopicName, partition: u32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}

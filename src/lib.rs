@@ -1,0 +1,5 @@
+//! nrtsim: run a scenario of a near-real-time bank data platform in deterministic simulation
+//! and judge it for latency and exactly-once delivery.
+
+pub mod runner;
+pub mod scenario;

@@ -1,0 +1,468 @@
+//! Scenario files: loading, defaults and validation. A scenario is declarative data (a TOML
+//! file, DESIGN §4); every error names the file, line, column and dotted field it is about, so
+//! the CLI can print it as it is and exit 2.
+
+mod locate;
+
+use locate::DocIndex;
+use nrtsim_faults::FaultSpec;
+use nrtsim_pipeline::{Acks, Delivery};
+use nrtsim_pipeline::{CostConfig, PipelineConfig};
+use nrtsim_reports::{Expect, SloName};
+use nrtsim_sim::{NetworkConfig, PlatformConfig};
+use nrtsim_workloads::{SimDuration, WorkloadConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Anomaly names a scenario's `[expect]` may list (DESIGN §4, "Anomalies, by name").
+pub const ANOMALY_NAMES: [&str; 8] = [
+    "lost",
+    "duplicated",
+    "reordered",
+    "phantom",
+    "aborted_read",
+    "torn_transaction",
+    "lake_mismatch",
+    "aggregate_mismatch",
+];
+
+/// A parsed and validated scenario file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The scenario's name, used in reports and output paths. Required.
+    pub name: String,
+    /// What the scenario shows. Default empty.
+    #[serde(default)]
+    pub description: String,
+    /// The seed used when the command line gives none. Default 1.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// How long the workload runs, in simulated time. Default 60s.
+    #[serde(default = "default_duration")]
+    pub duration: SimDuration,
+    /// How long the pipeline may take to drain after the workload stops. Default 5m.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: SimDuration,
+    /// The `[workload]` section.
+    #[serde(default)]
+    pub workload: WorkloadConfig,
+    /// The `[platform]` section.
+    #[serde(default)]
+    pub platform: PlatformConfig,
+    /// The `[pipeline]` section.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// The `[costs]` section.
+    #[serde(default)]
+    pub costs: CostConfig,
+    /// The `[network]` section.
+    #[serde(default)]
+    pub network: NetworkConfig,
+    /// The `[[faults]]` entries, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultSpec>,
+    /// The `[slo]` table: latency limits by SLO name, such as `"bus.p99" = "1s"`.
+    #[serde(default)]
+    pub slo: BTreeMap<String, SimDuration>,
+    /// The `[expect]` section, if the scenario is meant to fail in a given way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+    /// The file the scenario was loaded from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_duration() -> SimDuration {
+    SimDuration::from_secs(60)
+}
+
+fn default_drain_timeout() -> SimDuration {
+    SimDuration::from_secs(300)
+}
+
+/// Why a scenario could not be loaded: where, which field, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ScenarioError {
+    /// The file, as given on the command line.
+    pub file: String,
+    /// 1-based line; 0 when the error is about the file as a whole (it could not be read).
+    pub line: usize,
+    /// 1-based column, in characters; 0 when `line` is 0.
+    pub column: usize,
+    /// Dotted path of the field, such as `pipeline.producer.acks` or `faults[0].target`;
+    /// empty when the error is about the whole document.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Builds errors located in one scenario text.
+struct Locator<'a> {
+    file: &'a str,
+    index: DocIndex<'a>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str, file: &'a str) -> Self {
+        Self {
+            file,
+            index: DocIndex::new(text),
+        }
+    }
+
+    fn error_at(&self, offset: usize, field: String, message: String) -> ScenarioError {
+        let (line, column) = self.index.line_column(offset);
+        ScenarioError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field,
+            message,
+        }
+    }
+
+    /// An error about the field at `path`, placed where that field (or its table) is written.
+    fn field_error(&self, path: &str, message: impl Into<String>) -> ScenarioError {
+        self.error_at(self.index.offset_of(path), path.to_string(), message.into())
+    }
+
+    /// Turns a deserializer error (a byte span and a message) into a located error.
+    fn toml_error(&self, err: &toml::de::Error) -> ScenarioError {
+        let offset = err.span().map_or(0, |s| s.start);
+        let mut message = err.message().trim().replace('\n', "; ");
+        if message == "wanted string or table" {
+            // What toml says when an enum value is given as a number or a bare word.
+            message.push_str("; this field takes one of a fixed set of names, written in quotes");
+        }
+        let field = match (err.span(), missing_field(&message)) {
+            // A missing field is reported with the span of its whole table; name the field.
+            (_, Some(missing)) => {
+                let table = self.index.table_at(offset);
+                if table.is_empty() {
+                    missing.to_string()
+                } else {
+                    format!("{table}.{missing}")
+                }
+            }
+            (Some(_), None) => self.index.path_at(offset),
+            (None, None) => String::new(),
+        };
+        self.error_at(offset, field, message)
+    }
+}
+
+/// The field a "missing field `x`" message is about.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+impl Scenario {
+    /// Reads, parses and validates the scenario file at `path`.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read the scenario file: {e}"),
+        })?;
+        let mut scenario = Self::parse(&text, &file)?;
+        scenario.source = Some(path.to_path_buf());
+        Ok(scenario)
+    }
+
+    /// Parses and validates scenario `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = match toml::from_str(text) {
+            Ok(s) => s,
+            Err(e) => return Err(Locator::new(text, file).toml_error(&e)),
+        };
+        scenario.validate(&Locator::new(text, file))?;
+        Ok(scenario)
+    }
+
+    /// Every host of this scenario's platform, in a stable order: the brokers, the controller,
+    /// the CDC connector, then each job's tasks.
+    pub fn host_names(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = (0..self.platform.brokers)
+            .map(|i| format!("broker-{i}"))
+            .collect();
+        hosts.push("controller".to_string());
+        hosts.push("cdc".to_string());
+        let p = &self.pipeline.parallelism;
+        for (job, tasks) in [
+            ("standardize", p.standardize),
+            ("enrich", p.enrich),
+            ("lake", p.lake),
+        ] {
+            hosts.extend((0..tasks).map(|i| format!("{job}-{i}")));
+        }
+        hosts
+    }
+
+    /// The SLOs with their names parsed. Names were checked when the scenario was loaded.
+    pub fn slos(&self) -> Vec<(SloName, SimDuration)> {
+        self.slo
+            .iter()
+            .filter_map(|(name, limit)| name.parse().ok().map(|n| (n, *limit)))
+            .collect()
+    }
+
+    /// The scenario as TOML text that [`Scenario::parse`] reads back to an equal scenario
+    /// (apart from `source`); used to write shrunk scenarios.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
+    /// Checks what the types alone cannot: ranges, cross-field rules, SLO names and faults.
+    fn validate(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {
+        let check = |ok: bool, path: &str, message: &str| -> Result<(), ScenarioError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(at.field_error(path, message))
+            }
+        };
+        check(
+            !self.name.trim().is_empty(),
+            "name",
+            "the scenario needs a non-empty name",
+        )?;
+        check(
+            self.duration.us > 0,
+            "duration",
+            "the workload must run for more than zero time",
+        )?;
+        self.validate_workload(at)?;
+        self.validate_platform(at)?;
+        self.validate_pipeline(at)?;
+        for name in self.slo.keys() {
+            if let Err(message) = name.parse::<SloName>() {
+                let path = format!("slo.{}", quote_key(name));
+                return Err(at.field_error(&path, message));
+            }
+        }
+        if let Some(expect) = &self.expect {
+            if let Some(code) = expect.exit_code {
+                check(
+                    (0..=4).contains(&code),
+                    "expect.exit_code",
+                    "an exit code is 0 to 4",
+                )?;
+            }
+            for (i, anomaly) in expect.anomalies.iter().enumerate() {
+                let message = format!(
+                    "unknown anomaly {anomaly:?}; expected one of {}",
+                    ANOMALY_NAMES.join(", ")
+                );
+                check(
+                    ANOMALY_NAMES.contains(&anomaly.as_str()),
+                    &format!("expect.anomalies[{i}]"),
+                    &message,
+                )?;
+            }
+        }
+        self.validate_faults(at)
+    }
+
+    fn validate_workload(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {
+        let w = &self.workload;
+        let ratio = |x: f64| (0.0..=1.0).contains(&x);
+        let checks = [
+            (
+                w.rate_per_s >= 1,
+                "workload.rate_per_s",
+                "must be at least 1",
+            ),
+            (w.accounts >= 1, "workload.accounts", "must be at least 1"),
+            (w.merchants >= 1, "workload.merchants", "must be at least 1"),
+            (
+                w.key_skew.is_finite() && w.key_skew >= 0.0,
+                "workload.key_skew",
+                "must be 0 or more",
+            ),
+            (
+                ratio(w.unknown_merchant_ratio),
+                "workload.unknown_merchant_ratio",
+                "must be between 0 and 1",
+            ),
+            (
+                ratio(w.poison_ratio),
+                "workload.poison_ratio",
+                "must be between 0 and 1",
+            ),
+        ];
+        first_failure(at, &checks)
+    }
+
+    fn validate_platform(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {
+        let p = &self.platform;
+        let rf = format!(
+            "must be between 1 and the number of brokers ({}); it is {}",
+            p.brokers, p.replication_factor
+        );
+        let isr = format!(
+            "must be between 1 and replication_factor ({}); it is {}",
+            p.replication_factor, p.min_insync_replicas
+        );
+        let checks = [
+            (p.brokers >= 1, "platform.brokers", "must be at least 1"),
+            (
+                p.partitions >= 1,
+                "platform.partitions",
+                "must be at least 1",
+            ),
+            (
+                (1..=p.brokers).contains(&p.replication_factor),
+                "platform.replication_factor",
+                rf.as_str(),
+            ),
+            (
+                (1..=p.replication_factor).contains(&p.min_insync_replicas),
+                "platform.min_insync_replicas",
+                isr.as_str(),
+            ),
+        ];
+        first_failure(at, &checks)
+    }
+
+    fn validate_pipeline(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {
+        let p = &self.pipeline;
+        let positive = "must be above zero";
+        let at_least_one = "must be at least 1";
+        let checks = [
+            (
+                p.checkpoint_interval.us > 0,
+                "pipeline.checkpoint_interval",
+                positive,
+            ),
+            (
+                p.producer.max_in_flight >= 1,
+                "pipeline.producer.max_in_flight",
+                at_least_one,
+            ),
+            (
+                p.producer.batch_records >= 1,
+                "pipeline.producer.batch_records",
+                at_least_one,
+            ),
+            (
+                p.producer.request_timeout.us > 0,
+                "pipeline.producer.request_timeout",
+                positive,
+            ),
+            (
+                p.consumer.max_poll_records >= 1,
+                "pipeline.consumer.max_poll_records",
+                at_least_one,
+            ),
+            (
+                p.parallelism.standardize >= 1,
+                "pipeline.parallelism.standardize",
+                at_least_one,
+            ),
+            (
+                p.parallelism.enrich >= 1,
+                "pipeline.parallelism.enrich",
+                at_least_one,
+            ),
+            (
+                p.parallelism.lake >= 1,
+                "pipeline.parallelism.lake",
+                at_least_one,
+            ),
+            (
+                p.enrich.store_refresh.us > 0,
+                "pipeline.enrich.store_refresh",
+                positive,
+            ),
+            // Kafka refuses an idempotent producer that does not wait for every in-sync
+            // replica, and exactly-once delivery is built on idempotent producers.
+            (
+                !p.producer.idempotence || p.producer.acks == Acks::All,
+                "pipeline.producer.acks",
+                "an idempotent producer needs acks = \"all\" (Kafka refuses idempotence with \
+                 acks 0 or 1); set acks = \"all\" or idempotence = false",
+            ),
+            (
+                p.delivery != Delivery::ExactlyOnce || p.producer.idempotence,
+                "pipeline.delivery",
+                "exactly-once delivery needs idempotent producers (producer.idempotence = true \
+                 and acks = \"all\"); use at-least-once or at-most-once otherwise",
+            ),
+        ];
+        first_failure(at, &checks)
+    }
+
+    fn validate_faults(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {
+        let hosts = self.host_names();
+        let horizon = SimDuration::from_us(self.duration.us.saturating_add(self.drain_timeout.us));
+        for (i, fault) in self.faults.iter().enumerate() {
+            let located = |e: nrtsim_faults::FaultSpecError| {
+                at.field_error(&format!("faults[{i}].{}", e.field), e.message)
+            };
+            fault.validate().map_err(located)?;
+            fault
+                .check_hosts(&hosts, self.platform.partitions)
+                .map_err(located)?;
+            if fault.at >= horizon {
+                let message = format!(
+                    "the fault starts at {}, after the run ends (duration {} + drain_timeout {})",
+                    fault.at, self.duration, self.drain_timeout
+                );
+                return Err(at.field_error(&format!("faults[{i}].at"), message));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first failed `(ok, path, message)` check as a located error.
+fn first_failure(at: &Locator<'_>, checks: &[(bool, &str, &str)]) -> Result<(), ScenarioError> {
+    match checks.iter().find(|(ok, _, _)| !ok) {
+        Some((_, path, message)) => Err(at.field_error(path, *message)),
+        None => Ok(()),
+    }
+}
+
+/// A table key as a dotted path writes it: quoted unless it is a bare key.
+fn quote_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// Loads each file, for `nrtsim validate`: one result per path, in order.
+pub fn validate_files(paths: &[PathBuf]) -> Vec<Result<Scenario, ScenarioError>> {
+    paths.iter().map(|p| Scenario::load(p)).collect()
+}
+
+#[cfg(test)]
+mod tests;

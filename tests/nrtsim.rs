@@ -1,0 +1,259 @@
+//! The root package's integration tests: every shipped scenario against its declared outcome,
+//! determinism across runs, and the command line's contracts (exit codes, error locations,
+//! output files, `check` on a saved history).
+
+use nrtsim::runner;
+use nrtsim::scenario::Scenario;
+use nrtsim_reports::to_json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped_scenarios() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root().join("scenarios")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("scenarios/ is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    assert!(out.len() >= 5, "the shipped scenarios are missing: {out:?}");
+    out
+}
+
+/// The report as JSON with the wall-clock fields removed.
+fn comparable(report: &nrtsim_reports::Report) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&to_json(report)).expect("report JSON");
+    let obj = v.as_object_mut().expect("report object");
+    obj.remove("wall_ms");
+    obj.remove("changes_per_wall_s");
+    v
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_shipped_scenario_meets_its_declared_outcome_deterministically() {
+    for path in shipped_scenarios() {
+        let name = relative(&path);
+        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let seed = scenario.seed;
+        let first = runner::simulate(&scenario, seed).expect("simulates");
+        let report = runner::judge(&scenario, seed, &first.history, first.wall_ms);
+        match &scenario.expect {
+            Some(expect) => {
+                assert_eq!(
+                    report.expectation_met,
+                    Some(true),
+                    "{name}: expectation not met: {:?}",
+                    report.expectation
+                );
+                if let Some(code) = expect.exit_code {
+                    assert_eq!(report.exit_code, code, "{name}: exit code");
+                }
+            }
+            None => assert_eq!(
+                report.exit_code,
+                0,
+                "{name} must pass:\n{}",
+                nrtsim_reports::summary_text(&report)
+            ),
+        }
+
+        let again = runner::simulate(&scenario, seed).expect("simulates");
+        if let Some((i, a, b)) = runner::first_divergence(&first.history, &again.history) {
+            panic!("{name}: seed {seed} diverged at observation {i}:\n  {a}\n  {b}");
+        }
+        let again_report = runner::judge(&scenario, seed, &again.history, again.wall_ms);
+        assert_eq!(
+            comparable(&report),
+            comparable(&again_report),
+            "{name}: reports differ"
+        );
+
+        let other = runner::simulate(&scenario, seed + 1).expect("simulates");
+        assert!(
+            runner::first_divergence(&first.history, &other.history).is_some(),
+            "{name}: seeds {seed} and {} gave the same history",
+            seed + 1
+        );
+    }
+}
+
+fn nrtsim(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nrtsim"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the nrtsim binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_every_shipped_scenario() {
+    let paths: Vec<String> = shipped_scenarios().iter().map(|p| relative(p)).collect();
+    let mut args = vec!["validate"];
+    args.extend(paths.iter().map(String::as_str));
+    let (code, stdout, stderr) = nrtsim(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        paths.len()
+    );
+}
+
+#[test]
+fn a_bad_scenario_names_file_line_column_and_field_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\n[pipeline]\nproducer = { acks = \"2\" }\n",
+    )
+    .expect("write");
+    let p = path.to_str().expect("utf-8 path");
+    for args in [vec!["validate", p], vec!["run", p]] {
+        let (code, _, stderr) = nrtsim(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{p}:3:")), "{stderr}");
+        assert!(stderr.contains("pipeline.producer.acks"), "{stderr}");
+    }
+    let (code, _, stderr) = nrtsim(&["run", "does/not/exist.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("does/not/exist.toml"), "{stderr}");
+}
+
+#[test]
+fn run_writes_the_outputs_and_check_gives_the_same_verdict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = nrtsim(&[
+        "run",
+        "scenarios/defects/acks1-leader-crash.toml",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("seed=42 scenario=acks1-leader-crash\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("replay: nrtsim run scenarios/defects/acks1-leader-crash.toml --seed 42")
+    );
+    for file in ["report.json", "report.md", "junit.xml", "history"] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report.json")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(report["exit_code"], 1);
+    assert!(report["exactly_once"]["lost"].as_u64().expect("lost") > 0);
+    assert_eq!(report["expectation_met"], true);
+
+    let history = dir.path().join("history");
+    let (check_code, check_out, check_err) = nrtsim(&["check", history.to_str().expect("path")]);
+    assert_eq!(check_code, 1, "{check_out}{check_err}");
+    let verdict_line = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("anomalies"))
+            .map(str::to_string)
+    };
+    assert_eq!(verdict_line(&stdout), verdict_line(&check_out));
+
+    let contract = root().join("../shared/tools/report-contract.py");
+    if contract.is_file() {
+        let status = Command::new("python3")
+            .arg(&contract)
+            .arg(dir.path().join("report.json"))
+            .args(["--exit-code", "1"])
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "report.json breaks the contract");
+    } else {
+        eprintln!(
+            "note: {} is absent; contract check skipped",
+            contract.display()
+        );
+    }
+}
+
+#[test]
+fn gen_prints_debezium_json_lines() {
+    let (code, stdout, stderr) = nrtsim(&[
+        "gen",
+        "--workload",
+        "order",
+        "--events",
+        "20",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let changes = lines.iter().filter(|v| v.get("op").is_some()).count();
+    assert!(changes >= 20, "{stdout}");
+    assert!(lines.iter().any(|v| v["status"] == "BEGIN"));
+    assert!(lines
+        .iter()
+        .any(|v| v["status"] == "END" && v["event_count"].as_u64().is_some()));
+    let (again, _, _) = nrtsim(&[
+        "gen",
+        "--workload",
+        "order",
+        "--events",
+        "20",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(again, 0);
+    let (_, same, _) = nrtsim(&[
+        "gen",
+        "--workload",
+        "order",
+        "--events",
+        "20",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(stdout, same, "the same seed prints the same events");
+}
+
+#[test]
+fn check_determinism_flag_reports_identical_histories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stdout, stderr) = nrtsim(&[
+        "run",
+        "scenarios/baseline-order.toml",
+        "--check-determinism",
+        "--out",
+        dir.path().to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("deterministic: two runs of seed 7 gave identical histories"),
+        "{stdout}"
+    );
+}

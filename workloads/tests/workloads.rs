@@ -1,0 +1,196 @@
+//! Properties of the generated commit log that every downstream stage and the checker rely on.
+
+use nrtsim_workloads::{
+    decode_change, encode_change, Change, Op, OrderStatus, RateProfile, Row, SeedTree, Table,
+    Transaction, Workload, WorkloadConfig, WorkloadKind,
+};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn small_config() -> impl Strategy<Value = WorkloadConfig> {
+    (
+        prop_oneof![
+            Just(WorkloadKind::Card),
+            Just(WorkloadKind::Order),
+            Just(WorkloadKind::Mixed)
+        ],
+        prop_oneof![
+            Just(RateProfile::Steady),
+            Just(RateProfile::Diurnal),
+            Just(RateProfile::Burst)
+        ],
+        1u64..400,
+        0u64..40,
+        0u64..30,
+        0.0f64..2.0,
+        0.0f64..0.3,
+        0.0f64..0.2,
+    )
+        .prop_map(
+            |(kind, profile, rate_per_s, accounts, merchants, key_skew, unknown, poison)| {
+                WorkloadConfig {
+                    kind,
+                    rate_per_s,
+                    profile,
+                    accounts,
+                    merchants,
+                    key_skew,
+                    unknown_merchant_ratio: unknown,
+                    poison_ratio: poison,
+                }
+            },
+        )
+}
+
+fn run(cfg: &WorkloadConfig, seed: u64, duration_ms: u64) -> Vec<Transaction> {
+    Workload::new(cfg, &SeedTree::new(seed), duration_ms).collect()
+}
+
+fn changes(txns: &[Transaction]) -> impl Iterator<Item = (&Transaction, &Change)> {
+    txns.iter()
+        .flat_map(|t| t.changes.iter().map(move |c| (t, c)))
+}
+
+fn legal(from: OrderStatus, to: OrderStatus) -> bool {
+    use OrderStatus::*;
+    matches!(
+        (from, to),
+        (Created, Paid)
+            | (Paid, Shipped)
+            | (Shipped, Delivered)
+            | (Created, Cancelled)
+            | (Cancelled, Refunded)
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn lsns_are_dense_and_increase_per_key(cfg in small_config(), seed in any::<u64>()) {
+        let txns = run(&cfg, seed, 4_000);
+        let mut last_by_key = BTreeMap::new();
+        let mut expected_lsn = 1;
+        let mut last_commit = 0;
+        let mut last_txid = None;
+        for t in &txns {
+            prop_assert!(t.commit_ms >= last_commit && t.commit_ms < 4_000);
+            last_commit = t.commit_ms;
+            prop_assert!(last_txid.is_none_or(|l| t.txid == l + 1));
+            prop_assert!(last_txid.is_some() || t.txid <= 1);
+            last_txid = Some(t.txid);
+            prop_assert!(!t.changes.is_empty());
+            for c in &t.changes {
+                prop_assert_eq!(c.lsn, expected_lsn);
+                prop_assert_eq!(c.txid, t.txid);
+                expected_lsn += 1;
+                if let Some(prev) = last_by_key.insert(c.key, c.lsn) {
+                    prop_assert!(prev < c.lsn);
+                }
+                let row = c.after.as_ref().or(c.before.as_ref()).unwrap();
+                prop_assert_eq!(row.key(), c.key);
+            }
+        }
+    }
+
+    #[test]
+    fn images_chain_and_balances_add_up(cfg in small_config(), seed in any::<u64>()) {
+        let txns = run(&cfg, seed, 4_000);
+        let mut current: BTreeMap<_, Row> = BTreeMap::new();
+        let mut opening = BTreeMap::new();
+        let mut effect: BTreeMap<u64, i64> = BTreeMap::new();
+        for (t, c) in changes(&txns) {
+            match c.op {
+                Op::Read | Op::Create => prop_assert!(c.before.is_none()),
+                Op::Update | Op::Delete => {
+                    prop_assert_eq!(current.get(&c.key), c.before.as_ref());
+                }
+            }
+            if c.op == Op::Create {
+                prop_assert!(!current.contains_key(&c.key));
+            }
+            match &c.after {
+                Some(row) => { current.insert(c.key, row.clone()); }
+                None => { current.remove(&c.key); }
+            }
+            match &c.after {
+                Some(Row::Account(a)) if c.op == Op::Read => {
+                    prop_assert_eq!(t.txid, 0);
+                    prop_assert_eq!(a.customer_id, a.account_id);
+                    opening.insert(a.account_id, a.balance_cents);
+                }
+                Some(Row::CardTransaction(ct)) => {
+                    prop_assert_eq!(ct.ts_ms, t.commit_ms);
+                    *effect.entry(ct.account_id).or_default() -= ct.amount_cents;
+                    // The same transaction updates the account it charges.
+                    let charged = t.changes.iter().any(|o| o.key.table == Table::Accounts
+                        && o.key.id == ct.account_id && o.op == Op::Update);
+                    prop_assert!(charged);
+                }
+                _ => {}
+            }
+        }
+        if cfg.kind != WorkloadKind::Order {
+            prop_assert_eq!(opening.len() as u64, cfg.accounts);
+        }
+        for (id, open) in &opening {
+            let key = nrtsim_workloads::Key { table: Table::Accounts, id: *id };
+            let Some(Row::Account(fin)) = current.get(&key) else { panic!("account {id} lost") };
+            prop_assert_eq!(fin.balance_cents, open + effect.get(id).copied().unwrap_or(0));
+        }
+    }
+
+    #[test]
+    fn order_lifecycles_are_legal(cfg in small_config(), seed in any::<u64>()) {
+        let txns = run(&cfg, seed, 6_000);
+        for (_, c) in changes(&txns) {
+            let status = |r: &Option<Row>| match r {
+                Some(Row::Order(o)) => Some(o.status),
+                _ => None,
+            };
+            if c.key.table != Table::Orders {
+                continue;
+            }
+            prop_assert_eq!(c.partition_key(), match &c.after {
+                Some(Row::Order(o)) => o.customer_id,
+                _ => unreachable!(),
+            });
+            match c.op {
+                Op::Create => prop_assert_eq!(status(&c.after), Some(OrderStatus::Created)),
+                Op::Update => {
+                    let (from, to) = (status(&c.before).unwrap(), status(&c.after).unwrap());
+                    prop_assert!(legal(from, to), "{:?} -> {:?}", from, to);
+                }
+                op => prop_assert!(false, "unexpected op {:?} on an order", op),
+            }
+        }
+    }
+
+    #[test]
+    fn streams_are_a_function_of_the_seed(cfg in small_config(), seed in any::<u64>()) {
+        let a = run(&cfg, seed, 3_000);
+        prop_assert_eq!(&a, &run(&cfg, seed, 3_000));
+        let b = run(&cfg, seed.wrapping_add(1), 3_000);
+        // Only a run with draws can differ: at least a few changes with randomness in them.
+        let draws = a.iter().map(|t| t.changes.len()).sum::<usize>();
+        if draws > 20 && (cfg.accounts > 1 || cfg.kind != WorkloadKind::Card) {
+            prop_assert_ne!(a, b);
+        }
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_poison_is_rejected(cfg in small_config(), seed in any::<u64>()) {
+        let txns = run(&cfg, seed, 2_000);
+        for (t, c) in changes(&txns) {
+            let bytes = encode_change(c, t.commit_ms);
+            match decode_change(&bytes) {
+                Ok(env) => {
+                    prop_assert!(!c.poison);
+                    prop_assert_eq!(env.ts_ms, t.commit_ms);
+                    prop_assert_eq!(&env.into_change(), c);
+                }
+                Err(e) => prop_assert!(c.poison, "lsn {}: {}", c.lsn, e),
+            }
+        }
+    }
+}
