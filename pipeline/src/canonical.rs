@@ -1,6 +1,7 @@
 //! Canonical records: what the standardize job writes to `standard` and the enrich job writes
 //! to `enriched`, in a compact binary encoding.
 
+use bytes::{Bytes, BytesMut};
 use nrtsim_workloads::{Account, CardTransaction, Key, Op, Order, Row};
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,45 @@ pub struct CodecError(#[from] postcard::Error);
 /// Encodes a value in the canonical binary form.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("canonical types always serialize")
+}
+
+/// Makes record payloads: each is encoded into a reused scratch buffer, then copied into a
+/// shared chunk and handed out as an exact-size slice of it. Records are kept for the whole
+/// run in several replica logs, so neither spare capacity nor one allocation per record is
+/// wanted.
+#[derive(Default)]
+pub struct Encoder {
+    scratch: Vec<u8>,
+    chunk: BytesMut,
+}
+
+const CHUNK_BYTES: usize = 64 * 1024;
+
+impl Encoder {
+    /// Encodes `value` in the canonical binary form.
+    pub fn canonical<T: Serialize>(&mut self, value: &T) -> Bytes {
+        let scratch = std::mem::take(&mut self.scratch);
+        self.scratch =
+            postcard::to_extend(value, scratch).expect("canonical types always serialize");
+        self.freeze()
+    }
+
+    /// Payload written by `write` into an empty buffer.
+    pub fn with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+        self.scratch.clear();
+        write(&mut self.scratch);
+        self.freeze()
+    }
+
+    fn freeze(&mut self) -> Bytes {
+        let n = self.scratch.len();
+        if self.chunk.capacity() < n {
+            self.chunk = BytesMut::with_capacity(CHUNK_BYTES.max(n));
+        }
+        self.chunk.extend_from_slice(&self.scratch);
+        self.scratch.clear();
+        self.chunk.split().freeze()
+    }
 }
 
 /// Decodes a value from the canonical binary form.

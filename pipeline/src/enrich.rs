@@ -2,7 +2,7 @@
 //! store. A miss goes to `redo` with an attempt counter and is replayed when a newer store
 //! version is swapped in; after too many attempts the record goes to `critical`.
 
-use crate::canonical::{decode, encode, Canonical, Enriched, MerchantInfo, RowBody};
+use crate::canonical::{decode, Canonical, Encoder, Enriched, MerchantInfo, RowBody};
 use crate::record::Record;
 use nrtsim_workloads::reference::ReferenceData;
 use std::rc::Rc;
@@ -73,6 +73,7 @@ pub fn enrich(
     store: &ReferenceStore,
     replayed: bool,
     max_attempts: Option<u32>,
+    enc: &mut Encoder,
 ) -> EnrichOutcome {
     let change: Canonical = match decode(&input.value) {
         Ok(c) => c,
@@ -105,7 +106,7 @@ pub fn enrich(
     };
     EnrichOutcome::Enriched(Record {
         key: input.key,
-        value: encode(&enriched),
+        value: enc.canonical(&enriched),
         meta: input.meta,
     })
 }

@@ -3,7 +3,7 @@
 //! simulated brokers and on a real cluster. A task that cannot produce fails over the way a
 //! stream processor's task does: it restarts from its last completed checkpoint.
 
-use crate::canonical::{decode, Enriched};
+use crate::canonical::{decode, Encoder, Enriched};
 use crate::config::Delivery;
 use crate::enrich::{enrich, EnrichOutcome, ReferenceStore};
 use crate::env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
@@ -12,7 +12,7 @@ use crate::log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
 use crate::record::{partition_for, Record, RecordMeta, TopicPartition};
 use crate::standardize::{standardize, Standardized};
 use nrtsim_history::{LakeRow, Observation, RouteReason, Stage, TopicName};
-use nrtsim_workloads::envelope::encode_change;
+use nrtsim_workloads::envelope::encode_change_into;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -129,6 +129,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
     s: &TaskSettings,
 ) {
     let partitions = log.partitions(TopicName::Raw);
+    let mut enc = Encoder::default();
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
         cp.next_lsn = cp.next_lsn.max(1);
@@ -151,7 +152,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                             TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
                         outputs.entry(tp).or_default().push(Record {
                             key,
-                            value: encode_change(c, t.commit_ms),
+                            value: enc.with(|buf| encode_change_into(c, t.commit_ms, buf)),
                             meta: RecordMeta {
                                 change_id: c.lsn,
                                 txid: c.txid,
@@ -240,6 +241,7 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
 ) {
     let stage = role.stage();
     let input = role.input();
+    let mut enc = Encoder::default();
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
         restore_producer(log, &cp, s.delivery);
@@ -310,7 +312,7 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     last_cp_ms = env.now_ms();
                 }
                 work(s.per_record_us, batch.len()).await;
-                let (outputs, routed) = process(&role, batch);
+                let (outputs, routed) = process(&role, batch, &mut enc);
                 if produce_recorded(log, env, stage, outputs).await.is_err() {
                     break;
                 }
@@ -354,13 +356,17 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
 
 type Outputs = BTreeMap<TopicPartition, Vec<Record>>;
 
-fn process(role: &StreamRole, batch: Vec<(TopicPartition, Record)>) -> (Outputs, Vec<Routed>) {
+fn process(
+    role: &StreamRole,
+    batch: Vec<(TopicPartition, Record)>,
+    enc: &mut Encoder,
+) -> (Outputs, Vec<Routed>) {
     let mut outputs: Outputs = BTreeMap::new();
     let mut routed = Vec::new();
     for (from, rec) in batch {
         let p = from.partition;
         let (to, out) = match role {
-            StreamRole::Standardize => match standardize(&rec) {
+            StreamRole::Standardize => match standardize(&rec, enc) {
                 Standardized::Standard(r) => (TopicName::Standard, r),
                 Standardized::Poison(r, _) => {
                     routed.push(Routed {
@@ -377,7 +383,7 @@ fn process(role: &StreamRole, batch: Vec<(TopicPartition, Record)>) -> (Outputs,
                 max_attempts,
             } => {
                 let replayed = from.topic == TopicName::Redo;
-                match enrich(&rec, store, replayed, *max_attempts) {
+                match enrich(&rec, store, replayed, *max_attempts, enc) {
                     EnrichOutcome::Enriched(r) => (TopicName::Enriched, r),
                     EnrichOutcome::Redo(r) => {
                         routed.push(Routed {

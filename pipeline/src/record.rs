@@ -1,6 +1,7 @@
 //! Records as they travel through the topics, and the partitioner that keeps one customer's
 //! changes on one partition of every topic.
 
+use bytes::Bytes;
 use nrtsim_history::TopicName;
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +24,9 @@ pub struct RecordMeta {
 pub struct Record {
     /// The partition key: the customer (or account) id.
     pub key: u64,
-    /// The payload: an envelope in `raw`, a canonical record downstream.
-    pub value: Vec<u8>,
+    /// The payload: an envelope in `raw`, a canonical record downstream. Shared, not copied,
+    /// between replicas and readers.
+    pub value: Bytes,
     /// Headers.
     pub meta: RecordMeta,
 }

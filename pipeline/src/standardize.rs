@@ -1,7 +1,7 @@
 //! The standardize stage: decode a raw change envelope, validate it, and turn it into a
 //! canonical record. What cannot be decoded is poison and goes to `critical`.
 
-use crate::canonical::{encode, Canonical};
+use crate::canonical::{Canonical, Encoder};
 use crate::record::Record;
 use nrtsim_workloads::envelope::decode_change;
 
@@ -15,7 +15,7 @@ pub enum Standardized {
 }
 
 /// Standardizes one raw record.
-pub fn standardize(raw: &Record) -> Standardized {
+pub fn standardize(raw: &Record, enc: &mut Encoder) -> Standardized {
     match decode_change(&raw.value) {
         Ok(env) => {
             let canonical = Canonical {
@@ -27,7 +27,7 @@ pub fn standardize(raw: &Record) -> Standardized {
             };
             Standardized::Standard(Record {
                 key: raw.key,
-                value: encode(&canonical),
+                value: enc.canonical(&canonical),
                 meta: raw.meta,
             })
         }

@@ -30,6 +30,9 @@ pub struct Counts {
     pub parked_in_redo: u64,
     /// Keys that hold a row in the final lake state.
     pub lake_keys: u64,
+    /// Changes still on their way when a run that did not drain ended: a liveness failure
+    /// (exit 4), not counted as lost, since they may yet have arrived.
+    pub unfinished: u64,
 }
 
 /// A fault as the history recorded it: when it began and, if it was healed, when it ended.

@@ -551,6 +551,10 @@ impl Checker {
         let mut counts = Counts::default();
         let mut latency = LatencyPaths::default();
         let bounds = self.opts.tiers;
+        // In a run that did not drain, what is still on its way is unfinished, not lost; the
+        // keys it touches cannot be judged against the source either.
+        let stalled = !self.drained;
+        let mut unfinished_keys: BTreeSet<u32> = BTreeSet::new();
         for i in 0..self.changes.len() {
             let c = &self.changes[i];
             if !c.has(KNOWN) {
@@ -567,7 +571,10 @@ impl Checker {
             } else {
                 !ended && !c.parked()
             };
-            if lost {
+            if lost && stalled {
+                counts.unfinished += 1;
+                unfinished_keys.insert(c.key);
+            } else if lost {
                 let at = lost_location(c);
                 let key = self.key_name_of(id);
                 let ex = self.example(AnomalyKind::Lost, id, key, at);
@@ -575,7 +582,7 @@ impl Checker {
                     .record(AnomalyKind::Lost, ex, self.opts.max_examples);
             }
         }
-        self.judge_final_rows(&mut counts);
+        self.judge_final_rows(&mut counts, &unfinished_keys);
         self.exactly_once.sort_examples();
         Analysis {
             header: self.header,
@@ -592,13 +599,16 @@ impl Checker {
     }
 
     /// Compares every key's final lake row with the row the source says it should have.
-    fn judge_final_rows(&mut self, counts: &mut Counts) {
+    fn judge_final_rows(&mut self, counts: &mut Counts, unfinished_keys: &BTreeSet<u32>) {
         let order: Vec<u32> = self.key_index.values().copied().collect();
         for k in order {
             let ks = &self.keys[k as usize];
             let actual = ks.lake_row.and_then(|(_, d)| d);
             if actual.is_some() {
                 counts.lake_keys += 1;
+            }
+            if unfinished_keys.contains(&k) {
+                continue;
             }
             let expected_lsn = self.expected_change(ks.last_source_lsn);
             let expected = expected_lsn.and_then(|l| self.known(l)?.after_digest());

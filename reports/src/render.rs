@@ -89,6 +89,7 @@ pub fn to_markdown(r: &Report) -> String {
         ("redo", c.redo),
         ("parked in redo", c.parked_in_redo),
         ("critical", c.critical),
+        ("unfinished (not drained)", c.unfinished),
     ] {
         let _ = writeln!(md, "| {name} | {n} |");
     }
@@ -360,8 +361,17 @@ pub fn summary_text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "         lake rows {} (keys {})  redo {} (parked {})  critical {}",
-        c.lake_rows, c.lake_keys, c.redo, c.parked_in_redo, c.critical
+        "         lake rows {} (keys {})  redo {} (parked {})  critical {}{}",
+        c.lake_rows,
+        c.lake_keys,
+        c.redo,
+        c.parked_in_redo,
+        c.critical,
+        if c.unfinished > 0 {
+            format!("  unfinished {}", c.unfinished)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         s,

@@ -603,6 +603,30 @@ fn not_drained_exits_4() {
 }
 
 #[test]
+fn in_flight_changes_of_a_stalled_run_are_unfinished_not_lost() {
+    // Change 4 is still on its way when a run that did not drain ends: a liveness failure.
+    let kept = [1, 2, 3, 5];
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &kept));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &kept));
+    h.push(read(240, TopicName::Enriched, 0, 0, &kept));
+    h.push(lake(300, 1, &lake_rows(&kept)));
+    h.push(run_end(400, false));
+    let a = check(&h);
+    assert_eq!(a.counts.unfinished, 1);
+    assert_eq!(a.exactly_once.lost, 0);
+    // Key 3's final row cannot be judged while its change is still on its way.
+    assert_eq!(a.exactly_once.lake_mismatch, 0);
+    assert_eq!(report(&a, &[], None).exit_code, 4);
+    // The same history, drained, is a loss.
+    *h.last_mut().unwrap() = run_end(400, true);
+    let a = check(&h);
+    assert_eq!((a.counts.unfinished, a.exactly_once.lost), (0, 1));
+    assert_eq!(report(&a, &[], None).exit_code, 1);
+}
+
+#[test]
 fn a_history_without_run_end_did_not_drain() {
     let mut h = clean();
     h.pop();

@@ -116,7 +116,7 @@ impl Log for SimLog {
                     *seq += b.records.len() as u64;
                     (pid, base)
                 });
-                let records = b.records.into_iter().map(Rc::new).collect();
+                let records = b.records;
                 (
                     i,
                     ProducePart {
@@ -301,7 +301,7 @@ impl Log for SimLog {
                                 Ok(Fetched {
                                     tp,
                                     base_offset,
-                                    records: records.iter().map(|s| (*s.record).clone()).collect(),
+                                    records: records.into_iter().map(|s| s.record).collect(),
                                     high_watermark,
                                 })
                             }

@@ -4,15 +4,14 @@
 
 use nrtsim_pipeline::Record;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 /// A record as a replica stores it.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
     /// The leader epoch it was appended in.
     pub epoch: u32,
-    /// The record (shared between replicas).
-    pub record: Rc<Record>,
+    /// The record (its payload is shared between replicas).
+    pub record: Record,
     /// The idempotent producer that wrote it, with its sequence number.
     pub producer: Option<(u64, u64)>,
 }
@@ -79,7 +78,7 @@ impl PartitionLog {
     pub fn append_leader(
         &mut self,
         epoch: u32,
-        records: &[Rc<Record>],
+        records: &[Record],
         producer: Option<(u64, u64)>,
     ) -> LeaderAppend {
         self.begin_epoch(epoch);
@@ -156,19 +155,17 @@ mod tests {
     use super::*;
     use nrtsim_pipeline::RecordMeta;
 
-    fn recs(n: u64) -> Vec<Rc<Record>> {
+    fn recs(n: u64) -> Vec<Record> {
         (0..n)
-            .map(|i| {
-                Rc::new(Record {
-                    key: i,
-                    value: vec![],
-                    meta: RecordMeta {
-                        change_id: i,
-                        txid: i,
-                        commit_ms: 0,
-                        attempt: 0,
-                    },
-                })
+            .map(|i| Record {
+                key: i,
+                value: Default::default(),
+                meta: RecordMeta {
+                    change_id: i,
+                    txid: i,
+                    commit_ms: 0,
+                    attempt: 0,
+                },
             })
             .collect()
     }

@@ -28,7 +28,7 @@ pub struct ProducePart {
     /// Idempotent producer id and base sequence number.
     pub producer: Option<(u64, u64)>,
     /// The records.
-    pub records: Vec<Rc<Record>>,
+    pub records: Vec<Record>,
 }
 
 /// A fetch request's per-partition part.
