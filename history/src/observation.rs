@@ -237,7 +237,9 @@ pub enum Observation {
         /// When.
         t_ms: u64,
     },
-    /// The run ended; `drained` says whether every change reached its end in time.
+    /// The run ended. `drained` says whether the pipeline finished before the drain timeout:
+    /// every change reached its end, or nothing was left in flight (so what never arrived is
+    /// lost, not late).
     RunEnd {
         /// When.
         t_ms: u64,

@@ -402,10 +402,12 @@ fn apply_view(broker: &Broker, meta: ClusterMeta) {
             if m.leader == Some(id) && was != Some((m.leader, m.leader_epoch)) {
                 // A new leadership: start the epoch at our log end and give followers a grace
                 // period before they count as lagging.
-                disk.logs
-                    .entry(*tp)
-                    .or_default()
-                    .begin_epoch(m.leader_epoch);
+                let log = disk.logs.entry(*tp).or_default();
+                log.begin_epoch(m.leader_epoch);
+                // Start from the high watermark learnt as a follower, not from nothing.
+                let hw = log.hw_checkpoint.min(log.leo());
+                let cur = live.hw.entry(*tp).or_insert(0);
+                *cur = (*cur).max(hw);
                 let followers = m
                     .replicas
                     .iter()

@@ -6,6 +6,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod controller;
+pub mod drain;
 pub mod host_env;
 pub mod partition_log;
 pub mod progress;

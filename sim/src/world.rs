@@ -8,6 +8,7 @@ use crate::broker::{run_broker, BrokerDisk, BrokerSetup};
 use crate::client::SimLog;
 use crate::cluster::ClusterMeta;
 use crate::controller::{run_controller, ControllerSetup};
+use crate::drain::{DrainProbe, Positions, Reader};
 use crate::host_env::{sim_now_ms, SharedCheckpoints, SharedSource, SimEnv};
 use crate::progress::Recorder;
 use crate::wire::SharedArena;
@@ -64,6 +65,7 @@ pub struct World {
     meta: Rc<RefCell<ClusterMeta>>,
     recorder: Rc<RefCell<Recorder>>,
     lake: Rc<RefCell<LakeTable>>,
+    disks: Vec<Rc<RefCell<BrokerDisk>>>,
     hosts: Vec<String>,
     network: LatencyRange,
     finished: bool,
@@ -116,6 +118,7 @@ impl World {
             meta,
             recorder: Rc::new(RefCell::new(Recorder::default())),
             lake: Rc::new(RefCell::new(LakeTable::new())),
+            disks: Vec::new(),
             hosts: host_names(&spec.platform, &spec.pipeline),
             network: spec.network.latency,
             finished: false,
@@ -138,9 +141,11 @@ impl World {
 
     fn add_cluster(&mut self, spec: &RunSpec, arena: &SharedArena) {
         for b in 0..spec.platform.brokers {
+            let disk = Rc::new(RefCell::new(BrokerDisk::default()));
+            self.disks.push(disk.clone());
             let setup = BrokerSetup {
                 id: b,
-                disk: Rc::new(RefCell::new(BrokerDisk::default())),
+                disk,
                 arena: arena.clone(),
                 platform: spec.platform.clone(),
                 append_us: spec.costs.broker_append_per_record.us,
@@ -284,14 +289,45 @@ impl World {
             });
         }
 
+        let mut readers = Vec::new();
+        for (job, topic, tasks) in [
+            ("standardize", TopicName::Raw, par.standardize),
+            ("enrich", TopicName::Standard, par.enrich),
+            ("lake", TopicName::Enriched, par.lake),
+        ] {
+            let positions = if job == "lake" && pipeline.delivery == Delivery::ExactlyOnce {
+                Positions::LakeCommit
+            } else {
+                Positions::Checkpoint
+            };
+            for t in 0..tasks {
+                readers.push(Reader {
+                    host: format!("{job}-{t}"),
+                    topic,
+                    partitions: assigned(partitions, tasks, t),
+                    positions,
+                });
+            }
+        }
+        let probe = DrainProbe {
+            meta: self.meta.clone(),
+            disks: self.disks.clone(),
+            checkpoints,
+            lake: self.lake.clone(),
+            readers,
+        };
+        let timing = DriveTiming {
+            duration_ms: spec.duration_ms,
+            deadline_ms: spec.duration_ms + spec.drain_timeout_ms,
+            // Long enough for every task to checkpoint and the lake to commit twice.
+            settle_ms: 2 * pipeline.checkpoint_interval.ms()
+                + 2 * spec.costs.lake_commit.ms()
+                + 1000,
+        };
         let workload = Workload::new(&spec.workload, seeds, spec.duration_ms);
         let recorder = self.recorder.clone();
-        let (duration_ms, deadline_ms) =
-            (spec.duration_ms, spec.duration_ms + spec.drain_timeout_ms);
-        self.sim.client(
-            "driver",
-            drive(workload, recorder, source, duration_ms, deadline_ms),
-        );
+        self.sim
+            .client("driver", drive(workload, recorder, source, probe, timing));
     }
 
     /// Advances the simulation one tick; returns true once the run has ended.
@@ -424,13 +460,28 @@ fn for_pairs(a: &[String], b: &[String], mut f: impl FnMut(&str, &str)) {
     }
 }
 
+struct DriveTiming {
+    duration_ms: u64,
+    deadline_ms: u64,
+    settle_ms: u64,
+}
+
+/// Commits the workload on schedule, then waits for the pipeline to drain: until every change
+/// has reached its end, or the pipeline has stayed settled (nothing in flight, see
+/// [`DrainProbe`]) for `settle_ms`, or the deadline passes.
 async fn drive(
     mut workload: Workload,
     recorder: Rc<RefCell<Recorder>>,
     source: SharedSource,
-    duration_ms: u64,
-    deadline_ms: u64,
+    probe: DrainProbe,
+    timing: DriveTiming,
 ) -> turmoil::Result {
+    let DriveTiming {
+        duration_ms,
+        deadline_ms,
+        settle_ms,
+    } = timing;
+    let mut last_lsn = 0;
     while let Some(txn) = workload.next_transaction() {
         let now = sim_now_ms();
         if txn.commit_ms > now {
@@ -447,6 +498,7 @@ async fn drive(
                 poison: c.poison,
             })
             .collect();
+        last_lsn = txn.changes.last().map_or(last_lsn, |c| c.lsn);
         recorder.borrow_mut().record(Observation::SourceCommit {
             t_ms: txn.commit_ms,
             txid: txn.txid,
@@ -461,11 +513,27 @@ async fn drive(
     recorder
         .borrow_mut()
         .record(Observation::WorkloadEnd { t_ms: sim_now_ms() });
+    // (since when, pending then): the pipeline has looked settled since then.
+    let mut settled_since: Option<(u64, u64)> = None;
     let drained = loop {
-        if recorder.borrow().pending() == 0 {
+        let pending = recorder.borrow().pending();
+        if pending == 0 {
             break true;
         }
-        if sim_now_ms() >= deadline_ms {
+        let now = sim_now_ms();
+        if probe.settled(last_lsn) {
+            match settled_since {
+                Some((since, p)) if p == pending => {
+                    if now - since >= settle_ms {
+                        break true;
+                    }
+                }
+                _ => settled_since = Some((now, pending)),
+            }
+        } else {
+            settled_since = None;
+        }
+        if now >= deadline_ms {
             break false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

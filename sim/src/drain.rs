@@ -1,0 +1,92 @@
+//! Telling a pipeline that has finished from one that is stuck. After the workload stops, the
+//! run waits until every committed change has reached its end. When some never do, the question
+//! is whether they are still on their way (a liveness failure) or gone (a loss). The probe here
+//! answers it from durable state only: the pipeline has *settled* when the CDC connector's
+//! committed position covers the whole source log and every consuming task's committed
+//! position has reached the end of its input partitions on their current leaders. Nothing is
+//! then left in flight, and a change that has not arrived never will.
+
+use crate::broker::BrokerDisk;
+use crate::cluster::ClusterMeta;
+use crate::host_env::SharedCheckpoints;
+use nrtsim_history::TopicName;
+use nrtsim_pipeline::lake::LakeTable;
+use nrtsim_pipeline::{CheckpointStore, TopicPartition};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Where a task's committed input positions are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positions {
+    /// In the checkpoint store.
+    Checkpoint,
+    /// In the task's lake commits (an exactly-once lake sink).
+    LakeCommit,
+}
+
+/// A task that consumes a topic, and the partitions it owns.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    /// The task's host name.
+    pub host: String,
+    /// The topic it consumes.
+    pub topic: TopicName,
+    /// Its partitions.
+    pub partitions: Vec<u32>,
+    /// Where its positions are committed.
+    pub positions: Positions,
+}
+
+/// Reads the durable state of the world to judge whether the pipeline has settled.
+pub struct DrainProbe {
+    /// Cluster metadata (for the current leaders).
+    pub meta: Rc<RefCell<ClusterMeta>>,
+    /// Every broker's disk, by broker id.
+    pub disks: Vec<Rc<RefCell<BrokerDisk>>>,
+    /// Task checkpoints.
+    pub checkpoints: SharedCheckpoints,
+    /// The lake table.
+    pub lake: Rc<RefCell<LakeTable>>,
+    /// Every consuming task.
+    pub readers: Vec<Reader>,
+}
+
+impl DrainProbe {
+    /// Whether nothing is left in flight, given that the source log ends at `last_lsn`.
+    pub fn settled(&self, last_lsn: u64) -> bool {
+        let cdc_done = self
+            .checkpoints
+            .load("cdc")
+            .is_some_and(|c| c.next_lsn > last_lsn);
+        cdc_done && self.readers.iter().all(|r| self.caught_up(r))
+    }
+
+    fn caught_up(&self, r: &Reader) -> bool {
+        let committed: BTreeMap<TopicPartition, u64> = match r.positions {
+            Positions::LakeCommit => self
+                .lake
+                .borrow()
+                .last_commit(&r.host)
+                .map(|c| c.1.clone())
+                .unwrap_or_default(),
+            Positions::Checkpoint => self
+                .checkpoints
+                .load(&r.host)
+                .map(|c| c.offsets)
+                .unwrap_or_default(),
+        };
+        r.partitions.iter().all(|&p| {
+            let tp = TopicPartition::new(r.topic, p);
+            let Some(leader) = self.meta.borrow().leader(&tp) else {
+                return false;
+            };
+            let end = self.disks[leader as usize]
+                .borrow()
+                .logs
+                .get(&tp)
+                .map_or(0, |l| l.leo());
+            committed.get(&tp).copied().unwrap_or(0) >= end
+        })
+    }
+}
