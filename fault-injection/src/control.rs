@@ -18,6 +18,9 @@ pub trait Control {
     fn crash(&mut self, host: &str);
     /// Starts a crashed host again.
     fn restart(&mut self, host: &str);
+    /// Cuts `host`'s power: like [`Control::crash`], and a broker also loses the log tail it
+    /// had not flushed. It stays down until [`Control::restart`].
+    fn power_loss(&mut self, host: &str);
     /// Drops all traffic between the two sides, both ways.
     fn partition(&mut self, a: &[String], b: &[String]);
     /// Heals a [`Control::partition`].

@@ -219,12 +219,18 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
         Err(why) => (Resolved::Nothing, format!("unresolved: {why}")),
         Ok((resolved, description)) => {
             match (&resolved, spec.kind) {
+                (Resolved::Hosts(hosts), FaultKind::PowerLoss) => {
+                    hosts.iter().for_each(|h| ctl.power_loss(h))
+                }
                 (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.crash(h)),
                 (Resolved::Sides(a, b), FaultKind::Partition) => ctl.partition(a, b),
                 (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.partition_oneway(a, b),
                 (Resolved::Sides(a, b), FaultKind::Hold) => ctl.hold(a, b),
                 (Resolved::Sides(a, b), FaultKind::Latency) => ctl.set_latency(a, b, spec.latency),
-                (Resolved::Sides(..), FaultKind::Crash | FaultKind::BrokerCrash)
+                (
+                    Resolved::Sides(..),
+                    FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss,
+                )
                 | (Resolved::Nothing, _) => {}
             }
             (resolved, description)
@@ -240,7 +246,7 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
         (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.repair_oneway(a, b),
         (Resolved::Sides(a, b), FaultKind::Hold) => ctl.release(a, b),
         (Resolved::Sides(a, b), FaultKind::Latency) => ctl.set_latency(a, b, None),
-        (Resolved::Sides(..), FaultKind::Crash | FaultKind::BrokerCrash)
+        (Resolved::Sides(..), FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss)
         | (Resolved::Nothing, _) => {}
     }
 }
@@ -249,7 +255,7 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
 fn resolve<C: Control + ?Sized>(spec: &FaultSpec, ctl: &C) -> Result<(Resolved, String), String> {
     spec.validate().map_err(|e| format!("invalid fault: {e}"))?;
     match spec.kind {
-        FaultKind::Crash | FaultKind::BrokerCrash => {
+        FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss => {
             let text = spec.target.as_deref().ok_or("the fault has no `target`")?;
             let (hosts, description) = resolve_side(&Side::new([text]), ctl)?;
             Ok((Resolved::Hosts(hosts), description))

@@ -15,6 +15,9 @@ pub enum FaultKind {
     Crash,
     /// Like `crash`, but the target must be a broker (a name, a glob over brokers, or a role).
     BrokerCrash,
+    /// The host loses power: a broker also loses what it had not flushed to disk (brokers
+    /// acknowledge before they fsync); it restarts after `duration`.
+    PowerLoss,
     /// No traffic between two sides until healed.
     Partition,
     /// Traffic from `from` to `to` is dropped; the other direction still flows.
@@ -27,9 +30,10 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Crash,
         FaultKind::BrokerCrash,
+        FaultKind::PowerLoss,
         FaultKind::Partition,
         FaultKind::PartitionOneway,
         FaultKind::Hold,
@@ -41,6 +45,7 @@ impl FaultKind {
         match self {
             FaultKind::Crash => "crash",
             FaultKind::BrokerCrash => "broker-crash",
+            FaultKind::PowerLoss => "power-loss",
             FaultKind::Partition => "partition",
             FaultKind::PartitionOneway => "partition-oneway",
             FaultKind::Hold => "hold",
@@ -51,7 +56,7 @@ impl FaultKind {
     /// Which of the optional fields this kind needs (all of them required).
     fn required_fields(self) -> &'static [&'static str] {
         match self {
-            FaultKind::Crash | FaultKind::BrokerCrash => &["target"],
+            FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss => &["target"],
             FaultKind::Partition | FaultKind::Hold => &["between"],
             FaultKind::Latency => &["between", "latency"],
             FaultKind::PartitionOneway => &["from", "to"],

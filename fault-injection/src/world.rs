@@ -27,6 +27,10 @@ impl Control for World {
         World::restart(self, host);
     }
 
+    fn power_loss(&mut self, host: &str) {
+        World::power_loss(self, host);
+    }
+
     fn partition(&mut self, a: &[String], b: &[String]) {
         World::partition(self, a, b);
     }

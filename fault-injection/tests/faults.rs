@@ -67,6 +67,9 @@ impl Control for FakeSim {
     fn restart(&mut self, host: &str) {
         self.calls.push(format!("restart {host}"));
     }
+    fn power_loss(&mut self, host: &str) {
+        self.calls.push(format!("power-loss {host}"));
+    }
     fn partition(&mut self, a: &[String], b: &[String]) {
         self.calls
             .push(format!("partition {} | {}", list(a), list(b)));

@@ -205,6 +205,20 @@ pub struct PipelineConfig {
     pub enrich: EnrichConfig,
     /// Lake settings.
     pub lake: LakeConfig,
+    /// What the CDC connector keys records by. Default `customer`.
+    pub partition_key: PartitionKey,
+}
+
+/// What picks a record's partition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionKey {
+    /// The customer (or account) id: one customer's changes stay in order on one partition.
+    #[default]
+    Customer,
+    /// A key drawn per record (a known mistake: one customer's changes scatter over partitions
+    /// and overtake each other).
+    Random,
 }
 
 impl Default for PipelineConfig {
@@ -217,6 +231,7 @@ impl Default for PipelineConfig {
             parallelism: Parallelism::default(),
             enrich: EnrichConfig::default(),
             lake: LakeConfig::default(),
+            partition_key: PartitionKey::Customer,
         }
     }
 }

@@ -19,11 +19,21 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use turmoil::net::{TcpListener, TcpStream};
 
-/// What a broker keeps on disk: its replica logs. It survives a crash.
+/// What a broker keeps on disk: its replica logs. A crash keeps them whole (the page cache
+/// survives a process's death); a power loss keeps only what was flushed.
 #[derive(Default)]
 pub struct BrokerDisk {
     /// One log per partition replica the broker holds.
     pub logs: BTreeMap<TopicPartition, PartitionLog>,
+}
+
+impl BrokerDisk {
+    /// Loses every log's unflushed tail.
+    pub fn lose_unflushed(&mut self) {
+        for log in self.logs.values_mut() {
+            log.lose_unflushed();
+        }
+    }
 }
 
 /// Everything a broker host needs to start (again).
@@ -102,6 +112,7 @@ pub async fn run_broker(setup: BrokerSetup) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
     tokio::task::spawn_local(heartbeat_loop(broker.clone()));
     tokio::task::spawn_local(isr_loop(broker.clone()));
+    tokio::task::spawn_local(flush_loop(broker.clone()));
     let others: Vec<u32> = (0..broker.setup.platform.brokers)
         .filter(|b| *b != broker.setup.id)
         .collect();
@@ -507,6 +518,16 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
                 }
             }
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn flush_loop(broker: Rc<Broker>) {
+    let interval = broker.setup.platform.log_flush_interval.to_std();
+    loop {
+        tokio::time::sleep(interval).await;
+        for log in broker.setup.disk.borrow_mut().logs.values_mut() {
+            log.flush();
         }
     }
 }

@@ -14,7 +14,7 @@ use nrtsim_pipeline::{
     ProducerState, TopicPartition,
 };
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -27,6 +27,9 @@ pub struct SimLog {
     producer: ProducerConfig,
     consumer: ConsumerConfig,
     state: ProducerState,
+    /// Producer ids that met a gap in their sequence numbers: as in Kafka, that is fatal for
+    /// the producer, which carries on under a new id and never uses the old one again.
+    retired: BTreeSet<u64>,
 }
 
 impl SimLog {
@@ -49,7 +52,23 @@ impl SimLog {
                 producer_id,
                 next_seq: BTreeMap::new(),
             },
+            retired: BTreeSet::new(),
         }
+    }
+
+    /// Leaves a producer id whose sequence numbers no longer match the brokers' (acknowledged
+    /// records were lost): a fresh id, numbering from zero.
+    fn retire_producer(&mut self) {
+        let old = self.state.producer_id;
+        self.retired.insert(old);
+        let mut fresh = old.wrapping_add(1 << 48);
+        while self.retired.contains(&fresh) {
+            fresh = fresh.wrapping_add(1 << 48);
+        }
+        self.state = ProducerState {
+            producer_id: fresh,
+            next_seq: BTreeMap::new(),
+        };
     }
 
     fn take_conn(&mut self, broker: u32) -> Connection {
@@ -233,10 +252,17 @@ impl Log for SimLog {
             tokio::time::sleep(self.producer.retry_backoff.to_std()).await;
             pending = failed.into_iter().map(|(i, p, _)| (i, p)).collect();
         }
-        results
+        let results: Vec<Result<Appended, LogError>> = results
             .into_iter()
             .map(|r| r.unwrap_or(Err(LogError::Connection("not sent".into()))))
-            .collect()
+            .collect();
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(LogError::OutOfOrderSequence(_))))
+        {
+            self.retire_producer();
+        }
+        results
     }
 
     async fn fetch(
@@ -331,7 +357,13 @@ impl Log for SimLog {
     }
 
     fn restore_producer_state(&mut self, state: ProducerState) {
-        if self.state.producer_id != 0 {
+        if self.state.producer_id == 0 {
+            return;
+        }
+        if self.retired.contains(&state.producer_id) {
+            // The checkpoint's producer was retired since: keep the fresh one.
+            self.state.next_seq.clear();
+        } else {
             self.state = state;
         }
     }

@@ -22,6 +22,9 @@ pub struct PlatformConfig {
     pub broker_session_timeout: SimDuration,
     /// How long a follower may lag before the leader drops it from the ISR. Default 10s.
     pub replica_lag_time_max: SimDuration,
+    /// How often brokers flush their logs to disk. Brokers acknowledge before they flush, so
+    /// a power loss takes what was appended since the last flush. Default 5s.
+    pub log_flush_interval: SimDuration,
 }
 
 impl Default for PlatformConfig {
@@ -34,6 +37,7 @@ impl Default for PlatformConfig {
             unclean_leader_election: false,
             broker_session_timeout: SimDuration::from_secs(6),
             replica_lag_time_max: SimDuration::from_secs(10),
+            log_flush_interval: SimDuration::from_secs(5),
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct PartitionLog {
     producers: BTreeMap<u64, u64>,
     /// The high watermark as last checkpointed to disk.
     pub hw_checkpoint: u64,
+    /// The log end at the last flush: what survives a power loss.
+    pub flushed: u64,
 }
 
 impl PartitionLog {
@@ -137,6 +139,17 @@ impl PartitionLog {
             }
         }
         self.hw_checkpoint = self.hw_checkpoint.min(offset);
+        self.flushed = self.flushed.min(offset);
+    }
+
+    /// Flushes the log to disk.
+    pub fn flush(&mut self) {
+        self.flushed = self.leo();
+    }
+
+    /// Loses what was not flushed, as a power loss does.
+    pub fn lose_unflushed(&mut self) {
+        self.truncate_to(self.flushed);
     }
 
     /// Up to `max` records from `offset`, stopping before `end`.

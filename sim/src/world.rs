@@ -172,6 +172,7 @@ impl World {
             per_record_us,
             max_changes_per_read: 2000,
             restart_backoff_ms: 1000,
+            partition_key: pipeline.partition_key,
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
         // producer id is the task's own (restored with its checkpoint); otherwise every start
@@ -402,6 +403,17 @@ impl World {
     pub fn crash(&mut self, host: &str) {
         if self.sim.is_host_running(host) {
             self.sim.crash(host);
+        }
+    }
+
+    /// Cuts `host`'s power: it stops, and a broker keeps only what it had flushed.
+    pub fn power_loss(&mut self, host: &str) {
+        self.crash(host);
+        let broker = host
+            .strip_prefix("broker-")
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(disk) = broker.and_then(|b| self.disks.get(b)) {
+            disk.borrow_mut().lose_unflushed();
         }
     }
 
