@@ -46,52 +46,76 @@ fn relative(path: &Path) -> String {
         .to_string()
 }
 
-#[test]
-fn every_shipped_scenario_meets_its_declared_outcome_deterministically() {
-    for path in shipped_scenarios() {
-        let name = relative(&path);
-        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let seed = scenario.seed;
-        let first = runner::simulate(&scenario, seed).expect("simulates");
-        let report = runner::judge(&scenario, seed, &first.history, first.wall_ms);
-        match &scenario.expect {
-            Some(expect) => {
-                assert_eq!(
-                    report.expectation_met,
-                    Some(true),
-                    "{name}: expectation not met: {:?}",
-                    report.expectation
-                );
-                if let Some(code) = expect.exit_code {
-                    assert_eq!(report.exit_code, code, "{name}: exit code");
-                }
+/// Runs one shipped scenario three times: against its declared outcome, again with the same
+/// seed (identical history and report), and with another seed (a different history).
+fn check_shipped_scenario(path: &Path) -> Result<(), String> {
+    let name = relative(path);
+    let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
+    let seed = scenario.seed;
+    let first = runner::simulate(&scenario, seed).map_err(|e| format!("{name}: {e}"))?;
+    let report = runner::judge(&scenario, seed, &first.history, first.wall_ms);
+    let summary = || nrtsim_reports::summary_text(&report);
+    match &scenario.expect {
+        Some(expect) => {
+            if report.expectation_met != Some(true) {
+                return Err(format!("{name}: expectation not met:\n{}", summary()));
             }
-            None => assert_eq!(
-                report.exit_code,
-                0,
-                "{name} must pass:\n{}",
-                nrtsim_reports::summary_text(&report)
-            ),
+            if expect
+                .exit_code
+                .is_some_and(|code| code != report.exit_code)
+            {
+                return Err(format!(
+                    "{name}: exit code {}:\n{}",
+                    report.exit_code,
+                    summary()
+                ));
+            }
         }
-
-        let again = runner::simulate(&scenario, seed).expect("simulates");
-        if let Some((i, a, b)) = runner::first_divergence(&first.history, &again.history) {
-            panic!("{name}: seed {seed} diverged at observation {i}:\n  {a}\n  {b}");
-        }
-        let again_report = runner::judge(&scenario, seed, &again.history, again.wall_ms);
-        assert_eq!(
-            comparable(&report),
-            comparable(&again_report),
-            "{name}: reports differ"
-        );
-
-        let other = runner::simulate(&scenario, seed + 1).expect("simulates");
-        assert!(
-            runner::first_divergence(&first.history, &other.history).is_some(),
+        None if report.exit_code != 0 => return Err(format!("{name} must pass:\n{}", summary())),
+        None => {}
+    }
+    let again = runner::simulate(&scenario, seed).map_err(|e| format!("{name}: {e}"))?;
+    if let Some((i, a, b)) = runner::first_divergence(&first.history, &again.history) {
+        return Err(format!(
+            "{name}: seed {seed} diverged at observation {i}:\n  {a}\n  {b}"
+        ));
+    }
+    let again_report = runner::judge(&scenario, seed, &again.history, again.wall_ms);
+    if comparable(&report) != comparable(&again_report) {
+        return Err(format!(
+            "{name}: two runs of seed {seed} gave different reports"
+        ));
+    }
+    let other = runner::simulate(&scenario, seed + 1).map_err(|e| format!("{name}: {e}"))?;
+    if runner::first_divergence(&first.history, &other.history).is_none() {
+        return Err(format!(
             "{name}: seeds {seed} and {} gave the same history",
             seed + 1
-        );
+        ));
     }
+    Ok(())
+}
+
+#[test]
+fn every_shipped_scenario_meets_its_declared_outcome_deterministically() {
+    // Each simulation is single-threaded; independent scenarios share the cores.
+    let scenarios = shipped_scenarios();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(path) = scenarios.get(i) else { break };
+                if let Err(e) = check_shipped_scenario(path) {
+                    failures.lock().expect("no poisoned lock").push(e);
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().expect("no poisoned lock");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 fn nrtsim(args: &[&str]) -> (i32, String, String) {
