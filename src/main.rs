@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use nrtsim::runner::{self, first_divergence};
 use nrtsim::scenario::{validate_files, Scenario};
-use nrtsim_history::file::read_history;
+use nrtsim_history::file::{read_history, HistoryFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,6 +45,9 @@ enum Command {
         /// Run the seed twice and name the first observation where the histories differ.
         #[arg(long)]
         check_determinism: bool,
+        /// The history file's form: compact binary, or JSON lines to read by eye.
+        #[arg(long, value_enum, default_value_t = HistoryForm::Binary)]
+        history_format: HistoryForm,
     },
     /// Check scenario files without running them.
     Validate {
@@ -69,6 +72,14 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HistoryForm {
+    /// zstd-compressed binary frames.
+    Binary,
+    /// One JSON observation per line.
+    Jsonl,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,7 +114,22 @@ fn dispatch(cli: Cli) -> Result<u8> {
             mode,
             bootstrap,
             check_determinism,
-        } => run(scenario, seed, out, mode, bootstrap, check_determinism),
+            history_format,
+        } => {
+            let format = match history_format {
+                HistoryForm::Binary => HistoryFormat::Binary,
+                HistoryForm::Jsonl => HistoryFormat::Jsonl,
+            };
+            let args = RunArgs {
+                seed,
+                out,
+                mode,
+                bootstrap,
+                check_determinism,
+                format,
+            };
+            run(scenario, args)
+        }
         Command::Validate { scenarios } => {
             let mut bad = 0;
             for (path, res) in scenarios.iter().zip(validate_files(&scenarios)) {
@@ -140,14 +166,24 @@ fn dispatch(cli: Cli) -> Result<u8> {
     }
 }
 
-fn run(
-    path: PathBuf,
+struct RunArgs {
     seed: Option<u64>,
     out: Option<PathBuf>,
     mode: Mode,
     bootstrap: Option<String>,
     check_determinism: bool,
-) -> Result<u8> {
+    format: HistoryFormat,
+}
+
+fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
+    let RunArgs {
+        seed,
+        out,
+        mode,
+        bootstrap,
+        check_determinism,
+        format,
+    } = args;
     let scenario = match Scenario::load(&path) {
         Ok(s) => s,
         Err(e) => {
@@ -181,7 +217,7 @@ fn run(
     }
     let report = runner::judge(&scenario, seed, &sim.history, sim.wall_ms);
     let dir = out.unwrap_or_else(|| runner::default_out_dir(&scenario, seed));
-    runner::write_outputs(&dir, &report, &sim.history)
+    runner::write_outputs(&dir, &report, &sim.history, format)
         .with_context(|| format!("writing the run's outputs to {}", dir.display()))?;
     println!("{}", nrtsim_reports::summary_text(&report));
     println!("outputs: {}", dir.display());

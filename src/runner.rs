@@ -126,9 +126,14 @@ pub fn default_out_dir(scenario: &Scenario, seed: u64) -> PathBuf {
 
 /// Writes `report.json`, `report.md`, `junit.xml` and the history to `dir`. Each file is
 /// written to a temporary name and renamed, so a file is there whole or not at all.
-pub fn write_outputs(dir: &Path, report: &Report, history: &[Observation]) -> Result<()> {
+pub fn write_outputs(
+    dir: &Path,
+    report: &Report,
+    history: &[Observation],
+    history_format: HistoryFormat,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut writer = HistoryWriter::create(dir.join("history"), HistoryFormat::Binary)
+    let mut writer = HistoryWriter::create(dir.join("history"), history_format)
         .with_context(|| format!("writing the history to {}", dir.display()))?;
     for obs in history {
         writer.write(obs)?;

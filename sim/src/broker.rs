@@ -25,6 +25,8 @@ use turmoil::net::{TcpListener, TcpStream};
 pub struct BrokerDisk {
     /// One log per partition replica the broker holds.
     pub logs: BTreeMap<TopicPartition, PartitionLog>,
+    /// How often the broker has started.
+    pub starts: u64,
 }
 
 impl BrokerDisk {
@@ -92,6 +94,7 @@ fn broker_name(id: u32) -> String {
 
 /// Runs a broker until the host is crashed.
 pub async fn run_broker(setup: BrokerSetup) -> turmoil::Result {
+    setup.disk.borrow_mut().starts += 1;
     let hw = setup
         .disk
         .borrow()
@@ -196,7 +199,12 @@ async fn produce(
                                 waits.push((results.len(), part.tp, epoch, base_offset + count));
                                 ProduceResult::Appended(base_offset)
                             }
-                            LeaderAppend::Duplicate => ProduceResult::Duplicate,
+                            LeaderAppend::Duplicate { end } => {
+                                // Acknowledged only once committed, like a first try: the
+                                // original may still be waiting for the followers.
+                                waits.push((results.len(), part.tp, epoch, end));
+                                ProduceResult::Duplicate
+                            }
                             LeaderAppend::OutOfOrder => {
                                 ProduceResult::Error(PartError::OutOfOrderSequence)
                             }
@@ -390,6 +398,7 @@ async fn heartbeat_loop(broker: Rc<Broker>) {
         let known_version = broker.live.borrow().view.version;
         let req = Request::Heartbeat {
             broker: broker.setup.id,
+            incarnation: broker.setup.disk.borrow().starts,
             known_version,
         };
         if let Ok(Response::Heartbeat(Some(meta))) = conn.call(req, Duration::from_secs(1)).await {

@@ -28,6 +28,9 @@ pub struct ClusterMeta {
     pub partitions: BTreeMap<TopicPartition, PartitionMeta>,
     /// Partition count per topic.
     pub topic_partitions: BTreeMap<TopicName, u32>,
+    /// Each broker's registered incarnation (how often it had started when it last
+    /// registered), so a restart is noticed even across a controller's own restart.
+    pub incarnations: BTreeMap<u32, u64>,
 }
 
 impl ClusterMeta {

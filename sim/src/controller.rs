@@ -52,14 +52,27 @@ async fn serve(state: Rc<State>, mut stream: TcpStream) {
         let reply = match req {
             Request::Heartbeat {
                 broker,
+                incarnation,
                 known_version,
             } => {
                 state
                     .last_heartbeat
                     .borrow_mut()
                     .insert(broker, Instant::now());
+                let known = state
+                    .setup
+                    .meta
+                    .borrow_mut()
+                    .incarnations
+                    .insert(broker, incarnation);
                 let was_alive = state.alive.borrow().get(&broker).copied().unwrap_or(false);
-                if !was_alive {
+                if was_alive && known.is_some_and(|k| k != incarnation) {
+                    // It restarted within the session timeout and may have lost what it had
+                    // not flushed, so it must not carry on leading as before: fence it as a
+                    // failed broker, then let it rejoin.
+                    broker_down(&state, broker);
+                    broker_up(&state, broker);
+                } else if !was_alive {
                     state.alive.borrow_mut().insert(broker, true);
                     broker_up(&state, broker);
                 }

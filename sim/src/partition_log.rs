@@ -27,8 +27,12 @@ pub enum LeaderAppend {
         /// Records appended.
         count: u64,
     },
-    /// Every record was already in the log.
-    Duplicate,
+    /// Every record was already in the log; they are committed once the high watermark
+    /// reaches `end` (the producer's newest record, so at or past the duplicates).
+    Duplicate {
+        /// The offset just past the producer's newest record in the log.
+        end: u64,
+    },
     /// The sequence numbers skip ahead of what the broker has.
     OutOfOrder,
 }
@@ -39,8 +43,8 @@ pub struct PartitionLog {
     records: Vec<StoredRecord>,
     /// (epoch, start offset), increasing.
     epochs: Vec<(u32, u64)>,
-    /// Last sequence number appended per producer id.
-    producers: BTreeMap<u64, u64>,
+    /// Per producer id: the last sequence number appended, and that record's offset.
+    producers: BTreeMap<u64, (u64, u64)>,
     /// The high watermark as last checkpointed to disk.
     pub hw_checkpoint: u64,
     /// The log end at the last flush: what survives a power loss.
@@ -86,13 +90,14 @@ impl PartitionLog {
         self.begin_epoch(epoch);
         let mut skip = 0u64;
         if let Some((pid, base_seq)) = producer {
-            let next = self.producers.get(&pid).map_or(0, |s| s + 1);
+            let next = self.producers.get(&pid).map_or(0, |(s, _)| s + 1);
             if base_seq > next {
                 return LeaderAppend::OutOfOrder;
             }
             skip = next - base_seq;
             if skip >= records.len() as u64 {
-                return LeaderAppend::Duplicate;
+                let end = self.producers.get(&pid).map_or(0, |(_, offset)| offset + 1);
+                return LeaderAppend::Duplicate { end };
             }
         }
         let base_offset = self.leo();
@@ -120,7 +125,7 @@ impl PartitionLog {
 
     fn push(&mut self, r: StoredRecord) {
         if let Some((pid, seq)) = r.producer {
-            self.producers.insert(pid, seq);
+            self.producers.insert(pid, (seq, self.leo()));
         }
         self.records.push(r);
     }
@@ -133,9 +138,9 @@ impl PartitionLog {
         self.records.truncate(offset as usize);
         self.epochs.retain(|(_, start)| *start < offset);
         self.producers.clear();
-        for r in &self.records {
+        for (offset, r) in self.records.iter().enumerate() {
             if let Some((pid, seq)) = r.producer {
-                self.producers.insert(pid, seq);
+                self.producers.insert(pid, (seq, offset as u64));
             }
         }
         self.hw_checkpoint = self.hw_checkpoint.min(offset);
@@ -195,7 +200,7 @@ mod tests {
         );
         assert_eq!(
             log.append_leader(0, &recs(3), Some((7, 0))),
-            LeaderAppend::Duplicate
+            LeaderAppend::Duplicate { end: 3 }
         );
         assert_eq!(
             log.append_leader(0, &recs(2), Some((7, 5))),

@@ -71,6 +71,8 @@ pub enum Request {
     Heartbeat {
         /// Broker id.
         broker: u32,
+        /// Counts the broker's starts: a new one tells the controller the broker restarted.
+        incarnation: u64,
         /// Metadata version the broker knows.
         known_version: u64,
     },
