@@ -399,6 +399,29 @@ impl World {
             .collect()
     }
 
+    /// The partition's replication state by the controller's metadata.
+    pub fn partition_state(&self, tp: TopicPartition) -> Option<crate::cluster::PartitionMeta> {
+        self.meta.borrow().get(&tp).cloned()
+    }
+
+    /// The change ids in `broker`'s replica log of `tp`, in offset order, and its high
+    /// watermark as last checkpointed.
+    pub fn replica_log(&self, broker: u32, tp: TopicPartition) -> (Vec<u64>, u64) {
+        let Some(disk) = self.disks.get(broker as usize) else {
+            return (Vec::new(), 0);
+        };
+        let disk = disk.borrow();
+        let Some(log) = disk.logs.get(&tp) else {
+            return (Vec::new(), 0);
+        };
+        let ids = log
+            .read(0, log.leo(), usize::MAX)
+            .iter()
+            .map(|r| r.record.meta.change_id)
+            .collect();
+        (ids, log.hw_checkpoint)
+    }
+
     /// Kills `host`; it stays down until [`World::restart`].
     pub fn crash(&mut self, host: &str) {
         if self.sim.is_host_running(host) {

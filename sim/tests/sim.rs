@@ -1,0 +1,160 @@
+//! The simulated brokers on their own: ISR shrink and expand, fencing a restarted broker, and
+//! replicas that agree after a leader change truncated one of them.
+
+use nrtsim_history::TopicName;
+use nrtsim_pipeline::{Acks, Delivery, PipelineConfig, ProducerConfig, TopicPartition};
+use nrtsim_sim::{RunSpec, World};
+use nrtsim_workloads::WorkloadConfig;
+
+fn spec(pipeline: PipelineConfig) -> RunSpec {
+    RunSpec {
+        scenario: "broker-model".into(),
+        seed: 3,
+        replay: String::new(),
+        scenario_toml: String::new(),
+        duration_ms: 60_000,
+        drain_timeout_ms: 60_000,
+        workload: WorkloadConfig {
+            rate_per_s: 300,
+            accounts: 1000,
+            ..Default::default()
+        },
+        platform: Default::default(),
+        pipeline,
+        costs: Default::default(),
+        network: Default::default(),
+    }
+}
+
+fn step_to(world: &mut World, t_ms: u64) {
+    while world.now_ms() < t_ms {
+        assert!(
+            !world.step().expect("the simulation runs"),
+            "the run ended early"
+        );
+    }
+}
+
+fn broker(name: &str) -> u32 {
+    name.strip_prefix("broker-")
+        .and_then(|n| n.parse().ok())
+        .expect("a broker name")
+}
+
+const RAW_0: TopicPartition = TopicPartition::new(TopicName::Raw, 0);
+
+#[test]
+fn a_cut_off_follower_leaves_the_isr_and_rejoins_after_healing() {
+    let mut world = World::new(&spec(PipelineConfig::default()));
+    step_to(&mut world, 3_000);
+    let leader = world.leader_of(RAW_0).expect("a leader");
+    let follower = world.followers_of(RAW_0)[0].clone();
+    assert!(world
+        .partition_state(RAW_0)
+        .unwrap()
+        .isr
+        .contains(&broker(&follower)));
+
+    world.partition(&[leader.clone()], &[follower.clone()]);
+    // replica_lag_time_max is 10 s by default.
+    step_to(&mut world, 16_000);
+    let state = world.partition_state(RAW_0).unwrap();
+    assert!(
+        !state.isr.contains(&broker(&follower)),
+        "still in the ISR: {state:?}"
+    );
+    assert_eq!(state.leader, Some(broker(&leader)), "the leader stays");
+
+    world.repair(&[leader], &[follower.clone()]);
+    step_to(&mut world, 22_000);
+    let state = world.partition_state(RAW_0).unwrap();
+    assert!(
+        state.isr.contains(&broker(&follower)),
+        "did not rejoin: {state:?}"
+    );
+}
+
+#[test]
+fn a_restarted_broker_is_fenced_before_it_leads_again() {
+    let mut world = World::new(&spec(PipelineConfig::default()));
+    step_to(&mut world, 3_000);
+    let leader = world.leader_of(RAW_0).expect("a leader");
+    let before = world.partition_state(RAW_0).unwrap();
+    // Back well within the 6 s session timeout: only its new incarnation tells.
+    world.crash(&leader);
+    step_to(&mut world, 3_300);
+    world.restart(&leader);
+    step_to(&mut world, 5_000);
+    let after = world.partition_state(RAW_0).unwrap();
+    assert_ne!(
+        after.leader,
+        Some(broker(&leader)),
+        "the restarted broker kept leading"
+    );
+    assert!(after.leader_epoch > before.leader_epoch);
+    step_to(&mut world, 12_000);
+    let later = world.partition_state(RAW_0).unwrap();
+    assert!(
+        later.isr.contains(&broker(&leader)),
+        "never rejoined the ISR: {later:?}"
+    );
+}
+
+/// After a leader change that truncates the old leader's log, every in-sync replica holds the
+/// same records up to the high watermark.
+#[test]
+fn replicas_agree_after_a_truncating_leader_change() {
+    let pipeline = PipelineConfig {
+        delivery: Delivery::AtLeastOnce,
+        producer: ProducerConfig {
+            acks: Acks::Leader,
+            idempotence: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut world = World::new(&spec(pipeline));
+    step_to(&mut world, 3_000);
+    let leader = world.leader_of(RAW_0).expect("a leader");
+    let followers = world.followers_of(RAW_0);
+    // Followers lag, so the leader holds acknowledged writes no one else has; then it dies.
+    let slow = nrtsim_sim::LatencyRange {
+        min: nrtsim_workloads::SimDuration::from_ms(300),
+        max: nrtsim_workloads::SimDuration::from_ms(500),
+    };
+    world.set_latency(&[leader.clone()], &followers, Some(slow));
+    step_to(&mut world, 8_000);
+    let (old_log, _) = world.replica_log(broker(&leader), RAW_0);
+    world.crash(&leader);
+    step_to(&mut world, 20_000);
+    world.set_latency(&[leader.clone()], &followers, None);
+    world.restart(&leader);
+    step_to(&mut world, 30_000);
+
+    let state = world.partition_state(RAW_0).unwrap();
+    let new_leader = state.leader.expect("a leader");
+    assert_ne!(new_leader, broker(&leader));
+    let (leader_log, hw) = world.replica_log(new_leader, RAW_0);
+    for replica in &state.isr {
+        let (log, _) = world.replica_log(*replica, RAW_0);
+        let n = hw.min(log.len() as u64) as usize;
+        assert_eq!(
+            log[..n],
+            leader_log[..n],
+            "broker-{replica} diverges below the high watermark"
+        );
+    }
+    // The old leader gave up the tail no one else had: its log now follows the new leader's.
+    let (rejoined, _) = world.replica_log(broker(&leader), RAW_0);
+    let common = rejoined.len().min(leader_log.len());
+    assert_eq!(rejoined[..common], leader_log[..common]);
+    let lost: Vec<u64> = old_log
+        .iter()
+        .filter(|id| !leader_log.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "the crash should have cost the old leader's unreplicated tail"
+    );
+}
