@@ -21,6 +21,9 @@ pub trait Control {
     /// Cuts `host`'s power: like [`Control::crash`], and a broker also loses the log tail it
     /// had not flushed. It stays down until [`Control::restart`].
     fn power_loss(&mut self, host: &str);
+    /// Makes broker `host` answer a `rate` share of the produce batches it appends with a
+    /// retriable error; 0 stops it. Other hosts ignore it.
+    fn set_produce_errors(&mut self, host: &str, rate: f64);
     /// Drops all traffic between the two sides, both ways.
     fn partition(&mut self, a: &[String], b: &[String]);
     /// Heals a [`Control::partition`].

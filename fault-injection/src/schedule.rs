@@ -222,6 +222,10 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
                 (Resolved::Hosts(hosts), FaultKind::PowerLoss) => {
                     hosts.iter().for_each(|h| ctl.power_loss(h))
                 }
+                (Resolved::Hosts(hosts), FaultKind::ProduceErrors) => {
+                    let rate = spec.rate.unwrap_or(0.0);
+                    hosts.iter().for_each(|h| ctl.set_produce_errors(h, rate))
+                }
                 (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.crash(h)),
                 (Resolved::Sides(a, b), FaultKind::Partition) => ctl.partition(a, b),
                 (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.partition_oneway(a, b),
@@ -229,7 +233,10 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
                 (Resolved::Sides(a, b), FaultKind::Latency) => ctl.set_latency(a, b, spec.latency),
                 (
                     Resolved::Sides(..),
-                    FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss,
+                    FaultKind::Crash
+                    | FaultKind::BrokerCrash
+                    | FaultKind::PowerLoss
+                    | FaultKind::ProduceErrors,
                 )
                 | (Resolved::Nothing, _) => {}
             }
@@ -241,12 +248,21 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
 /// Heals what the fault's start broke, on the hosts it resolved to then.
 fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) {
     match (resolved, spec.kind) {
+        (Resolved::Hosts(hosts), FaultKind::ProduceErrors) => {
+            hosts.iter().for_each(|h| ctl.set_produce_errors(h, 0.0))
+        }
         (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.restart(h)),
         (Resolved::Sides(a, b), FaultKind::Partition) => ctl.repair(a, b),
         (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.repair_oneway(a, b),
         (Resolved::Sides(a, b), FaultKind::Hold) => ctl.release(a, b),
         (Resolved::Sides(a, b), FaultKind::Latency) => ctl.set_latency(a, b, None),
-        (Resolved::Sides(..), FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss)
+        (
+            Resolved::Sides(..),
+            FaultKind::Crash
+            | FaultKind::BrokerCrash
+            | FaultKind::PowerLoss
+            | FaultKind::ProduceErrors,
+        )
         | (Resolved::Nothing, _) => {}
     }
 }
@@ -255,7 +271,10 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
 fn resolve<C: Control + ?Sized>(spec: &FaultSpec, ctl: &C) -> Result<(Resolved, String), String> {
     spec.validate().map_err(|e| format!("invalid fault: {e}"))?;
     match spec.kind {
-        FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss => {
+        FaultKind::Crash
+        | FaultKind::BrokerCrash
+        | FaultKind::PowerLoss
+        | FaultKind::ProduceErrors => {
             let text = spec.target.as_deref().ok_or("the fault has no `target`")?;
             let (hosts, description) = resolve_side(&Side::new([text]), ctl)?;
             Ok((Resolved::Hosts(hosts), description))

@@ -26,11 +26,14 @@ pub enum FaultKind {
     Hold,
     /// The latency of the links between two sides changes for a while.
     Latency,
+    /// Brokers append a `rate` share of produce batches but answer them with a retriable error
+    /// (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND), so producers retry what already landed.
+    ProduceErrors,
 }
 
 impl FaultKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Crash,
         FaultKind::BrokerCrash,
         FaultKind::PowerLoss,
@@ -38,6 +41,7 @@ impl FaultKind {
         FaultKind::PartitionOneway,
         FaultKind::Hold,
         FaultKind::Latency,
+        FaultKind::ProduceErrors,
     ];
 
     /// The kind as a scenario spells it, such as `broker-crash`.
@@ -50,6 +54,7 @@ impl FaultKind {
             FaultKind::PartitionOneway => "partition-oneway",
             FaultKind::Hold => "hold",
             FaultKind::Latency => "latency",
+            FaultKind::ProduceErrors => "produce-errors",
         }
     }
 
@@ -60,6 +65,7 @@ impl FaultKind {
             FaultKind::Partition | FaultKind::Hold => &["between"],
             FaultKind::Latency => &["between", "latency"],
             FaultKind::PartitionOneway => &["from", "to"],
+            FaultKind::ProduceErrors => &["target", "rate"],
         }
     }
 }
@@ -211,6 +217,9 @@ pub struct FaultSpec {
     /// The link latency while a `latency` fault lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<FaultLatency>,
+    /// The share of produce batches a `produce-errors` fault answers with an error (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 /// Why a fault entry is not valid: the field at fault (relative to the entry) and the reason.
@@ -244,6 +253,7 @@ impl FaultSpec {
             to: None,
             duration: None,
             latency: None,
+            rate: None,
         }
     }
 
@@ -262,6 +272,7 @@ impl FaultSpec {
             ("from", self.from.is_some()),
             ("to", self.to.is_some()),
             ("latency", self.latency.is_some()),
+            ("rate", self.rate.is_some()),
         ];
         for (name, is_set) in flags {
             if is_set {
@@ -293,6 +304,14 @@ impl FaultSpec {
                     describe_fields(required)
                 ),
             ));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(FaultSpecError::new(
+                    "rate",
+                    format!("a rate is a share above 0 and at most 1, not {rate}"),
+                ));
+            }
         }
         if self.duration == Some(SimDuration::from_us(0)) {
             return Err(FaultSpecError::new(

@@ -31,6 +31,10 @@ impl Control for World {
         World::power_loss(self, host);
     }
 
+    fn set_produce_errors(&mut self, host: &str, rate: f64) {
+        World::set_produce_errors(self, host, rate);
+    }
+
     fn partition(&mut self, a: &[String], b: &[String]) {
         World::partition(self, a, b);
     }

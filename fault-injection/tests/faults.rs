@@ -70,6 +70,9 @@ impl Control for FakeSim {
     fn power_loss(&mut self, host: &str) {
         self.calls.push(format!("power-loss {host}"));
     }
+    fn set_produce_errors(&mut self, host: &str, rate: f64) {
+        self.calls.push(format!("produce-errors {host} {rate}"));
+    }
     fn partition(&mut self, a: &[String], b: &[String]) {
         self.calls
             .push(format!("partition {} | {}", list(a), list(b)));

@@ -32,6 +32,8 @@ pub struct TaskSettings {
     pub restart_backoff_ms: u64,
     /// What the CDC connector keys records by.
     pub partition_key: PartitionKey,
+    /// The most records in one produce batch.
+    pub batch_records: usize,
 }
 
 async fn work(us_per_record: u64, records: usize) {
@@ -63,17 +65,23 @@ async fn produce_recorded<L: Log, E: Env>(
     env: &E,
     stage: Stage,
     outputs: BTreeMap<TopicPartition, Vec<Record>>,
+    batch_records: usize,
 ) -> Result<(), LogError> {
     if outputs.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Vec<u64>> = outputs
-        .values()
-        .map(|recs| recs.iter().map(|r| r.meta.change_id).collect())
-        .collect();
-    let batches: Vec<ProduceBatch> = outputs
-        .into_iter()
-        .map(|(tp, records)| ProduceBatch { tp, records })
+    // One partition's records go out as batches of at most `batch_records`, in order.
+    let mut batches: Vec<ProduceBatch> = Vec::new();
+    for (tp, records) in outputs {
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let batch: Vec<Record> = records.by_ref().take(batch_records.max(1)).collect();
+            batches.push(ProduceBatch { tp, records: batch });
+        }
+    }
+    let ids: Vec<Vec<u64>> = batches
+        .iter()
+        .map(|b| b.records.iter().map(|r| r.meta.change_id).collect())
         .collect();
     let tps: Vec<TopicPartition> = batches.iter().map(|b| b.tp).collect();
     let results = log.produce(batches).await;
@@ -177,7 +185,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                     record_checkpoint(env, cp.id);
                     last_cp_ms = env.now_ms();
                 }
-                if produce_recorded(log, env, Stage::Cdc, outputs)
+                if produce_recorded(log, env, Stage::Cdc, outputs, s.batch_records)
                     .await
                     .is_err()
                 {
@@ -319,7 +327,10 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                 }
                 work(s.per_record_us, batch.len()).await;
                 let (outputs, routed) = process(&role, batch, &mut enc);
-                if produce_recorded(log, env, stage, outputs).await.is_err() {
+                if produce_recorded(log, env, stage, outputs, s.batch_records)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 for r in routed {

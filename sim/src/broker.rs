@@ -11,6 +11,8 @@ use crate::wire::{
 };
 use crate::PlatformConfig;
 use nrtsim_pipeline::{Acks, Isolation, TopicPartition};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -38,6 +40,53 @@ impl BrokerDisk {
     }
 }
 
+/// Produce errors injected into brokers: per broker, the share of batches it answers with a
+/// retriable error, half of them refused (NOT_ENOUGH_REPLICAS) and half appended anyway
+/// (NOT_ENOUGH_REPLICAS_AFTER_APPEND), and the seeded draws that pick them. Shared by every
+/// broker.
+pub struct ProduceErrors {
+    rates: BTreeMap<u32, f64>,
+    rng: ChaCha8Rng,
+}
+
+impl ProduceErrors {
+    /// No errors yet; draws from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rates: BTreeMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Sets the share of batches `broker` answers with an error (0 stops it).
+    pub fn set_rate(&mut self, broker: u32, rate: f64) {
+        if rate > 0.0 {
+            self.rates.insert(broker, rate);
+        } else {
+            self.rates.remove(&broker);
+        }
+    }
+
+    /// Whether to fail this batch, and if so whether before or after appending it.
+    fn strike(&mut self, broker: u32) -> Option<Strike> {
+        let rate = *self.rates.get(&broker)?;
+        if self.rng.gen::<f64>() >= rate {
+            return None;
+        }
+        Some(if self.rng.gen::<bool>() {
+            Strike::BeforeAppend
+        } else {
+            Strike::AfterAppend
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strike {
+    BeforeAppend,
+    AfterAppend,
+}
+
 /// Everything a broker host needs to start (again).
 #[derive(Clone)]
 pub struct BrokerSetup {
@@ -51,6 +100,8 @@ pub struct BrokerSetup {
     pub platform: PlatformConfig,
     /// Simulated time per record appended, in µs.
     pub append_us: u64,
+    /// Injected produce errors.
+    pub errors: Rc<RefCell<ProduceErrors>>,
 }
 
 #[derive(Clone, Copy)]
@@ -182,13 +233,18 @@ async fn produce(
     let mut waits: Vec<(usize, TopicPartition, u32, u64)> = Vec::new();
     let mut appended = 0u64;
     for part in &parts {
+        let strike = if acks == Acks::None {
+            None
+        } else {
+            broker.setup.errors.borrow_mut().strike(broker.setup.id)
+        };
         let res = {
             let live = broker.live.borrow();
             match (live.leads(&part.tp), live.view.get(&part.tp)) {
                 (Some(epoch), Some(meta)) => {
-                    if acks == Acks::All
-                        && (meta.isr.len() as u32) < broker.setup.platform.min_insync_replicas
-                    {
+                    let too_few = acks == Acks::All
+                        && (meta.isr.len() as u32) < broker.setup.platform.min_insync_replicas;
+                    if too_few || strike == Some(Strike::BeforeAppend) {
                         ProduceResult::Error(PartError::NotEnoughReplicas)
                     } else {
                         let mut disk = broker.setup.disk.borrow_mut();
@@ -196,8 +252,17 @@ async fn produce(
                         match log.append_leader(epoch, &part.records, part.producer) {
                             LeaderAppend::Appended { base_offset, count } => {
                                 appended += count;
-                                waits.push((results.len(), part.tp, epoch, base_offset + count));
-                                ProduceResult::Appended(base_offset)
+                                if strike == Some(Strike::AfterAppend) {
+                                    ProduceResult::Error(PartError::NotEnoughReplicasAfterAppend)
+                                } else {
+                                    waits.push((
+                                        results.len(),
+                                        part.tp,
+                                        epoch,
+                                        base_offset + count,
+                                    ));
+                                    ProduceResult::Appended(base_offset)
+                                }
                             }
                             LeaderAppend::Duplicate { end } => {
                                 // Acknowledged only once committed, like a first try: the

@@ -77,35 +77,184 @@ impl SimLog {
         })
     }
 
-    /// Sends one request per broker at once; returns each broker's answer (or failure).
+    /// Sends each broker its requests, all brokers at once; to one broker at most
+    /// `in_flight` requests are outstanding. Returns each broker's answers, in order.
     async fn scatter(
         &mut self,
-        requests: Vec<(u32, Request)>,
+        requests: Vec<(u32, Vec<Request>)>,
+        in_flight: usize,
         timeout: Duration,
-    ) -> Vec<(u32, std::io::Result<Response>)> {
+    ) -> Vec<(u32, Vec<std::io::Result<Response>>)> {
         let mut set = JoinSet::new();
-        for (broker, req) in requests {
+        for (broker, reqs) in requests {
             let mut conn = self.take_conn(broker);
             set.spawn_local(async move {
-                let res = conn.call(req, timeout).await;
-                (broker, conn, res)
+                let mut answers = Vec::with_capacity(reqs.len());
+                let mut reqs = reqs.into_iter().peekable();
+                while reqs.peek().is_some() {
+                    let window: Vec<Request> = reqs.by_ref().take(in_flight).collect();
+                    answers.extend(conn.call_many(window, timeout).await);
+                }
+                (broker, conn, answers)
             });
         }
         let mut out = Vec::new();
         while let Some(joined) = set.join_next().await {
-            let (broker, conn, res) = joined.expect("request tasks do not panic");
+            let (broker, conn, answers) = joined.expect("request tasks do not panic");
             self.conns.insert(broker, conn);
-            out.push((broker, res));
+            out.push((broker, answers));
         }
         out.sort_by_key(|(b, _)| *b);
         out
     }
+
+    /// acks=0: every batch is sent once, and nothing is waited for.
+    async fn send_unacknowledged(
+        &mut self,
+        pending: Vec<(usize, ProducePart)>,
+        results: &mut [Option<Result<Appended, LogError>>],
+        timeout: Duration,
+    ) {
+        for (i, part) in pending {
+            let Some(broker) = self.meta.borrow().leader(&part.tp) else {
+                results[i] = Some(Err(LogError::NotLeader(part.tp)));
+                continue;
+            };
+            let req = Request::Produce {
+                acks: Acks::None,
+                parts: vec![part],
+                timeout_ms: timeout.as_millis() as u64,
+            };
+            let mut conn = self.take_conn(broker);
+            let sent = conn.send_only(req, timeout).await;
+            self.conns.insert(broker, conn);
+            results[i] = Some(
+                sent.map(|_| Appended::Unacknowledged)
+                    .map_err(|e| LogError::Connection(e.to_string())),
+            );
+        }
+    }
+
+    /// Sends every pending batch once: to each leader a pipeline of requests, each holding at
+    /// most one batch per partition, at most `max_in_flight` at a time. Records what succeeded
+    /// in `results`; returns what failed and may be retried.
+    async fn produce_round(
+        &mut self,
+        pending: Vec<(usize, ProducePart)>,
+        results: &mut [Option<Result<Appended, LogError>>],
+        timeout: Duration,
+    ) -> Vec<(usize, ProducePart, LogError)> {
+        let mut failed = Vec::new();
+        // Per leader, per partition, the batches in order.
+        let mut by_leader: BTreeMap<u32, BTreeMap<TopicPartition, Vec<(usize, ProducePart)>>> =
+            BTreeMap::new();
+        for (i, part) in pending {
+            match self.meta.borrow().leader(&part.tp) {
+                Some(b) => by_leader
+                    .entry(b)
+                    .or_default()
+                    .entry(part.tp)
+                    .or_default()
+                    .push((i, part)),
+                None => {
+                    let tp = part.tp;
+                    failed.push((i, part, LogError::NotLeader(tp)));
+                }
+            }
+        }
+        // Request j carries the j-th batch of every partition.
+        let mut plans: Vec<(u32, Vec<RequestParts>)> = Vec::new();
+        for (broker, parts) in by_leader {
+            let mut requests: Vec<Vec<(usize, ProducePart)>> = Vec::new();
+            for (_, batches) in parts {
+                for (j, batch) in batches.into_iter().enumerate() {
+                    if requests.len() <= j {
+                        requests.push(Vec::new());
+                    }
+                    requests[j].push(batch);
+                }
+            }
+            plans.push((broker, requests));
+        }
+        let acks = self.producer.acks;
+        let in_flight = self.producer.max_in_flight.max(1) as usize;
+        let wire: Vec<(u32, Vec<Request>)> = plans
+            .iter()
+            .map(|(broker, requests)| {
+                let reqs = requests
+                    .iter()
+                    .map(|parts| Request::Produce {
+                        acks,
+                        parts: parts.iter().map(|(_, p)| p.clone()).collect(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    })
+                    .collect();
+                (*broker, reqs)
+            })
+            .collect();
+        let answers = self.scatter(wire, in_flight, timeout).await;
+        for ((_, requests), (_, responses)) in plans.into_iter().zip(answers) {
+            // A partition whose earlier batch failed this round: its later batches' sequence
+            // gaps are expected, and they are retried after it.
+            let mut behind: BTreeSet<TopicPartition> = BTreeSet::new();
+            for (parts, answer) in requests.into_iter().zip(responses) {
+                match answer {
+                    Ok(Response::Produce(rs)) if rs.len() == parts.len() => {
+                        for ((i, part), r) in parts.into_iter().zip(rs) {
+                            let tp = part.tp;
+                            match r {
+                                ProduceResult::Appended(base) => {
+                                    results[i] = Some(Ok(Appended::At(base)))
+                                }
+                                ProduceResult::Duplicate => {
+                                    results[i] = Some(Ok(Appended::Duplicate))
+                                }
+                                ProduceResult::Error(PartError::OutOfOrderSequence)
+                                    if !behind.contains(&tp) =>
+                                {
+                                    results[i] = Some(Err(LogError::OutOfOrderSequence(tp)));
+                                }
+                                ProduceResult::Error(e) => {
+                                    behind.insert(tp);
+                                    failed.push((i, part, part_error(tp, e)));
+                                }
+                            }
+                        }
+                    }
+                    other => {
+                        let err = match other {
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => LogError::Timeout,
+                            Err(e) => LogError::Connection(e.to_string()),
+                            Ok(_) => LogError::Connection("unexpected response".into()),
+                        };
+                        for (i, part) in parts {
+                            behind.insert(part.tp);
+                            failed.push((i, part, err.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// The batches of one produce request, each with its index among the caller's batches.
+type RequestParts = Vec<(usize, ProducePart)>;
+
+fn finish(results: Vec<Option<Result<Appended, LogError>>>) -> Vec<Result<Appended, LogError>> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(LogError::Connection("not sent".into()))))
+        .collect()
 }
 
 fn part_error(tp: TopicPartition, e: PartError) -> LogError {
     match e {
         PartError::NotLeader => LogError::NotLeader(tp),
-        PartError::NotEnoughReplicas => LogError::NotEnoughReplicas(tp),
+        PartError::NotEnoughReplicas | PartError::NotEnoughReplicasAfterAppend => {
+            LogError::NotEnoughReplicas(tp)
+        }
         PartError::OutOfOrderSequence => LogError::OutOfOrderSequence(tp),
         PartError::Timeout => LogError::Timeout,
         PartError::OffsetOutOfRange => LogError::OffsetOutOfRange(tp),
@@ -135,110 +284,26 @@ impl Log for SimLog {
                     *seq += b.records.len() as u64;
                     (pid, base)
                 });
-                let records = b.records;
                 (
                     i,
                     ProducePart {
                         tp: b.tp,
                         producer,
-                        records,
+                        records: b.records,
                     },
                 )
             })
             .collect();
         let mut results: Vec<Option<Result<Appended, LogError>>> = vec![None; pending.len()];
         let timeout = self.producer.request_timeout.to_std();
+        if self.producer.acks == Acks::None {
+            self.send_unacknowledged(pending, &mut results, timeout)
+                .await;
+            return finish(results);
+        }
         let mut attempt = 0;
         while !pending.is_empty() {
-            let mut by_leader: BTreeMap<u32, Vec<(usize, ProducePart)>> = BTreeMap::new();
-            let mut failed: Vec<(usize, ProducePart, LogError)> = Vec::new();
-            for (i, part) in pending.drain(..) {
-                match self.meta.borrow().leader(&part.tp) {
-                    Some(b) => by_leader.entry(b).or_default().push((i, part)),
-                    None => {
-                        let tp = part.tp;
-                        failed.push((i, part, LogError::NotLeader(tp)));
-                    }
-                }
-            }
-            if self.producer.acks == Acks::None {
-                for (broker, parts) in by_leader {
-                    let req = Request::Produce {
-                        acks: Acks::None,
-                        parts: parts.iter().map(|(_, p)| p.clone()).collect(),
-                        timeout_ms: timeout.as_millis() as u64,
-                    };
-                    let mut conn = self.take_conn(broker);
-                    let sent = conn.send_only(req, timeout).await;
-                    self.conns.insert(broker, conn);
-                    for (i, _) in parts {
-                        results[i] = Some(
-                            sent.as_ref()
-                                .map(|_| Appended::Unacknowledged)
-                                .map_err(|e| LogError::Connection(e.to_string())),
-                        );
-                    }
-                }
-                for (i, _, e) in failed {
-                    results[i] = Some(Err(e));
-                }
-                break;
-            }
-            let requests: Vec<(u32, Request)> = by_leader
-                .iter()
-                .map(|(b, parts)| {
-                    let req = Request::Produce {
-                        acks: self.producer.acks,
-                        parts: parts.iter().map(|(_, p)| p.clone()).collect(),
-                        timeout_ms: timeout.as_millis() as u64,
-                    };
-                    (*b, req)
-                })
-                .collect();
-            let answers = self.scatter(requests, timeout).await;
-            for (broker, answer) in answers {
-                let parts = by_leader.remove(&broker).unwrap_or_default();
-                match answer {
-                    Ok(Response::Produce(rs)) if rs.len() == parts.len() => {
-                        for ((i, part), r) in parts.into_iter().zip(rs) {
-                            match r {
-                                ProduceResult::Appended(base) => {
-                                    results[i] = Some(Ok(Appended::At(base)))
-                                }
-                                ProduceResult::Duplicate => {
-                                    results[i] = Some(Ok(Appended::Duplicate))
-                                }
-                                ProduceResult::Error(PartError::OutOfOrderSequence) => {
-                                    results[i] = Some(Err(LogError::OutOfOrderSequence(part.tp)));
-                                }
-                                ProduceResult::Error(e) => {
-                                    let tp = part.tp;
-                                    failed.push((i, part, part_error(tp, e)));
-                                }
-                            }
-                        }
-                    }
-                    Ok(_) => {
-                        for (i, part) in parts {
-                            failed.push((
-                                i,
-                                part,
-                                LogError::Connection("unexpected response".into()),
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        let err = if e.kind() == std::io::ErrorKind::TimedOut {
-                            LogError::Timeout
-                        } else {
-                            LogError::Connection(e.to_string())
-                        };
-                        for (i, part) in parts {
-                            failed.push((i, part, err.clone()));
-                        }
-                    }
-                }
-            }
+            let mut failed = self.produce_round(pending, &mut results, timeout).await;
             if failed.is_empty() {
                 break;
             }
@@ -250,12 +315,11 @@ impl Log for SimLog {
             }
             attempt += 1;
             tokio::time::sleep(self.producer.retry_backoff.to_std()).await;
+            // Retries go out in the order the batches were made.
+            failed.sort_by_key(|(i, _, _)| *i);
             pending = failed.into_iter().map(|(i, p, _)| (i, p)).collect();
         }
-        let results: Vec<Result<Appended, LogError>> = results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(LogError::Connection("not sent".into()))))
-            .collect();
+        let results = finish(results);
         if results
             .iter()
             .any(|r| matches!(r, Err(LogError::OutOfOrderSequence(_))))
@@ -284,7 +348,7 @@ impl Log for SimLog {
             }
         }
         let max_wait = self.consumer.fetch_max_wait.to_std();
-        let requests: Vec<(u32, Request)> = by_leader
+        let requests: Vec<(u32, Vec<Request>)> = by_leader
             .iter()
             .map(|(b, idx)| {
                 let parts = idx
@@ -302,14 +366,24 @@ impl Log for SimLog {
                     max_records: self.consumer.max_poll_records as usize,
                     isolation: self.consumer.isolation,
                 };
-                (*b, req)
+                (*b, vec![req])
             })
             .collect();
         let timeout = max_wait + self.producer.request_timeout.to_std();
-        let answers = if requests.is_empty() {
+        let answers: Vec<(u32, std::io::Result<Response>)> = if requests.is_empty() {
             Vec::new()
         } else {
-            self.scatter(requests, timeout).await
+            let answers = self.scatter(requests, 1, timeout).await;
+            answers
+                .into_iter()
+                .map(|(b, mut rs)| {
+                    (
+                        b,
+                        rs.pop()
+                            .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into())),
+                    )
+                })
+                .collect()
         };
         let mut any_records = false;
         for (broker, answer) in answers {

@@ -96,6 +96,10 @@ pub enum PartError {
     NotLeader,
     /// acks=all with too small an ISR.
     NotEnoughReplicas,
+    /// The records were appended, but the broker answers with an error (Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND); a retry appends them again unless the producer is
+    /// idempotent.
+    NotEnoughReplicasAfterAppend,
     /// A gap in the idempotent producer's sequence numbers.
     OutOfOrderSequence,
     /// The replicas did not acknowledge in time.
@@ -237,6 +241,50 @@ impl Connection {
                 Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"))
             }
         }
+    }
+
+    /// Sends every request at once, then reads the answers in order (a pipeline of in-flight
+    /// requests on one connection). Each answer may take up to `timeout` after the previous
+    /// one; after a failure the connection is dropped and the rest fail with it.
+    pub async fn call_many(
+        &mut self,
+        reqs: Vec<Request>,
+        timeout: Duration,
+    ) -> Vec<io::Result<Response>> {
+        let n = reqs.len();
+        let arena = self.arena.clone();
+        let sent = tokio::time::timeout(timeout, async {
+            let stream = self.connected().await?;
+            for req in reqs {
+                send(&arena, stream, Message::Request(req)).await?;
+            }
+            io::Result::Ok(())
+        })
+        .await;
+        let mut out = Vec::with_capacity(n);
+        if !matches!(sent, Ok(Ok(()))) {
+            self.stream = None;
+            out.resize_with(n, || {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "send failed"))
+            });
+            return out;
+        }
+        while out.len() < n {
+            let Some(stream) = self.stream.as_mut() else {
+                break;
+            };
+            match tokio::time::timeout(timeout, recv(&arena, stream)).await {
+                Ok(Ok(Message::Response(r))) => out.push(Ok(r)),
+                _ => {
+                    self.stream = None;
+                    break;
+                }
+            }
+        }
+        out.resize_with(n, || {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"))
+        });
+        out
     }
 
     /// Sends `req` without waiting for an answer (acks=0).

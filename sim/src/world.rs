@@ -4,7 +4,7 @@
 //! offers the control surface (crash, restart, partition, hold, latency) that fault injection
 //! drives; it decides nothing about when.
 
-use crate::broker::{run_broker, BrokerDisk, BrokerSetup};
+use crate::broker::{run_broker, BrokerDisk, BrokerSetup, ProduceErrors};
 use crate::client::SimLog;
 use crate::cluster::ClusterMeta;
 use crate::controller::{run_controller, ControllerSetup};
@@ -66,6 +66,7 @@ pub struct World {
     recorder: Rc<RefCell<Recorder>>,
     lake: Rc<RefCell<LakeTable>>,
     disks: Vec<Rc<RefCell<BrokerDisk>>>,
+    produce_errors: Rc<RefCell<ProduceErrors>>,
     hosts: Vec<String>,
     network: LatencyRange,
     finished: bool,
@@ -119,6 +120,9 @@ impl World {
             recorder: Rc::new(RefCell::new(Recorder::default())),
             lake: Rc::new(RefCell::new(LakeTable::new())),
             disks: Vec::new(),
+            produce_errors: Rc::new(RefCell::new(ProduceErrors::new(
+                seeds.derive("produce-errors"),
+            ))),
             hosts: host_names(&spec.platform, &spec.pipeline),
             network: spec.network.latency,
             finished: false,
@@ -149,6 +153,7 @@ impl World {
                 arena: arena.clone(),
                 platform: spec.platform.clone(),
                 append_us: spec.costs.broker_append_per_record.us,
+                errors: self.produce_errors.clone(),
             };
             self.sim
                 .host(format!("broker-{b}"), move || run_broker(setup.clone()));
@@ -173,6 +178,7 @@ impl World {
             max_changes_per_read: 2000,
             restart_backoff_ms: 1000,
             partition_key: pipeline.partition_key,
+            batch_records: pipeline.producer.batch_records as usize,
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
         // producer id is the task's own (restored with its checkpoint); otherwise every start
@@ -437,6 +443,17 @@ impl World {
             .and_then(|n| n.parse::<usize>().ok());
         if let Some(disk) = broker.and_then(|b| self.disks.get(b)) {
             disk.borrow_mut().lose_unflushed();
+        }
+    }
+
+    /// Makes broker `host` answer a `rate` share of the batches it appends with a retriable
+    /// error (0 stops it); other hosts are not affected.
+    pub fn set_produce_errors(&mut self, host: &str, rate: f64) {
+        if let Some(b) = host
+            .strip_prefix("broker-")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            self.produce_errors.borrow_mut().set_rate(b, rate);
         }
     }
 
