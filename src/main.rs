@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use nrtsim::explore::ExploreOptions;
 use nrtsim::runner::{self, first_divergence};
 use nrtsim::scenario::{validate_files, Scenario};
 use nrtsim_history::file::{read_history, HistoryFormat};
@@ -54,6 +55,32 @@ enum Command {
         /// Scenario files.
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
+    },
+    /// Run many seeds of a scenario; shrink the first failure to a minimal scenario file.
+    Explore {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// How many seeds, counting from the scenario's.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Runs at once (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Let each seed decide which faults are on, and add random ones.
+        #[arg(long)]
+        swarm: bool,
+        /// Where the shrunk scenario goes (default target/nrtsim/<scenario>/explore/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run scenarios side by side: latency, correctness and cost in one table.
+    Compare {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Seeds per scenario, counting from each scenario's.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
     },
     /// Re-run the checker on a saved history.
     Check {
@@ -144,6 +171,28 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(if bad > 0 { EXIT_BAD_INPUT } else { 0 })
         }
         Command::Check { history } => check(history),
+        Command::Explore {
+            scenario,
+            seeds,
+            jobs,
+            swarm,
+            out,
+        } => explore(scenario, seeds, jobs, swarm, out),
+        Command::Compare { scenarios, seeds } => {
+            let mut loaded = Vec::new();
+            for path in &scenarios {
+                match Scenario::load(path) {
+                    Ok(s) => loaded.push(s),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Ok(EXIT_BAD_INPUT);
+                    }
+                }
+            }
+            let rows = nrtsim::compare::compare(&loaded, seeds)?;
+            print!("{}", nrtsim::compare::table(&rows));
+            Ok(0)
+        }
         Command::Gen {
             workload,
             events,
@@ -222,6 +271,78 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
     println!("{}", nrtsim_reports::summary_text(&report));
     println!("outputs: {}", dir.display());
     Ok(report.exit_code as u8)
+}
+
+fn explore(
+    path: PathBuf,
+    seeds: u64,
+    jobs: Option<usize>,
+    swarm: bool,
+    out: Option<PathBuf>,
+) -> Result<u8> {
+    let scenario = match Scenario::load(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(EXIT_BAD_INPUT);
+        }
+    };
+    println!(
+        "seed={} scenario={} seeds={seeds} swarm={swarm}",
+        scenario.seed, scenario.name
+    );
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from("target/nrtsim")
+            .join(&scenario.name)
+            .join("explore")
+    });
+    let opts = ExploreOptions {
+        seeds,
+        jobs,
+        swarm,
+        out,
+    };
+    let found = nrtsim::explore::explore(&scenario, &opts, |_| {})?;
+    for run in &found.runs {
+        let eo = &run.report.exactly_once;
+        println!(
+            "seed {}: {} exit {}  faults {}  lost {}  duplicated {}  reordered {}  lake_mismatch {}",
+            run.seed,
+            if run.as_expected() { "as expected" } else { "FAILED" },
+            run.report.exit_code,
+            run.faults.len(),
+            eo.lost,
+            eo.duplicated,
+            eo.reordered,
+            eo.lake_mismatch
+        );
+    }
+    let failed = found.runs.iter().filter(|r| !r.as_expected()).count();
+    println!(
+        "explored {} seeds: {failed} did not end as expected",
+        found.runs.len()
+    );
+    let Some((seed, faults, file)) = found.shrunk else {
+        return Ok(0);
+    };
+    let first = found
+        .runs
+        .iter()
+        .find(|r| r.seed == seed)
+        .expect("the shrunk seed was run");
+    println!(
+        "first failure: seed {seed}, exit {}; shrunk from {} to {} faults: {}",
+        first.report.exit_code,
+        first.faults.len(),
+        faults.len(),
+        file.display()
+    );
+    println!("replay: nrtsim run {}", file.display());
+    Ok(match first.report.exit_code {
+        0 => 1,
+        code => code as u8,
+    })
 }
 
 fn check(path: PathBuf) -> Result<u8> {

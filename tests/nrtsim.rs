@@ -529,3 +529,88 @@ checkpoint_interval = "5s"
         assert!(lossy > 0, "acks=1 lost nothing under 12 random schedules");
     }
 }
+
+const SMALL: &str = r#"
+name = "small"
+seed = 4
+duration = "20s"
+drain_timeout = "3m"
+
+[workload]
+kind = "card"
+rate_per_s = 200
+accounts = 500
+
+[slo]
+"bus.p99" = "1s"
+"#;
+
+#[test]
+fn explore_shrinks_the_first_failure_to_a_scenario_that_replays_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("small.toml");
+    std::fs::write(&scenario, SMALL).expect("write");
+    let out = dir.path().join("explore");
+    let (code, stdout, stderr) = nrtsim(&[
+        "explore",
+        scenario.to_str().expect("path"),
+        "--seeds",
+        "3",
+        "--swarm",
+        "--out",
+        out.to_str().expect("path"),
+    ]);
+    assert!(
+        stdout.starts_with("seed=4 scenario=small seeds=3 swarm=true\n"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("seed ")).count(),
+        3,
+        "{stdout}"
+    );
+    if code == 0 {
+        assert!(
+            stdout.contains("3 seeds: 0 did not end as expected"),
+            "{stdout}"
+        );
+        return;
+    }
+    // Swarm faults broke something: the shrunk file must reproduce the same exit code.
+    let replay = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("replay: nrtsim run "))
+        .unwrap_or_else(|| panic!("no replay line: {stdout}"));
+    let (again, again_out, again_err) =
+        nrtsim(&["run", replay, "--out", out.to_str().expect("path")]);
+    assert_eq!(again, code, "{again_out}{again_err}");
+}
+
+#[test]
+fn compare_puts_scenarios_side_by_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.toml");
+    let b = dir.path().join("b.toml");
+    std::fs::write(&a, SMALL).expect("write");
+    std::fs::write(
+        &b,
+        SMALL.replace("name = \"small\"", "name = \"small-alo\"")
+            + "\n[pipeline]\ndelivery = \"at-least-once\"\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = nrtsim(&[
+        "compare",
+        a.to_str().expect("path"),
+        b.to_str().expect("path"),
+        "--seeds",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| small"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[0].starts_with("| small | 2 | 0 |"), "{stdout}");
+    assert!(rows[1].starts_with("| small-alo | 2 | 0 |"), "{stdout}");
+}

@@ -1,0 +1,147 @@
+//! Exploring many seeds of one scenario: each seed is a different world (and, in swarm mode,
+//! a different set of faults drawn from the seed). The first seed that fails is shrunk to the
+//! smallest fault schedule that still fails the same way, and written out as a scenario file
+//! that replays it.
+
+use crate::runner;
+use crate::scenario::Scenario;
+use anyhow::{Context, Result};
+use nrtsim_faults::{shrink, swarm_schedule, FaultSpec};
+use nrtsim_reports::Report;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// How to explore.
+pub struct ExploreOptions {
+    /// How many seeds, from the scenario's own.
+    pub seeds: u64,
+    /// Runs at once (each run is single-threaded).
+    pub jobs: usize,
+    /// Let each seed decide which faults are on, and add random ones.
+    pub swarm: bool,
+    /// Where the shrunk scenario is written.
+    pub out: PathBuf,
+}
+
+/// One seed's run.
+pub struct SeedRun {
+    /// The seed.
+    pub seed: u64,
+    /// The faults it ran with.
+    pub faults: Vec<FaultSpec>,
+    /// Its report.
+    pub report: Report,
+}
+
+impl SeedRun {
+    /// Whether the run ended as the scenario says it should (its `[expect]`, or a pass).
+    pub fn as_expected(&self) -> bool {
+        match self.report.expectation_met {
+            Some(met) => met,
+            None => self.report.exit_code == 0,
+        }
+    }
+}
+
+/// What exploring found.
+pub struct Exploration {
+    /// Every seed's run, by seed.
+    pub runs: Vec<SeedRun>,
+    /// For the first failing seed: the shrunk faults and the scenario file written for them.
+    pub shrunk: Option<(u64, Vec<FaultSpec>, PathBuf)>,
+}
+
+fn faults_for(scenario: &Scenario, seed: u64, swarm: bool) -> Vec<FaultSpec> {
+    if !swarm {
+        return scenario.faults.clone();
+    }
+    swarm_schedule(
+        seed,
+        &scenario.faults,
+        &scenario.host_names(),
+        scenario.duration,
+    )
+}
+
+fn run_with(scenario: &Scenario, seed: u64, faults: &[FaultSpec]) -> Result<Report> {
+    let mut s = scenario.clone();
+    s.faults = faults.to_vec();
+    let sim = runner::simulate(&s, seed)?;
+    Ok(runner::judge(&s, seed, &sim.history, sim.wall_ms))
+}
+
+/// Runs `opts.seeds` seeds of `scenario`, `opts.jobs` at a time, and shrinks the first
+/// failure. `progress` is told of each finished seed.
+pub fn explore(
+    scenario: &Scenario,
+    opts: &ExploreOptions,
+    progress: impl Fn(&SeedRun) + Sync,
+) -> Result<Exploration> {
+    let seeds: Vec<u64> = (0..opts.seeds)
+        .map(|i| scenario.seed.wrapping_add(i))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Result<SeedRun>>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { break };
+                let faults = faults_for(scenario, seed, opts.swarm);
+                let run = run_with(scenario, seed, &faults).map(|report| SeedRun {
+                    seed,
+                    faults,
+                    report,
+                });
+                if let Ok(r) = &run {
+                    progress(r);
+                }
+                done.lock().expect("no poisoned lock").push(run);
+            });
+        }
+    });
+    let mut runs = done
+        .into_inner()
+        .expect("no poisoned lock")
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    runs.sort_by_key(|r| r.seed);
+    let shrunk = match runs.iter().find(|r| !r.as_expected()) {
+        None => None,
+        Some(first) => Some(shrink_failure(scenario, first, &opts.out)?),
+    };
+    Ok(Exploration { runs, shrunk })
+}
+
+fn shrink_failure(
+    scenario: &Scenario,
+    failed: &SeedRun,
+    out: &Path,
+) -> Result<(u64, Vec<FaultSpec>, PathBuf)> {
+    let seed = failed.seed;
+    let code = failed.report.exit_code;
+    let expected = scenario.expect.clone();
+    let minimal = shrink(failed.faults.clone(), |faults| {
+        run_with(scenario, seed, faults).is_ok_and(|r| {
+            let met = match &expected {
+                Some(_) => r.expectation_met == Some(true),
+                None => r.exit_code == 0,
+            };
+            !met && r.exit_code == code
+        })
+    });
+    let mut min = scenario.clone();
+    min.name = format!("{}-seed{seed}-min", scenario.name);
+    min.description = format!(
+        "Shrunk from {} seed {seed}: the smallest fault schedule that still ends with exit {code}",
+        scenario.name
+    );
+    min.seed = seed;
+    min.faults = minimal.clone();
+    let text = min.to_toml().context("writing the shrunk scenario")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(format!("{}.toml", min.name));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok((seed, minimal, path))
+}
