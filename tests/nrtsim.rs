@@ -569,14 +569,8 @@ fn explore_shrinks_the_first_failure_to_a_scenario_that_replays_it() {
         3,
         "{stdout}"
     );
-    if code == 0 {
-        assert!(
-            stdout.contains("3 seeds: 0 did not end as expected"),
-            "{stdout}"
-        );
-        return;
-    }
-    // Swarm faults broke something: the shrunk file must reproduce the same exit code.
+    // These seeds' swarm faults breach the 1 s bus SLO; the shrunk file must reproduce that.
+    assert_ne!(code, 0, "no swarm schedule failed:\n{stdout}");
     let replay = stdout
         .lines()
         .find_map(|l| l.strip_prefix("replay: nrtsim run "))
