@@ -6,7 +6,7 @@ use nrtsim::explore::ExploreOptions;
 use nrtsim::runner::{self, first_divergence};
 use nrtsim::scenario::{validate_files, Scenario};
 use nrtsim_history::file::{read_history, HistoryFormat};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Deterministic simulation and benchmark harness for near-real-time bank data platforms.
@@ -181,13 +181,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Compare { scenarios, seeds } => {
             let mut loaded = Vec::new();
             for path in &scenarios {
-                match Scenario::load(path) {
-                    Ok(s) => loaded.push(s),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return Ok(EXIT_BAD_INPUT);
-                    }
-                }
+                let Some(s) = load_scenario(path) else {
+                    return Ok(EXIT_BAD_INPUT);
+                };
+                loaded.push(s);
             }
             let rows = nrtsim::compare::compare(&loaded, seeds)?;
             print!("{}", nrtsim::compare::table(&rows));
@@ -233,12 +230,8 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
         check_determinism,
         format,
     } = args;
-    let scenario = match Scenario::load(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(EXIT_BAD_INPUT);
-        }
+    let Some(scenario) = load_scenario(&path) else {
+        return Ok(EXIT_BAD_INPUT);
     };
     let seed = seed.unwrap_or(scenario.seed);
     println!("seed={seed} scenario={}", scenario.name);
@@ -273,6 +266,11 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
     Ok(report.exit_code as u8)
 }
 
+/// Loads a scenario, or prints where it is wrong (file, line, column, field).
+fn load_scenario(path: &Path) -> Option<Scenario> {
+    Scenario::load(path).map_err(|e| eprintln!("{e}")).ok()
+}
+
 fn explore(
     path: PathBuf,
     seeds: u64,
@@ -280,12 +278,8 @@ fn explore(
     swarm: bool,
     out: Option<PathBuf>,
 ) -> Result<u8> {
-    let scenario = match Scenario::load(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(EXIT_BAD_INPUT);
-        }
+    let Some(scenario) = load_scenario(&path) else {
+        return Ok(EXIT_BAD_INPUT);
     };
     println!(
         "seed={} scenario={} seeds={seeds} swarm={swarm}",

@@ -39,6 +39,18 @@ fn comparable(report: &nrtsim_reports::Report) -> serde_json::Value {
     v
 }
 
+/// Parses a scenario written inline, runs it with its seed, and judges it.
+fn run_inline(text: &str, file: &str) -> nrtsim_reports::Report {
+    let scenario = Scenario::parse(text, file).unwrap_or_else(|e| panic!("{e}"));
+    run_seed(&scenario, scenario.seed)
+}
+
+/// Runs `scenario` with `seed` and judges it.
+fn run_seed(scenario: &Scenario, seed: u64) -> nrtsim_reports::Report {
+    let sim = runner::simulate(scenario, seed).expect("simulates");
+    runner::judge(scenario, seed, &sim.history, sim.wall_ms)
+}
+
 fn relative(path: &Path) -> String {
     path.strip_prefix(root())
         .unwrap_or(path)
@@ -330,9 +342,7 @@ kind = "crash"
 target = "cdc"
 duration = "2s"
 "#;
-    let scenario = Scenario::parse(text, "all-fault-kinds.toml").unwrap_or_else(|e| panic!("{e}"));
-    let sim = runner::simulate(&scenario, scenario.seed).expect("simulates");
-    let report = runner::judge(&scenario, scenario.seed, &sim.history, sim.wall_ms);
+    let report = run_inline(text, "all-fault-kinds.toml");
     assert_eq!(
         report.exit_code,
         0,
@@ -371,9 +381,7 @@ kind = "crash"
 target = "standardize-0"
 duration = "2s"
 "#;
-    let scenario = Scenario::parse(text, "alo-job-crash.toml").unwrap_or_else(|e| panic!("{e}"));
-    let sim = runner::simulate(&scenario, scenario.seed).expect("simulates");
-    let report = runner::judge(&scenario, scenario.seed, &sim.history, sim.wall_ms);
+    let report = run_inline(text, "alo-job-crash.toml");
     assert!(
         report.exactly_once.duplicated > 0,
         "{}",
@@ -477,8 +485,7 @@ checkpoint_interval = "5s"
         let mut scenario =
             Scenario::parse(text, "random-faults.toml").unwrap_or_else(|e| panic!("{e}"));
         scenario.faults = faults.to_vec();
-        let sim = runner::simulate(&scenario, seed).expect("simulates");
-        runner::judge(&scenario, seed, &sim.history, sim.wall_ms)
+        run_seed(&scenario, seed)
     }
 
     proptest! {

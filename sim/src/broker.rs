@@ -4,6 +4,7 @@
 //! the controller, and heartbeats to the controller to learn the cluster's metadata.
 
 use crate::cluster::ClusterMeta;
+use crate::host_env::sim_instant;
 use crate::partition_log::{LeaderAppend, PartitionLog};
 use crate::wire::{
     self, Connection, FetchPart, FetchResult, Message, PartError, ProducePart, ProduceResult,
@@ -295,7 +296,7 @@ async fn produce(
         return results;
     }
     // acks=all: answer once the high watermark covers every appended batch.
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let deadline = sim_instant() + Duration::from_millis(timeout_ms);
     for (i, tp, epoch, end) in waits {
         loop {
             let notified = broker.changed.notified();
@@ -309,7 +310,7 @@ async fn produce(
                     break;
                 }
             }
-            if Instant::now() >= deadline {
+            if sim_instant() >= deadline {
                 results[i] = ProduceResult::Error(PartError::Timeout);
                 break;
             }
@@ -365,13 +366,13 @@ async fn fetch(
     _isolation: Isolation,
 ) -> Vec<(TopicPartition, FetchResult)> {
     if let Some(r) = replica {
-        let now = Instant::now();
+        let now = sim_instant();
         for part in parts {
             note_follower(broker, r, part, now);
         }
         broker.changed.notify_waiters();
     }
-    let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
+    let deadline = sim_instant() + Duration::from_millis(max_wait_ms);
     loop {
         let notified = broker.changed.notified();
         let results: Vec<(TopicPartition, FetchResult)> = parts
@@ -382,7 +383,7 @@ async fn fetch(
             FetchResult::Records { records, .. } => !records.is_empty(),
             _ => true,
         });
-        if ready || Instant::now() >= deadline {
+        if ready || sim_instant() >= deadline {
             return results;
         }
         tokio::select! {
@@ -474,7 +475,7 @@ async fn heartbeat_loop(broker: Rc<Broker>) {
 }
 
 fn apply_view(broker: &Broker, meta: ClusterMeta) {
-    let now = Instant::now();
+    let now = sim_instant();
     let id = broker.setup.id;
     {
         let mut live = broker.live.borrow_mut();
@@ -611,7 +612,7 @@ async fn isr_loop(broker: Rc<Broker>) {
     let lag_max = broker.setup.platform.replica_lag_time_max.to_std();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = Instant::now();
+        let now = sim_instant();
         let changes: Vec<(TopicPartition, u32, Vec<u32>)> = {
             let live = broker.live.borrow();
             let disk = broker.setup.disk.borrow();

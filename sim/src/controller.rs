@@ -3,6 +3,7 @@
 //! live replica), accepts ISR changes from leaders, and hands brokers the metadata.
 
 use crate::cluster::ClusterMeta;
+use crate::host_env::sim_instant;
 use crate::wire::{self, Message, Request, Response, SharedArena, CONTROLLER_PORT};
 use crate::PlatformConfig;
 use std::cell::RefCell;
@@ -31,7 +32,7 @@ struct State {
 
 /// Runs the controller until the host is crashed.
 pub async fn run_controller(setup: ControllerSetup) -> turmoil::Result {
-    let now = Instant::now();
+    let now = sim_instant();
     let brokers = setup.platform.brokers;
     let state = Rc::new(State {
         last_heartbeat: RefCell::new((0..brokers).map(|b| (b, now)).collect()),
@@ -58,7 +59,7 @@ async fn serve(state: Rc<State>, mut stream: TcpStream) {
                 state
                     .last_heartbeat
                     .borrow_mut()
-                    .insert(broker, Instant::now());
+                    .insert(broker, sim_instant());
                 let known = state
                     .setup
                     .meta
@@ -113,7 +114,7 @@ async fn liveness_loop(state: Rc<State>) {
     let timeout = state.setup.platform.broker_session_timeout.to_std();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = Instant::now();
+        let now = sim_instant();
         let expired: Vec<u32> = state
             .last_heartbeat
             .borrow()

@@ -9,6 +9,11 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+/// The host's clock: tokio's, which turmoil drives in simulated time (never the wall clock).
+pub fn sim_instant() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
 /// Milliseconds of simulated time since the run began.
 pub fn sim_now_ms() -> u64 {
     turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
