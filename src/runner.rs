@@ -124,7 +124,7 @@ pub fn default_out_dir(scenario: &Scenario, seed: u64) -> PathBuf {
         .join(seed.to_string())
 }
 
-/// Writes `report.json`, `report.md`, `junit.xml` and the history to `dir`. Each file is
+/// Writes `report.json`, `report.md`, `report.html`, `junit.xml` and the history to `dir`. Each file is
 /// written to a temporary name and renamed, so a file is there whole or not at all.
 pub fn write_outputs(
     dir: &Path,
@@ -140,6 +140,7 @@ pub fn write_outputs(
     }
     writer.finish()?;
     write_whole(&dir.join("report.md"), &nrtsim_reports::to_markdown(report))?;
+    write_whole(&dir.join("report.html"), &nrtsim_reports::to_html(report))?;
     write_whole(&dir.join("junit.xml"), &nrtsim_reports::to_junit(report))?;
     // The JSON report last: its presence says the run's outputs are complete.
     write_whole(&dir.join("report.json"), &nrtsim_reports::to_json(report))?;

@@ -88,4 +88,19 @@ pub struct Analysis {
     pub sim_duration_ms: u64,
     /// When the workload stopped, if the history says.
     pub workload_end_ms: Option<u64>,
+    /// Per simulated second: what was committed, what became visible, and how late.
+    pub timeline: Vec<TimelineSecond>,
+}
+
+/// One simulated second of the run (the initial snapshot left out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineSecond {
+    /// Seconds since the run began.
+    pub second: u64,
+    /// Source changes committed in this second.
+    pub committed: u64,
+    /// Changes a lake snapshot made visible in this second.
+    pub visible: u64,
+    /// The longest commit-to-lake latency of the changes committed in this second.
+    pub lake_latency_max_ms: u64,
 }

@@ -36,7 +36,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::analysis::{Analysis, Counts, FaultWindow, LatencyPaths};
+use crate::analysis::{Analysis, Counts, FaultWindow, LatencyPaths, TimelineSecond};
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
 use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, TopicName};
@@ -554,6 +554,7 @@ impl Checker {
         // In a run that did not drain, what is still on its way is unfinished, not lost; the
         // keys it touches cannot be judged against the source either.
         let stalled = !self.drained;
+        let mut timeline: Vec<TimelineSecond> = Vec::new();
         let mut unfinished_keys: BTreeSet<u32> = BTreeSet::new();
         for i in 0..self.changes.len() {
             let c = &self.changes[i];
@@ -564,6 +565,7 @@ impl Checker {
             tally(&mut counts, c);
             if !c.has(SNAPSHOT) {
                 record_latencies(&mut latency, c, &bounds);
+                add_to_timeline(&mut timeline, c);
             }
             let ended = c.applied() || c.has(ROUTED_CRITICAL);
             let lost = if c.has(POISON) {
@@ -595,6 +597,7 @@ impl Checker {
             run_ended: self.run_ended,
             sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),
             workload_end_ms: self.workload_end_ms,
+            timeline,
         }
     }
 
@@ -650,6 +653,32 @@ impl Checker {
         }
         None
     }
+}
+
+fn add_to_timeline(timeline: &mut Vec<TimelineSecond>, c: &ChangeState) {
+    if c.commit_ms == NEVER {
+        return;
+    }
+    let committed = second_of(timeline, c.commit_ms);
+    committed.committed += 1;
+    if c.lake_ms != NEVER {
+        let late = u64::from(c.lake_ms.saturating_sub(c.commit_ms));
+        committed.lake_latency_max_ms = committed.lake_latency_max_ms.max(late);
+        second_of(timeline, c.lake_ms).visible += 1;
+    }
+}
+
+/// The timeline's entry for the second holding `t_ms`, growing the timeline to reach it.
+fn second_of(timeline: &mut Vec<TimelineSecond>, t_ms: u32) -> &mut TimelineSecond {
+    let s = (t_ms / 1000) as usize;
+    while timeline.len() <= s {
+        let second = timeline.len() as u64;
+        timeline.push(TimelineSecond {
+            second,
+            ..Default::default()
+        });
+    }
+    &mut timeline[s]
 }
 
 fn tally(counts: &mut Counts, c: &ChangeState) {

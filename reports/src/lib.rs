@@ -10,15 +10,17 @@ pub mod analysis;
 pub mod anomaly;
 pub mod checker;
 pub mod expect;
+pub mod html;
 pub mod latency;
 pub mod render;
 pub mod report;
 pub mod slo;
 
-pub use analysis::{Analysis, Counts, FaultWindow, LatencyPaths};
+pub use analysis::{Analysis, Counts, FaultWindow, LatencyPaths, TimelineSecond};
 pub use anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 pub use checker::{analyze, CheckOptions, Checker};
 pub use expect::Expect;
+pub use html::to_html;
 pub use latency::{LatencyPath, Percentiles, TierBounds, Tiers};
 pub use render::{human_ms, summary_text, to_json, to_junit, to_markdown};
 pub use report::{

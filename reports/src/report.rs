@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analysis, Counts, FaultWindow};
+use crate::analysis::{Analysis, Counts, FaultWindow, TimelineSecond};
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
 use crate::latency::{Percentiles, TierBounds, Tiers};
@@ -158,6 +158,8 @@ pub struct Report {
     pub slo: Vec<SloResult>,
     /// Faults in the order they began.
     pub faults: Vec<FaultWindow>,
+    /// Per simulated second: committed, made visible, and the worst lake latency.
+    pub timeline: Vec<TimelineSecond>,
     /// The scenario's `[expect]` and whether it held; only present when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expectation: Option<ExpectationResult>,
@@ -239,6 +241,7 @@ impl Report {
             exactly_once: analysis.exactly_once.clone(),
             slo,
             faults: analysis.faults.clone(),
+            timeline: analysis.timeline.clone(),
             expectation,
         }
     }

@@ -1186,3 +1186,22 @@ fn a_change_lost_after_coming_back_from_redo_is_lost_not_parked() {
     assert_eq!(a.exactly_once.lost, 1);
     assert_eq!(a.counts.parked_in_redo, 0);
 }
+
+#[test]
+fn html_has_the_verdict_tables_and_charts() {
+    let a = check(&clean());
+    let r = report(&a, &[("bus.p99", 1_000)], None);
+    assert!(!r.timeline.is_empty(), "the timeline covers the run");
+    assert_eq!(
+        r.timeline.iter().map(|t| t.committed).sum::<u64>(),
+        3,
+        "log changes only"
+    );
+    let html = nrtsim_reports::to_html(&r);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("PASS"));
+    assert_eq!(html.matches("<svg").count(), 2, "two charts");
+    assert!(!html.contains("chart not drawn"));
+    assert!(html.contains("bus.p99"));
+    assert!(html.contains("nrtsim run scenarios/tiny.toml --seed 7"));
+}
