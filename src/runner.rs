@@ -69,7 +69,7 @@ pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Simulated> {
 
 /// Judges a history against the scenario's SLOs and expectation.
 pub fn judge(scenario: &Scenario, seed: u64, history: &[Observation], wall_ms: u64) -> Report {
-    let analysis = analyze(history.iter(), &CheckOptions::default());
+    let analysis = analyze(history.iter(), &check_options(Some(scenario)));
     let inputs = ReportInputs {
         scenario: scenario.name.clone(),
         seed,
@@ -101,7 +101,7 @@ pub fn judge_history(history: &[Observation]) -> Result<Report> {
                 .map_err(|e| anyhow::anyhow!("the scenario in the history header: {e}"))?,
         )
     };
-    let analysis = analyze(history.iter(), &CheckOptions::default());
+    let analysis = analyze(history.iter(), &check_options(scenario.as_ref()));
     let inputs = ReportInputs {
         scenario: header.scenario.clone(),
         seed: header.seed,
@@ -114,6 +114,16 @@ pub fn judge_history(history: &[Observation]) -> Result<Report> {
         expect: scenario.and_then(|s| s.expect),
     };
     Ok(Report::build(&analysis, inputs))
+}
+
+/// The checker's options as the scenario sets them.
+fn check_options(scenario: Option<&Scenario>) -> CheckOptions {
+    CheckOptions {
+        torn_transaction: scenario
+            .map(|s| s.checks.torn_transaction)
+            .unwrap_or_default(),
+        ..CheckOptions::default()
+    }
 }
 
 /// The default output folder: `target/nrtsim/<scenario>/<seed>/`.

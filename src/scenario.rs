@@ -8,7 +8,7 @@ use locate::DocIndex;
 use nrtsim_faults::FaultSpec;
 use nrtsim_pipeline::{Acks, Delivery};
 use nrtsim_pipeline::{CostConfig, PipelineConfig};
-use nrtsim_reports::{Expect, SloName};
+use nrtsim_reports::{Checks, Expect, SloName};
 use nrtsim_sim::{NetworkConfig, PlatformConfig};
 use nrtsim_workloads::{SimDuration, WorkloadConfig};
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,9 @@ pub struct Scenario {
     /// The `[slo]` table: latency limits by SLO name, such as `"bus.p99" = "1s"`.
     #[serde(default)]
     pub slo: BTreeMap<String, SimDuration>,
+    /// The `[checks]` section: how strict the checker is where the scenario decides.
+    #[serde(default)]
+    pub checks: Checks,
     /// The `[expect]` section, if the scenario is meant to fail in a given way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,

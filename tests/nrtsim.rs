@@ -195,7 +195,13 @@ fn run_writes_the_outputs_and_check_gives_the_same_verdict() {
     assert!(
         stdout.contains("replay: nrtsim run scenarios/defects/acks1-leader-crash.toml --seed 42")
     );
-    for file in ["report.json", "report.md", "report.html", "junit.xml", "history"] {
+    for file in [
+        "report.json",
+        "report.md",
+        "report.html",
+        "junit.xml",
+        "history",
+    ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
     }
     let report: serde_json::Value = serde_json::from_str(

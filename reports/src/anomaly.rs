@@ -2,8 +2,8 @@
 //! in the shape the report's `exactly_once` section takes.
 //!
 //! Only anomalies the checker actually checks appear here: an anomaly it does not check
-//! (`aborted_read`, `torn_transaction`, `aggregate_mismatch`) must be absent from a report,
-//! never a 0 that was not measured.
+//! (`aborted_read`, `aggregate_mismatch`) must be absent from a report, never a 0 that was not
+//! measured.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,16 +21,19 @@ pub enum AnomalyKind {
     Phantom,
     /// A key whose final lake row differs from the source's final row.
     LakeMismatch,
+    /// A lake snapshot showed part of a multi-row source transaction.
+    TornTransaction,
 }
 
 impl AnomalyKind {
     /// Every checked anomaly, in report order.
-    pub const ALL: [AnomalyKind; 5] = [
+    pub const ALL: [AnomalyKind; 6] = [
         AnomalyKind::Lost,
         AnomalyKind::Duplicated,
         AnomalyKind::Reordered,
         AnomalyKind::Phantom,
         AnomalyKind::LakeMismatch,
+        AnomalyKind::TornTransaction,
     ];
 
     /// The anomaly's report name.
@@ -41,6 +44,7 @@ impl AnomalyKind {
             AnomalyKind::Reordered => "reordered",
             AnomalyKind::Phantom => "phantom",
             AnomalyKind::LakeMismatch => "lake_mismatch",
+            AnomalyKind::TornTransaction => "torn_transaction",
         }
     }
 
@@ -79,6 +83,10 @@ pub struct ExactlyOnce {
     pub phantom: u64,
     /// Keys whose final lake state is wrong.
     pub lake_mismatch: u64,
+    /// Source transactions a lake snapshot showed only in part.
+    pub torn_transaction: u64,
+    /// Whether torn transactions fail the run (the scenario's `[checks]`), or only warn.
+    pub torn_transaction_is_violation: bool,
     /// Examples, grouped by anomaly in report order, at most a few per anomaly.
     pub examples: Vec<AnomalyExample>,
 }
@@ -92,6 +100,7 @@ impl ExactlyOnce {
             AnomalyKind::Reordered => self.reordered,
             AnomalyKind::Phantom => self.phantom,
             AnomalyKind::LakeMismatch => self.lake_mismatch,
+            AnomalyKind::TornTransaction => self.torn_transaction,
         }
     }
 
@@ -102,6 +111,7 @@ impl ExactlyOnce {
             AnomalyKind::Reordered => &mut self.reordered,
             AnomalyKind::Phantom => &mut self.phantom,
             AnomalyKind::LakeMismatch => &mut self.lake_mismatch,
+            AnomalyKind::TornTransaction => &mut self.torn_transaction,
         }
     }
 
@@ -112,7 +122,12 @@ impl ExactlyOnce {
 
     /// Whether no anomaly was found.
     pub fn is_clean(&self) -> bool {
-        self.total() == 0
+        let warnings = if self.torn_transaction_is_violation {
+            0
+        } else {
+            self.torn_transaction
+        };
+        self.total() - warnings == 0
     }
 
     /// The examples of one anomaly.
@@ -174,6 +189,7 @@ mod tests {
         let json = serde_json::to_value(&eo).unwrap();
         assert_eq!(json["examples"][0]["where"], "lake");
         assert!(json.get("aborted_read").is_none());
+        assert_eq!(json["torn_transaction"], 0);
     }
 
     #[test]
@@ -182,5 +198,9 @@ mod tests {
             assert_eq!(AnomalyKind::from_name(k.name()), Some(k));
         }
         assert_eq!(AnomalyKind::from_name("aborted_read"), None);
+        assert_eq!(
+            AnomalyKind::from_name("torn_transaction"),
+            Some(AnomalyKind::TornTransaction)
+        );
     }
 }

@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::analysis::{Analysis, Counts, FaultWindow, LatencyPaths, TimelineSecond};
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
+use crate::torn::{TornPolicy, TornTracker};
 use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, TopicName};
 use nrtsim_workloads::{Key, Op};
 
@@ -49,6 +50,8 @@ pub struct CheckOptions {
     pub tiers: TierBounds,
     /// How many examples to keep per anomaly (8 by default).
     pub max_examples: usize,
+    /// Whether a torn transaction fails the run.
+    pub torn_transaction: TornPolicy,
 }
 
 impl Default for CheckOptions {
@@ -56,6 +59,7 @@ impl Default for CheckOptions {
         CheckOptions {
             tiers: TierBounds::default(),
             max_examples: 8,
+            torn_transaction: TornPolicy::Warning,
         }
     }
 }
@@ -169,6 +173,7 @@ fn set_first(slot: &mut u32, t_ms: u64) {
 #[derive(Clone, Debug)]
 pub struct Checker {
     opts: CheckOptions,
+    torn: TornTracker,
     header: Option<RunHeader>,
     changes: Vec<ChangeState>,
     key_index: BTreeMap<Key, u32>,
@@ -192,6 +197,7 @@ impl Checker {
     pub fn new(opts: CheckOptions) -> Self {
         Checker {
             opts,
+            torn: TornTracker::default(),
             header: None,
             changes: Vec::new(),
             key_index: BTreeMap::new(),
@@ -221,6 +227,9 @@ impl Checker {
             } => {
                 for c in changes {
                     self.source_change(*t_ms, *txid, c);
+                }
+                if let Some(first) = changes.first() {
+                    self.torn.commit(*txid, first.lsn, changes.len());
                 }
             }
             Observation::Produced {
@@ -514,6 +523,7 @@ impl Checker {
                 self.duplicate(row.change_id, format!("{at}: applied again"));
                 continue;
             }
+            self.torn.visible(row.change_id, snapshot_id);
             let max = ks.lake_max_lsn;
             if max > row.change_id {
                 let at = format!("{at}: lsn {} after lsn {max}", row.change_id);
@@ -585,6 +595,7 @@ impl Checker {
             }
         }
         self.judge_final_rows(&mut counts, &unfinished_keys);
+        self.judge_torn_transactions();
         self.exactly_once.sort_examples();
         Analysis {
             header: self.header,
@@ -598,6 +609,32 @@ impl Checker {
             sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),
             workload_end_ms: self.workload_end_ms,
             timeline,
+        }
+    }
+
+    /// Counts the multi-row source transactions the lake showed in part.
+    fn judge_torn_transactions(&mut self) {
+        self.exactly_once.torn_transaction_is_violation =
+            self.opts.torn_transaction == TornPolicy::Violation;
+        let torn: Vec<_> = self.torn.torn().collect();
+        for t in torn {
+            let how = if t.split {
+                "in more than one snapshot"
+            } else {
+                "the rest never"
+            };
+            let ex = AnomalyExample {
+                anomaly: AnomalyKind::TornTransaction.name().to_string(),
+                change_id: Some(t.first_lsn),
+                key: None,
+                lsn: Some(t.first_lsn),
+                location: format!(
+                    "source transaction {}: {} of {} changes became visible, {how}",
+                    t.txid, t.visible, t.size
+                ),
+            };
+            self.exactly_once
+                .record(AnomalyKind::TornTransaction, ex, self.opts.max_examples);
         }
     }
 

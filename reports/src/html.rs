@@ -3,6 +3,7 @@
 //! far, and the worst lake latency), with every fault window shaded, drawn as inline SVG.
 
 use crate::analysis::TimelineSecond;
+use crate::anomaly::AnomalyKind;
 use crate::render::{human_ms, xml_escape};
 use crate::report::{Report, Verdict};
 use plotters::prelude::*;
@@ -184,14 +185,14 @@ fn tables(r: &Report) -> String {
     }
     h.push_str("</table><h2>Exactly once</h2><table><tr><th>anomaly</th><th>count</th></tr>");
     let eo = &r.exactly_once;
-    for (name, n) in [
-        ("lost", eo.lost),
-        ("duplicated", eo.duplicated),
-        ("reordered", eo.reordered),
-        ("phantom", eo.phantom),
-        ("lake_mismatch", eo.lake_mismatch),
-    ] {
-        let _ = write!(h, "<tr><td>{name}</td><td>{n}</td></tr>");
+    for kind in AnomalyKind::ALL {
+        let warning = kind == AnomalyKind::TornTransaction && !eo.torn_transaction_is_violation;
+        let name = if warning {
+            format!("{} (warning)", kind.name())
+        } else {
+            kind.name().to_string()
+        };
+        let _ = write!(h, "<tr><td>{name}</td><td>{}</td></tr>", eo.count(kind));
     }
     h.push_str("</table>");
     if !eo.examples.is_empty() {

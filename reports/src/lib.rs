@@ -15,6 +15,7 @@ pub mod latency;
 pub mod render;
 pub mod report;
 pub mod slo;
+pub mod torn;
 
 pub use analysis::{Analysis, Counts, FaultWindow, LatencyPaths, TimelineSecond};
 pub use anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
@@ -28,3 +29,4 @@ pub use report::{
     Verdict,
 };
 pub use slo::{SloMetric, SloName};
+pub use torn::{Checks, TornPolicy};

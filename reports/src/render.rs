@@ -215,7 +215,11 @@ pub fn to_junit(r: &Report) -> String {
     let mut cases = Vec::new();
     for kind in AnomalyKind::ALL {
         let n = r.exactly_once.count(kind);
-        let failure = (n > 0).then(|| {
+        // A warning (torn transactions, unless the scenario makes them a violation) is
+        // reported in the other renderers but fails no testcase.
+        let warning =
+            kind == AnomalyKind::TornTransaction && !r.exactly_once.torn_transaction_is_violation;
+        let failure = (n > 0 && !warning).then(|| {
             let details: Vec<String> = r
                 .exactly_once
                 .examples_of(kind)
@@ -413,11 +417,31 @@ pub fn summary_text(r: &Report) -> String {
     }
     let eo = &r.exactly_once;
     let _ = write!(s, "anomalies");
-    for kind in AnomalyKind::ALL {
+    let warning = |kind: AnomalyKind| {
+        kind == AnomalyKind::TornTransaction && !eo.torn_transaction_is_violation
+    };
+    for kind in AnomalyKind::ALL.into_iter().filter(|k| !warning(*k)) {
         let _ = write!(s, "  {} {}", kind.name(), eo.count(kind));
     }
     s.push('\n');
-    for e in eo.examples.iter().take(4) {
+    let warned: Vec<String> = AnomalyKind::ALL
+        .into_iter()
+        .filter(|k| warning(*k) && eo.count(*k) > 0)
+        .map(|k| format!("  {} {}", k.name(), eo.count(k)))
+        .collect();
+    if !warned.is_empty() {
+        let _ = writeln!(
+            s,
+            "warnings{}  (not failures under this scenario's [checks])",
+            warned.concat()
+        );
+    }
+    // Examples of what fails the run; warnings' examples are in the full reports.
+    let failing = eo
+        .examples
+        .iter()
+        .filter(|e| AnomalyKind::from_name(&e.anomaly).is_some_and(|k| !warning(k)));
+    for e in failing.take(4) {
         let line = format!(
             "  {} change {} {}: {}",
             e.anomaly,

@@ -727,14 +727,10 @@ fn json_leaves_unchecked_anomalies_out_and_round_trips() {
     let text = to_json(&r);
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let eo = &json["exactly_once"];
-    for absent in [
-        "aborted_read",
-        "torn_transaction",
-        "aggregate_mismatch",
-        "inconsistent_offsets",
-    ] {
+    for absent in ["aborted_read", "aggregate_mismatch", "inconsistent_offsets"] {
         assert!(eo.get(absent).is_none(), "{absent} must be absent");
     }
+    assert_eq!(eo["torn_transaction"], 0, "checked, so present");
     assert_eq!(json["verdict"], "pass");
     assert_eq!(json["latency"]["stages"]["lake"]["count"], 3);
     let back: Report = serde_json::from_str(&text).unwrap();
@@ -767,14 +763,14 @@ fn markdown_junit_and_summary_render() {
 
     let xml = to_junit(&r);
     assert!(
-        xml.contains("<testsuite name=\"nrtsim.tiny\" tests=\"8\" failures=\"2\""),
+        xml.contains("<testsuite name=\"nrtsim.tiny\" tests=\"9\" failures=\"2\""),
         "{xml}"
     );
     assert!(xml.contains(
         "name=\"duplicated\" time=\"0\">\n      <failure message=\"1 duplicated found\">"
     ));
     assert!(xml.contains("name=\"drain\" time=\"0\"/>"));
-    assert_eq!(xml.matches("<testcase").count(), 8);
+    assert_eq!(xml.matches("<testcase").count(), 9);
 
     let text = summary_text(&r);
     let lines: Vec<&str> = text.lines().collect();
@@ -1204,4 +1200,51 @@ fn html_has_the_verdict_tables_and_charts() {
     assert!(!html.contains("chart not drawn"));
     assert!(html.contains("bus.p99"));
     assert!(html.contains("nrtsim run scenarios/tiny.toml --seed 7"));
+}
+
+#[test]
+fn a_transaction_the_lake_shows_in_part_is_torn_and_the_scenario_decides_its_weight() {
+    // Transaction 1 (changes 3 and 4) becomes visible in two snapshots.
+    let mut h = source();
+    let all = [1, 2, 3, 4, 5];
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(220, TopicName::Standard, 0, 0, &all));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &all));
+    h.push(read(240, TopicName::Enriched, 0, 0, &all));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3])));
+    h.push(lake(400, 2, &lake_rows(&[4, 5])));
+    h.push(run_end(500, true));
+    let warn = check(&h);
+    assert_eq!(warn.exactly_once.torn_transaction, 1);
+    let ex = warn
+        .exactly_once
+        .examples
+        .iter()
+        .find(|e| e.anomaly == "torn_transaction")
+        .unwrap();
+    assert_eq!(ex.change_id, Some(3));
+    assert!(
+        ex.location.contains("more than one snapshot"),
+        "{}",
+        ex.location
+    );
+    assert_eq!(
+        report(&warn, &[], None).exit_code,
+        0,
+        "a warning by default"
+    );
+
+    let strict = CheckOptions {
+        torn_transaction: nrtsim_reports::TornPolicy::Violation,
+        ..CheckOptions::default()
+    };
+    let a = analyze(&h, &strict);
+    assert_eq!(
+        report(&a, &[], None).exit_code,
+        1,
+        "a violation when the scenario says so"
+    );
+
+    // The clean history applies the transaction in one snapshot: not torn.
+    assert_eq!(check(&clean()).exactly_once.torn_transaction, 0);
 }

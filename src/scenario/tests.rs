@@ -370,3 +370,24 @@ fn load_names_the_file_and_keeps_the_source() {
     assert_eq!(err.line, 0);
     assert!(err.to_string().contains("cannot read"), "{err}");
 }
+
+#[test]
+fn checks_section_sets_the_torn_transaction_policy() {
+    let s = Scenario::parse("name = \"x\"\n", "x.toml").unwrap();
+    assert_eq!(
+        s.checks.torn_transaction,
+        nrtsim_reports::TornPolicy::Warning
+    );
+    let s = Scenario::parse(
+        "name = \"x\"\n[checks]\ntorn_transaction = \"violation\"\n",
+        "x.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        s.checks.torn_transaction,
+        nrtsim_reports::TornPolicy::Violation
+    );
+    let e =
+        Scenario::parse("name = \"x\"\n[checks]\ntorn = \"violation\"\n", "x.toml").unwrap_err();
+    assert_eq!((e.line, e.field.as_str()), (3, "checks.torn"), "{e}");
+}
