@@ -18,7 +18,7 @@
 //! {"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}
-//! {"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11}]}
+//! {"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}
 //! {"type":"checkpoint","t_ms":9,"host":"lake-0","checkpoint_id":1}
 //! {"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}
 //! {"type":"workload_end","t_ms":10}
@@ -33,7 +33,8 @@
 //! fields in the same order.
 
 use crate::observation::{
-    FaultPhase, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage, TopicName,
+    FaultPhase, LakeFiles, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage,
+    TopicName,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -454,6 +455,7 @@ enum Frame {
         checkpoint_id: u64,
         snapshot_id: u64,
         rows: Vec<LakeRow>,
+        files: LakeFiles,
     },
     Checkpoint {
         t_ms: u64,
@@ -515,6 +517,7 @@ enum FrameRef<'a> {
         checkpoint_id: u64,
         snapshot_id: u64,
         rows: &'a [LakeRow],
+        files: LakeFiles,
     },
     Checkpoint {
         t_ms: u64,
@@ -602,12 +605,14 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 checkpoint_id,
                 snapshot_id,
                 rows,
+                files,
             } => FrameRef::LakeCommit {
                 t_ms: *t_ms,
                 host,
                 checkpoint_id: *checkpoint_id,
                 snapshot_id: *snapshot_id,
                 rows,
+                files: *files,
             },
             Observation::Checkpoint {
                 t_ms,
@@ -704,12 +709,14 @@ impl From<Frame> for Observation {
                 checkpoint_id,
                 snapshot_id,
                 rows,
+                files,
             } => Observation::LakeCommit {
                 t_ms,
                 host,
                 checkpoint_id,
                 snapshot_id,
                 rows,
+                files,
             },
             Frame::Checkpoint {
                 t_ms,
@@ -748,7 +755,7 @@ mod tests {
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}"#,
-        r#"{"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11}]}"#,
+        r#"{"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}"#,
         r#"{"type":"checkpoint","t_ms":9,"host":"lake-0","checkpoint_id":1}"#,
         r#"{"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}"#,
         r#"{"type":"workload_end","t_ms":10}"#,

@@ -13,5 +13,6 @@ pub use file::{
     HistoryWriter,
 };
 pub use observation::{
-    FaultPhase, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage, TopicName,
+    FaultPhase, LakeFiles, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage,
+    TopicName,
 };

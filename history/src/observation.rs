@@ -98,6 +98,20 @@ pub struct LakeRow {
     pub digest: Option<u64>,
 }
 
+/// The lake table's files after a commit: what the layout costs in files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LakeFiles {
+    /// Files this commit wrote (new deltas, rewritten files, compaction output).
+    pub files_written: u32,
+    /// Files the table's latest snapshot reads.
+    pub live_files: u32,
+    /// Of those, files smaller than the table's small-file threshold.
+    pub small_files: u32,
+    /// Of the files this commit wrote, those smaller than the threshold.
+    #[serde(default)]
+    pub small_files_written: u32,
+}
+
 /// Why a record left the main path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,6 +225,9 @@ pub enum Observation {
         snapshot_id: u64,
         /// The rows the snapshot changed.
         rows: Vec<LakeRow>,
+        /// The table's files after the commit.
+        #[serde(default)]
+        files: LakeFiles,
     },
     /// A job task completed a checkpoint.
     Checkpoint {

@@ -81,6 +81,7 @@ fn sample() -> Vec<Observation> {
                     digest: (j == 0).then_some(j),
                 })
                 .collect(),
+            files: Default::default(),
         });
         out.push(Observation::Checkpoint {
             t_ms: i + 5,

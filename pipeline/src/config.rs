@@ -175,6 +175,11 @@ pub struct LakeConfig {
     pub layout: LakeLayout,
     /// How often merge-on-read deltas are compacted. Default 5m.
     pub compaction_interval: SimDuration,
+    /// Buckets (file groups) per table; a key's bucket holds its rows. Default 4.
+    pub buckets: u32,
+    /// A file with fewer rows than this counts as small (about 20 MB of 200-byte rows, well
+    /// short of the 128 MB a lake aims for). Default 100000.
+    pub small_file_rows: u64,
 }
 
 impl Default for LakeConfig {
@@ -183,6 +188,8 @@ impl Default for LakeConfig {
             mode: LakeMode::Upsert,
             layout: LakeLayout::MergeOnRead,
             compaction_interval: SimDuration::from_secs(300),
+            buckets: 4,
+            small_file_rows: 100_000,
         }
     }
 }

@@ -502,9 +502,10 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
         }
         pause_ms(commit_cost_ms).await;
         checkpoint_id += 1;
+        let now = env.now_ms();
         let committed =
             lake.borrow_mut()
-                .commit(env.host(), checkpoint_id, &buffer, offsets.clone());
+                .commit(env.host(), checkpoint_id, &buffer, offsets.clone(), now);
         if let Some(info) = committed {
             env.record(Observation::LakeCommit {
                 t_ms: env.now_ms(),
@@ -519,6 +520,7 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
                         digest: w.row.as_ref().map(|r| r.digest()),
                     })
                     .collect(),
+                files: info.files,
             });
         }
         buffer.clear();

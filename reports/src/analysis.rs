@@ -90,6 +90,26 @@ pub struct Analysis {
     pub workload_end_ms: Option<u64>,
     /// Per simulated second: what was committed, what became visible, and how late.
     pub timeline: Vec<TimelineSecond>,
+    /// The lake table's snapshots and files.
+    pub lake: LakeStats,
+}
+
+/// What the lake's layout cost: snapshots, files written, and the files the last snapshot
+/// reads (how many of them small).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LakeStats {
+    /// Snapshots committed.
+    pub snapshots: u64,
+    /// Files written over the run (deltas, rewrites, compaction output).
+    pub files_written: u64,
+    /// Files written per snapshot, on average.
+    pub files_per_snapshot: f64,
+    /// Files the last snapshot reads.
+    pub live_files: u64,
+    /// Of those, files below the table's small-file threshold.
+    pub small_files: u64,
+    /// Files written over the run that were below the threshold.
+    pub small_files_written: u64,
 }
 
 /// One simulated second of the run (the initial snapshot left out).

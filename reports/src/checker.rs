@@ -36,7 +36,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::analysis::{Analysis, Counts, FaultWindow, LatencyPaths, TimelineSecond};
+use crate::analysis::{Analysis, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond};
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
 use crate::torn::{TornPolicy, TornTracker};
@@ -173,6 +173,7 @@ fn set_first(slot: &mut u32, t_ms: u64) {
 #[derive(Clone, Debug)]
 pub struct Checker {
     opts: CheckOptions,
+    lake: LakeStats,
     torn: TornTracker,
     header: Option<RunHeader>,
     changes: Vec<ChangeState>,
@@ -197,6 +198,7 @@ impl Checker {
     pub fn new(opts: CheckOptions) -> Self {
         Checker {
             opts,
+            lake: LakeStats::default(),
             torn: TornTracker::default(),
             header: None,
             changes: Vec::new(),
@@ -254,8 +256,16 @@ impl Checker {
                 checkpoint_id,
                 snapshot_id,
                 rows,
+                files,
                 ..
-            } => self.lake_commit(*t_ms, *checkpoint_id, *snapshot_id, rows),
+            } => {
+                self.lake.snapshots += 1;
+                self.lake.files_written += u64::from(files.files_written);
+                self.lake.live_files = u64::from(files.live_files);
+                self.lake.small_files = u64::from(files.small_files);
+                self.lake.small_files_written += u64::from(files.small_files_written);
+                self.lake_commit(*t_ms, *checkpoint_id, *snapshot_id, rows)
+            }
             Observation::Checkpoint { .. } => {}
             Observation::Fault {
                 t_ms,
@@ -609,6 +619,7 @@ impl Checker {
             sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),
             workload_end_ms: self.workload_end_ms,
             timeline,
+            lake: self.lake,
         }
     }
 

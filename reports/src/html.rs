@@ -209,6 +209,19 @@ fn tables(r: &Report) -> String {
         }
         h.push_str("</table>");
     }
+    let l = &r.lake;
+    let _ = write!(
+        h,
+        "<h2>Lake files</h2><table><tr><th>snapshots</th><th>files written</th>\
+         <th>per snapshot</th><th>small written</th><th>live files</th><th>small live</th></tr>\
+         <tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        l.snapshots,
+        l.files_written,
+        l.files_per_snapshot,
+        l.small_files_written,
+        l.live_files,
+        l.small_files
+    );
     if !r.slo.is_empty() {
         h.push_str(
             "<h2>SLOs</h2><table><tr><th>SLO</th><th>limit</th><th>actual</th><th>result</th></tr>",

@@ -17,7 +17,7 @@ pub mod report;
 pub mod slo;
 pub mod torn;
 
-pub use analysis::{Analysis, Counts, FaultWindow, LatencyPaths, TimelineSecond};
+pub use analysis::{Analysis, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond};
 pub use anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 pub use checker::{analyze, CheckOptions, Checker};
 pub use expect::Expect;

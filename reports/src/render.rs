@@ -161,6 +161,13 @@ pub fn to_markdown(r: &Report) -> String {
             );
         }
     }
+    let l = &r.lake;
+    let _ = write!(
+        md,
+        "\n## Lake files\n\n| snapshots | files written | per snapshot | small written | live files | small live |\n\
+         |---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.1} | {} | {} | {} |\n",
+        l.snapshots, l.files_written, l.files_per_snapshot, l.small_files_written, l.live_files, l.small_files
+    );
     md.push_str("\n## Faults\n\n");
     if r.faults.is_empty() {
         md.push_str("None.\n");
@@ -461,6 +468,17 @@ pub fn summary_text(r: &Report) -> String {
             if slo.pass { "pass" } else { "BREACHED" }
         );
     }
+    let l = &r.lake;
+    let _ = writeln!(
+        s,
+        "lake     {} snapshots  {} files written ({:.1} per snapshot, {} small)  {} live, {} small",
+        l.snapshots,
+        l.files_written,
+        l.files_per_snapshot,
+        l.small_files_written,
+        l.live_files,
+        l.small_files
+    );
     let open = r.faults.iter().filter(|f| f.end_ms.is_none()).count();
     let _ = writeln!(
         s,

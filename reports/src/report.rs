@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analysis, Counts, FaultWindow, TimelineSecond};
+use crate::analysis::{Analysis, Counts, FaultWindow, LakeStats, TimelineSecond};
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
 use crate::latency::{Percentiles, TierBounds, Tiers};
@@ -158,6 +158,8 @@ pub struct Report {
     pub slo: Vec<SloResult>,
     /// Faults in the order they began.
     pub faults: Vec<FaultWindow>,
+    /// The lake's snapshots and files.
+    pub lake: LakeStats,
     /// Per simulated second: committed, made visible, and the worst lake latency.
     pub timeline: Vec<TimelineSecond>,
     /// The scenario's `[expect]` and whether it held; only present when it has one.
@@ -241,6 +243,14 @@ impl Report {
             exactly_once: analysis.exactly_once.clone(),
             slo,
             faults: analysis.faults.clone(),
+            lake: LakeStats {
+                files_per_snapshot: if analysis.lake.snapshots == 0 {
+                    0.0
+                } else {
+                    analysis.lake.files_written as f64 / analysis.lake.snapshots as f64
+                },
+                ..analysis.lake
+            },
             timeline: analysis.timeline.clone(),
             expectation,
         }

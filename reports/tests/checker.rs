@@ -113,6 +113,7 @@ fn lake(t_ms: u64, checkpoint_id: u64, rows: &[(u64, u64, Option<u64>)]) -> Obse
                 digest,
             })
             .collect(),
+        files: Default::default(),
     }
 }
 

@@ -118,7 +118,9 @@ impl World {
             sim,
             meta,
             recorder: Rc::new(RefCell::new(Recorder::default())),
-            lake: Rc::new(RefCell::new(LakeTable::new())),
+            lake: Rc::new(RefCell::new(LakeTable::with_config(
+                spec.pipeline.lake.clone(),
+            ))),
             disks: Vec::new(),
             produce_errors: Rc::new(RefCell::new(ProduceErrors::new(
                 seeds.derive("produce-errors"),

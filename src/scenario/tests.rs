@@ -391,3 +391,14 @@ fn checks_section_sets_the_torn_transaction_policy() {
         Scenario::parse("name = \"x\"\n[checks]\ntorn = \"violation\"\n", "x.toml").unwrap_err();
     assert_eq!((e.line, e.field.as_str()), (3, "checks.torn"), "{e}");
 }
+
+#[test]
+fn a_lake_mode_that_is_not_modelled_is_refused() {
+    let e = Scenario::parse(
+        "name = \"x\"\n[pipeline]\nlake = { mode = \"changelog\" }\n",
+        "x.toml",
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "pipeline.lake.mode", "{e}");
+    assert!(e.message.contains("changelog"), "{e}");
+}
