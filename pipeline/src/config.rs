@@ -124,6 +124,17 @@ impl Default for Parallelism {
     }
 }
 
+/// What the enrich job does with a record whose reference lookup missed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMiss {
+    /// Send it to `redo`, to be replayed when a newer store version loads.
+    #[default]
+    Redo,
+    /// Drop it (a known mistake: the change never reaches the lake).
+    Drop,
+}
+
 /// Enrichment settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -132,6 +143,8 @@ pub struct EnrichConfig {
     pub store_refresh: SimDuration,
     /// Redo attempts before a record goes to `critical`. Default 3.
     pub max_redo_attempts: u32,
+    /// `redo` or `drop`. Default `redo`.
+    pub on_miss: OnMiss,
 }
 
 impl Default for EnrichConfig {
@@ -139,6 +152,7 @@ impl Default for EnrichConfig {
         Self {
             store_refresh: SimDuration::from_secs(3600),
             max_redo_attempts: 3,
+            on_miss: OnMiss::Redo,
         }
     }
 }

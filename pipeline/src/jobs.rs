@@ -4,7 +4,7 @@
 //! stream processor's task does: it restarts from its last completed checkpoint.
 
 use crate::canonical::{decode, Encoder, Enriched};
-use crate::config::{Delivery, PartitionKey};
+use crate::config::{Delivery, OnMiss, PartitionKey};
 use crate::enrich::{enrich, EnrichOutcome, ReferenceStore};
 use crate::env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
 use crate::lake::{LakeTable, PendingWrite};
@@ -217,6 +217,8 @@ pub enum StreamRole {
         store: ReferenceStore,
         /// Redo attempts before `critical`; `None` for no bound.
         max_attempts: Option<u32>,
+        /// What a miss does.
+        on_miss: OnMiss,
     },
 }
 
@@ -398,10 +400,13 @@ fn process(
             StreamRole::Enrich {
                 store,
                 max_attempts,
+                on_miss,
             } => {
                 let replayed = from.topic == TopicName::Redo;
                 match enrich(&rec, store, replayed, *max_attempts, enc) {
                     EnrichOutcome::Enriched(r) => (TopicName::Enriched, r),
+                    // Dropped: nothing is written and nothing says where it went.
+                    EnrichOutcome::Redo(_) if *on_miss == OnMiss::Drop => continue,
                     EnrichOutcome::Redo(r) => {
                         routed.push(Routed {
                             change_id: r.meta.change_id,

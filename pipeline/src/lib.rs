@@ -14,7 +14,7 @@ pub mod standardize;
 
 pub use config::{
     Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeConfig, LakeLayout,
-    LakeMode, Parallelism, PartitionKey, PipelineConfig, ProducerConfig,
+    LakeMode, OnMiss, Parallelism, PartitionKey, PipelineConfig, ProducerConfig,
 };
 pub use env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
 pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};

@@ -260,6 +260,7 @@ impl World {
                                 enrich_cfg.store_refresh.ms(),
                             ),
                             max_attempts: Some(enrich_cfg.max_redo_attempts),
+                            on_miss: enrich_cfg.on_miss,
                         }
                     } else {
                         StreamRole::Standardize
