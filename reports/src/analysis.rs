@@ -92,6 +92,8 @@ pub struct Analysis {
     pub timeline: Vec<TimelineSecond>,
     /// The lake table's snapshots and files.
     pub lake: LakeStats,
+    /// How unevenly load spread: over each topic's partitions, and over the reading tasks.
+    pub skew: Vec<crate::skew::Spread>,
 }
 
 /// What the lake's layout cost: snapshots, files written, and the files the last snapshot

@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::analysis::{Analysis, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond};
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
+use crate::skew::Spread;
 use crate::torn::{TornPolicy, TornTracker};
 use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, TopicName};
 use nrtsim_workloads::{Key, Op};
@@ -173,6 +174,9 @@ fn set_first(slot: &mut u32, t_ms: u64) {
 #[derive(Clone, Debug)]
 pub struct Checker {
     opts: CheckOptions,
+    /// Records acknowledged per (topic, partition), and read per reading host.
+    partition_load: BTreeMap<(TopicName, u32), u64>,
+    task_load: BTreeMap<String, u64>,
     lake: LakeStats,
     torn: TornTracker,
     header: Option<RunHeader>,
@@ -198,6 +202,8 @@ impl Checker {
     pub fn new(opts: CheckOptions) -> Self {
         Checker {
             opts,
+            partition_load: BTreeMap::new(),
+            task_load: BTreeMap::new(),
             lake: LakeStats::default(),
             torn: TornTracker::default(),
             header: None,
@@ -241,15 +247,23 @@ impl Checker {
                 base_offset,
                 change_ids,
                 ..
-            } => self.produced(*t_ms, *topic, *partition, *base_offset, change_ids),
+            } => {
+                *self.partition_load.entry((*topic, *partition)).or_insert(0) +=
+                    change_ids.len() as u64;
+                self.produced(*t_ms, *topic, *partition, *base_offset, change_ids)
+            }
             Observation::Read {
                 t_ms,
+                host,
                 topic,
                 partition,
                 base_offset,
                 change_ids,
                 ..
-            } => self.read(*t_ms, *topic, *partition, *base_offset, change_ids),
+            } => {
+                *self.task_load.entry(host.clone()).or_insert(0) += change_ids.len() as u64;
+                self.read(*t_ms, *topic, *partition, *base_offset, change_ids)
+            }
             Observation::Routed { change_id, to, .. } => self.routed(*change_id, *to),
             Observation::LakeCommit {
                 t_ms,
@@ -606,6 +620,7 @@ impl Checker {
         }
         self.judge_final_rows(&mut counts, &unfinished_keys);
         self.judge_torn_transactions();
+        let skew = self.skew();
         self.exactly_once.sort_examples();
         Analysis {
             header: self.header,
@@ -620,7 +635,35 @@ impl Checker {
             workload_end_ms: self.workload_end_ms,
             timeline,
             lake: self.lake,
+            skew,
         }
+    }
+
+    /// The spread of load over each data topic's partitions and over the reading tasks.
+    fn skew(&self) -> Vec<Spread> {
+        let mut out: Vec<Spread> = [TopicName::Raw, TopicName::Standard, TopicName::Enriched]
+            .into_iter()
+            .map(|topic| {
+                let load = self
+                    .partition_load
+                    .iter()
+                    .filter(|((t, _), _)| *t == topic)
+                    .map(|((_, p), n)| (format!("p{p}"), *n))
+                    .collect();
+                Spread::of(topic.name(), load)
+            })
+            .filter(|s| !s.load.is_empty())
+            .collect();
+        // Tasks are compared within their job (`enrich-0` with `enrich-1`).
+        let mut jobs: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+        for (host, n) in &self.task_load {
+            let job = host.rsplit_once('-').map_or(host.as_str(), |(job, _)| job);
+            jobs.entry(job).or_default().insert(host.clone(), *n);
+        }
+        for (job, load) in jobs.into_iter().filter(|(_, l)| l.len() > 1) {
+            out.push(Spread::of(&format!("{job} tasks"), load));
+        }
+        out
     }
 
     /// Counts the multi-row source transactions the lake showed in part.

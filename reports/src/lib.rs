@@ -14,6 +14,7 @@ pub mod html;
 pub mod latency;
 pub mod render;
 pub mod report;
+pub mod skew;
 pub mod slo;
 pub mod torn;
 
@@ -28,5 +29,6 @@ pub use report::{
     ExpectationResult, LatencyReport, Report, ReportInputs, SloResult, StageLatency, TiersReport,
     Verdict,
 };
+pub use skew::Spread;
 pub use slo::{SloMetric, SloName};
 pub use torn::{Checks, TornPolicy};

@@ -168,6 +168,22 @@ pub fn to_markdown(r: &Report) -> String {
          |---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.1} | {} | {} | {} |\n",
         l.snapshots, l.files_written, l.files_per_snapshot, l.small_files_written, l.live_files, l.small_files
     );
+    md.push_str("\n## Skew (max/min load; flagged past 10x)\n\n| over | max | min | ratio | flagged |\n|---|---:|---:|---:|---|\n");
+    for sp in &r.skew {
+        let ratio = if sp.ratio < 0.0 {
+            "idle place".to_string()
+        } else {
+            format!("{:.1}", sp.ratio)
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {ratio} | {} |",
+            sp.name,
+            sp.max,
+            sp.min,
+            if sp.flagged { "yes" } else { "no" }
+        );
+    }
     md.push_str("\n## Faults\n\n");
     if r.faults.is_empty() {
         md.push_str("None.\n");
@@ -479,6 +495,21 @@ pub fn summary_text(r: &Report) -> String {
         l.live_files,
         l.small_files
     );
+    let skew: Vec<String> = r
+        .skew
+        .iter()
+        .map(|sp| {
+            let flag = if sp.flagged { " SKEWED" } else { "" };
+            if sp.ratio < 0.0 {
+                format!("{} idle{flag}", sp.name)
+            } else {
+                format!("{} {:.1}x{flag}", sp.name, sp.ratio)
+            }
+        })
+        .collect();
+    if !skew.is_empty() {
+        let _ = writeln!(s, "skew     max/min load: {}", skew.join("  "));
+    }
     let open = r.faults.iter().filter(|f| f.end_ms.is_none()).count();
     let _ = writeln!(
         s,

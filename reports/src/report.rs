@@ -160,6 +160,8 @@ pub struct Report {
     pub faults: Vec<FaultWindow>,
     /// The lake's snapshots and files.
     pub lake: LakeStats,
+    /// Load over each topic's partitions and over the tasks; flagged past 10× max/min.
+    pub skew: Vec<crate::skew::Spread>,
     /// Per simulated second: committed, made visible, and the worst lake latency.
     pub timeline: Vec<TimelineSecond>,
     /// The scenario's `[expect]` and whether it held; only present when it has one.
@@ -251,6 +253,7 @@ impl Report {
                 },
                 ..analysis.lake
             },
+            skew: analysis.skew.clone(),
             timeline: analysis.timeline.clone(),
             expectation,
         }

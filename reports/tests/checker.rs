@@ -1249,3 +1249,29 @@ fn a_transaction_the_lake_shows_in_part_is_torn_and_the_scenario_decides_its_wei
     // The clean history applies the transaction in one snapshot: not torn.
     assert_eq!(check(&clean()).exactly_once.torn_transaction, 0);
 }
+
+#[test]
+fn skew_over_partitions_is_flagged_past_ten_times() {
+    let h = before_end(
+        clean(),
+        vec![
+            produced(250, TopicName::Raw, 1, 0, &[1]),
+            produced(251, TopicName::Raw, 1, 1, &[2]),
+        ],
+    );
+    // Partition 0 took 5 records, partition 1 took 2: not skewed.
+    let a = check(&h);
+    let raw = a.skew.iter().find(|s| s.name == "raw").expect("raw spread");
+    assert_eq!((raw.max, raw.min), (5, 2));
+    assert!(!raw.flagged);
+    // Twenty-two records on partition 0 against two on partition 1: flagged.
+    let ids: Vec<u64> = (1..=5).cycle().take(17).collect();
+    let hot = before_end(h, vec![produced(260, TopicName::Raw, 0, 5, &ids)]);
+    let raw = check(&hot)
+        .skew
+        .into_iter()
+        .find(|s| s.name == "raw")
+        .expect("raw spread");
+    assert_eq!((raw.max, raw.min), (22, 2));
+    assert!(raw.flagged, "{raw:?}");
+}
