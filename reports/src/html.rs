@@ -4,7 +4,7 @@
 
 use crate::analysis::TimelineSecond;
 use crate::anomaly::AnomalyKind;
-use crate::render::{human_ms, xml_escape};
+use crate::render::{count_rows, human_ms, latency_rows, xml_escape};
 use crate::report::{Report, Verdict};
 use plotters::prelude::*;
 use std::fmt::Write;
@@ -148,30 +148,11 @@ fn tables(r: &Report) -> String {
     let mut h = String::new();
     let c = &r.counts;
     h.push_str("<h2>Counts</h2><table><tr><th>place</th><th>changes</th></tr>");
-    for (name, n) in [
-        ("source changes", c.source_changes),
-        ("of which snapshot", c.snapshot_changes),
-        ("raw", c.raw),
-        ("standard", c.standard),
-        ("enriched", c.enriched),
-        ("lake rows", c.lake_rows),
-        ("redo", c.redo),
-        ("parked in redo", c.parked_in_redo),
-        ("critical", c.critical),
-        ("unfinished (not drained)", c.unfinished),
-    ] {
+    for (name, n) in count_rows(c) {
         let _ = write!(h, "<tr><td>{name}</td><td>{n}</td></tr>");
     }
     h.push_str("</table><h2>Latency from the source commit</h2><table><tr><th>path</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>count</th></tr>");
-    let l = &r.latency;
-    for (name, p) in [
-        ("ingest", &l.stages.ingest),
-        ("standardize", &l.stages.standardize),
-        ("enrich", &l.stages.enrich),
-        ("lake (stage)", &l.stages.lake),
-        ("bus (end to end)", &l.bus),
-        ("lake (end to end)", &l.lake),
-    ] {
+    for (name, p, _) in latency_rows(r) {
         let _ = write!(
             h,
             "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::analysis::Counts;
 use crate::anomaly::AnomalyKind;
 use crate::latency::{Percentiles, Tiers};
 use crate::report::Report;
@@ -32,7 +33,25 @@ pub fn human_ms(ms: u64) -> String {
 }
 
 /// The latency rows every renderer shows: label, summary, and tiers for end-to-end paths.
-fn latency_rows(r: &Report) -> [(&'static str, &Percentiles, Option<&Tiers>); 6] {
+/// The counts every report shows, in order.
+pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 11] {
+    [
+        ("source changes", c.source_changes),
+        ("of which snapshot", c.snapshot_changes),
+        ("raw", c.raw),
+        ("standard", c.standard),
+        ("enriched", c.enriched),
+        ("lake rows", c.lake_rows),
+        ("lake keys (final)", c.lake_keys),
+        ("redo", c.redo),
+        ("parked in redo", c.parked_in_redo),
+        ("critical", c.critical),
+        ("unfinished (not drained)", c.unfinished),
+    ]
+}
+
+/// The latency paths every report shows, in order, with the end-to-end paths' tiers.
+pub(crate) fn latency_rows(r: &Report) -> [(&'static str, &Percentiles, Option<&Tiers>); 6] {
     let l = &r.latency;
     [
         ("ingest", &l.stages.ingest, None),
@@ -78,19 +97,7 @@ pub fn to_markdown(r: &Report) -> String {
         md.push('\n');
     }
     md.push_str("## Counts\n\n| place | changes |\n|---|---:|\n");
-    for (name, n) in [
-        ("source changes", c.source_changes),
-        ("of which snapshot", c.snapshot_changes),
-        ("raw", c.raw),
-        ("standard", c.standard),
-        ("enriched", c.enriched),
-        ("lake rows", c.lake_rows),
-        ("lake keys (final)", c.lake_keys),
-        ("redo", c.redo),
-        ("parked in redo", c.parked_in_redo),
-        ("critical", c.critical),
-        ("unfinished (not drained)", c.unfinished),
-    ] {
+    for (name, n) in count_rows(c) {
         let _ = writeln!(md, "| {name} | {n} |");
     }
     md.push_str("\n## Latency (from the source commit)\n\n");
