@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Anomaly names a scenario's `[expect]` may list (DESIGN §4, "Anomalies, by name").
-pub const ANOMALY_NAMES: [&str; 8] = [
+pub const ANOMALY_NAMES: [&str; 9] = [
     "lost",
     "duplicated",
     "reordered",
@@ -26,6 +26,7 @@ pub const ANOMALY_NAMES: [&str; 8] = [
     "torn_transaction",
     "lake_mismatch",
     "aggregate_mismatch",
+    "inconsistent_offsets",
 ];
 
 /// A parsed and validated scenario file.

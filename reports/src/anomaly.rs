@@ -23,17 +23,20 @@ pub enum AnomalyKind {
     LakeMismatch,
     /// A lake snapshot showed part of a multi-row source transaction.
     TornTransaction,
+    /// Two reads of one topic partition found different records at the same offset.
+    InconsistentOffsets,
 }
 
 impl AnomalyKind {
     /// Every checked anomaly, in report order.
-    pub const ALL: [AnomalyKind; 6] = [
+    pub const ALL: [AnomalyKind; 7] = [
         AnomalyKind::Lost,
         AnomalyKind::Duplicated,
         AnomalyKind::Reordered,
         AnomalyKind::Phantom,
         AnomalyKind::LakeMismatch,
         AnomalyKind::TornTransaction,
+        AnomalyKind::InconsistentOffsets,
     ];
 
     /// The anomaly's report name.
@@ -45,6 +48,7 @@ impl AnomalyKind {
             AnomalyKind::Phantom => "phantom",
             AnomalyKind::LakeMismatch => "lake_mismatch",
             AnomalyKind::TornTransaction => "torn_transaction",
+            AnomalyKind::InconsistentOffsets => "inconsistent_offsets",
         }
     }
 
@@ -85,6 +89,8 @@ pub struct ExactlyOnce {
     pub lake_mismatch: u64,
     /// Source transactions a lake snapshot showed only in part.
     pub torn_transaction: u64,
+    /// Offsets at which two reads found different records.
+    pub inconsistent_offsets: u64,
     /// Whether torn transactions fail the run (the scenario's `[checks]`), or only warn.
     pub torn_transaction_is_violation: bool,
     /// Examples, grouped by anomaly in report order, at most a few per anomaly.
@@ -101,6 +107,7 @@ impl ExactlyOnce {
             AnomalyKind::Phantom => self.phantom,
             AnomalyKind::LakeMismatch => self.lake_mismatch,
             AnomalyKind::TornTransaction => self.torn_transaction,
+            AnomalyKind::InconsistentOffsets => self.inconsistent_offsets,
         }
     }
 
@@ -112,6 +119,7 @@ impl ExactlyOnce {
             AnomalyKind::Phantom => &mut self.phantom,
             AnomalyKind::LakeMismatch => &mut self.lake_mismatch,
             AnomalyKind::TornTransaction => &mut self.torn_transaction,
+            AnomalyKind::InconsistentOffsets => &mut self.inconsistent_offsets,
         }
     }
 

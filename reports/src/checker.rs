@@ -80,6 +80,11 @@ const DUPLICATE_COUNTED: u16 = 1 << 7;
 const REORDER_COUNTED: u16 = 1 << 8;
 const DELETE: u16 = 1 << 9;
 
+/// An offset no read has reached yet (change ids start at 1).
+const UNREAD: u64 = 0;
+/// An offset already reported as inconsistent.
+const REPORTED: u64 = u64::MAX;
+
 /// The compact per-change record; see the module docs for why it exists.
 #[derive(Clone, Debug)]
 struct ChangeState {
@@ -174,6 +179,8 @@ fn set_first(slot: &mut u32, t_ms: u64) {
 #[derive(Clone, Debug)]
 pub struct Checker {
     opts: CheckOptions,
+    /// Per topic partition, the change first read at each offset (8 bytes per record read).
+    read_at: BTreeMap<(TopicName, u32), Vec<u64>>,
     /// Records acknowledged per (topic, partition), and read per reading host.
     partition_load: BTreeMap<(TopicName, u32), u64>,
     task_load: BTreeMap<String, u64>,
@@ -202,6 +209,7 @@ impl Checker {
     pub fn new(opts: CheckOptions) -> Self {
         Checker {
             opts,
+            read_at: BTreeMap::new(),
             partition_load: BTreeMap::new(),
             task_load: BTreeMap::new(),
             lake: LakeStats::default(),
@@ -409,6 +417,7 @@ impl Checker {
     }
 
     fn read(&mut self, t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
+        self.check_offsets(topic, partition, base, ids);
         // A record read from a topic has reached it, even when its producer never saw the
         // acknowledgement (a retry the broker recognised as a duplicate).
         for (offset, &id) in (base..).zip(ids) {
@@ -636,6 +645,34 @@ impl Checker {
             timeline,
             lake: self.lake,
             skew,
+        }
+    }
+
+    /// Every read of an offset must find the record the first read found there.
+    fn check_offsets(&mut self, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
+        let seen = self.read_at.entry((topic, partition)).or_default();
+        let end = (base as usize).saturating_add(ids.len());
+        if seen.len() < end {
+            seen.resize(end, UNREAD);
+        }
+        let mut found = Vec::new();
+        for (offset, &id) in (base..).zip(ids) {
+            let slot = &mut seen[offset as usize];
+            if *slot == UNREAD {
+                *slot = id;
+            } else if *slot != id && *slot != REPORTED {
+                found.push((offset, *slot, id));
+                *slot = REPORTED;
+            }
+        }
+        for (offset, first, then) in found {
+            let at = format!(
+                "{} p{partition}@{offset}: change {first} first, change {then} later",
+                topic.name()
+            );
+            let ex = self.example(AnomalyKind::InconsistentOffsets, then, None, at);
+            self.exactly_once
+                .record(AnomalyKind::InconsistentOffsets, ex, self.opts.max_examples);
         }
     }
 

@@ -728,10 +728,11 @@ fn json_leaves_unchecked_anomalies_out_and_round_trips() {
     let text = to_json(&r);
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let eo = &json["exactly_once"];
-    for absent in ["aborted_read", "aggregate_mismatch", "inconsistent_offsets"] {
+    for absent in ["aborted_read", "aggregate_mismatch"] {
         assert!(eo.get(absent).is_none(), "{absent} must be absent");
     }
     assert_eq!(eo["torn_transaction"], 0, "checked, so present");
+    assert_eq!(eo["inconsistent_offsets"], 0, "checked, so present");
     assert_eq!(json["verdict"], "pass");
     assert_eq!(json["latency"]["stages"]["lake"]["count"], 3);
     let back: Report = serde_json::from_str(&text).unwrap();
@@ -764,14 +765,14 @@ fn markdown_junit_and_summary_render() {
 
     let xml = to_junit(&r);
     assert!(
-        xml.contains("<testsuite name=\"nrtsim.tiny\" tests=\"9\" failures=\"2\""),
+        xml.contains("<testsuite name=\"nrtsim.tiny\" tests=\"10\" failures=\"2\""),
         "{xml}"
     );
     assert!(xml.contains(
         "name=\"duplicated\" time=\"0\">\n      <failure message=\"1 duplicated found\">"
     ));
     assert!(xml.contains("name=\"drain\" time=\"0\"/>"));
-    assert_eq!(xml.matches("<testcase").count(), 9);
+    assert_eq!(xml.matches("<testcase").count(), 10);
 
     let text = summary_text(&r);
     let lines: Vec<&str> = text.lines().collect();
@@ -1274,4 +1275,39 @@ fn skew_over_partitions_is_flagged_past_ten_times() {
         .expect("raw spread");
     assert_eq!((raw.max, raw.min), (22, 2));
     assert!(raw.flagged, "{raw:?}");
+}
+
+#[test]
+fn two_reads_that_disagree_about_an_offset_are_inconsistent() {
+    // Offset 1 of raw/0 held change 2 when first read, change 3 when read again (a leader
+    // change replaced the record under the readers).
+    let h = before_end(
+        clean(),
+        vec![
+            read(250, TopicName::Raw, 0, 0, &[1, 2]),
+            read(260, TopicName::Raw, 0, 0, &[1, 3]),
+            read(270, TopicName::Raw, 0, 1, &[4]),
+        ],
+    );
+    let a = check(&h);
+    assert_eq!(
+        a.exactly_once.inconsistent_offsets, 1,
+        "reported once per offset"
+    );
+    let ex = a
+        .exactly_once
+        .examples
+        .iter()
+        .find(|e| e.anomaly == "inconsistent_offsets")
+        .unwrap();
+    assert!(
+        ex.location
+            .starts_with("raw p0@1: change 2 first, change 3 later"),
+        "{}",
+        ex.location
+    );
+    assert_eq!(report(&a, &[], None).exit_code, 1);
+    // Reading the same records again is consistent.
+    let again = before_end(clean(), vec![read(250, TopicName::Raw, 0, 0, &[1, 2])]);
+    assert_eq!(check(&again).exactly_once.inconsistent_offsets, 0);
 }
