@@ -209,20 +209,8 @@ impl Scenario {
     /// Every host of this scenario's platform, in a stable order: the brokers, the controller,
     /// the CDC connector, then each job's tasks.
     pub fn host_names(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = (0..self.platform.brokers)
-            .map(|i| format!("broker-{i}"))
-            .collect();
-        hosts.push("controller".to_string());
-        hosts.push("cdc".to_string());
-        let p = &self.pipeline.parallelism;
-        for (job, tasks) in [
-            ("standardize", p.standardize),
-            ("enrich", p.enrich),
-            ("lake", p.lake),
-        ] {
-            hosts.extend((0..tasks).map(|i| format!("{job}-{i}")));
-        }
-        hosts
+        // The simulator names its hosts; validation must agree with it exactly.
+        nrtsim_sim::host_names(&self.platform, &self.pipeline)
     }
 
     /// The SLOs with their names parsed. Names were checked when the scenario was loaded.

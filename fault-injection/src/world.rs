@@ -3,8 +3,7 @@
 use crate::control::Control;
 use crate::spec::FaultLatency;
 use nrtsim_history::TopicName;
-use nrtsim_sim::world::topic_partition;
-use nrtsim_sim::{LatencyRange, World};
+use nrtsim_sim::{LatencyRange, TopicPartition, World};
 
 impl Control for World {
     fn host_names(&self) -> Vec<String> {
@@ -12,11 +11,11 @@ impl Control for World {
     }
 
     fn leader_of(&self, topic: TopicName, partition: u32) -> Option<String> {
-        World::leader_of(self, topic_partition(topic, partition))
+        World::leader_of(self, TopicPartition::new(topic, partition))
     }
 
     fn followers_of(&self, topic: TopicName, partition: u32) -> Vec<String> {
-        World::followers_of(self, topic_partition(topic, partition))
+        World::followers_of(self, TopicPartition::new(topic, partition))
     }
 
     fn crash(&mut self, host: &str) {

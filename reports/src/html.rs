@@ -4,7 +4,7 @@
 
 use crate::analysis::TimelineSecond;
 use crate::anomaly::AnomalyKind;
-use crate::render::{count_rows, human_ms, latency_rows, xml_escape};
+use crate::render::{count_rows, human_ms, latency_rows, percentile_cells, xml_escape};
 use crate::report::{Report, Verdict};
 use plotters::prelude::*;
 use std::fmt::Write;
@@ -153,16 +153,8 @@ fn tables(r: &Report) -> String {
     }
     h.push_str("</table><h2>Latency from the source commit</h2><table><tr><th>path</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>count</th></tr>");
     for (name, p, _) in latency_rows(r) {
-        let _ = write!(
-            h,
-            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            human_ms(p.p50_ms),
-            human_ms(p.p90_ms),
-            human_ms(p.p99_ms),
-            human_ms(p.p999_ms),
-            human_ms(p.max_ms),
-            p.count
-        );
+        let cells = percentile_cells(p).join("</td><td>");
+        let _ = write!(h, "<tr><td>{name}</td><td>{cells}</td></tr>");
     }
     h.push_str("</table><h2>Exactly once</h2><table><tr><th>anomaly</th><th>count</th></tr>");
     let eo = &r.exactly_once;

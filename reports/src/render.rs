@@ -50,6 +50,18 @@ pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 11] {
     ]
 }
 
+/// One latency path's cells as every table shows them: p50, p90, p99, p99.9, max, count.
+pub(crate) fn percentile_cells(p: &Percentiles) -> [String; 6] {
+    [
+        human_ms(p.p50_ms),
+        human_ms(p.p90_ms),
+        human_ms(p.p99_ms),
+        human_ms(p.p999_ms),
+        human_ms(p.max_ms),
+        p.count.to_string(),
+    ]
+}
+
 /// The latency paths every report shows, in order, with the end-to-end paths' tiers.
 pub(crate) fn latency_rows(r: &Report) -> [(&'static str, &Percentiles, Option<&Tiers>); 6] {
     let l = &r.latency;
@@ -104,16 +116,7 @@ pub fn to_markdown(r: &Report) -> String {
     md.push_str("| path | p50 | p90 | p99 | p99.9 | max | count |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
     for (name, p, _) in latency_rows(r) {
-        let _ = writeln!(
-            md,
-            "| {name} | {} | {} | {} | {} | {} | {} |",
-            human_ms(p.p50_ms),
-            human_ms(p.p90_ms),
-            human_ms(p.p99_ms),
-            human_ms(p.p999_ms),
-            human_ms(p.max_ms),
-            p.count
-        );
+        let _ = writeln!(md, "| {name} | {} |", percentile_cells(p).join(" | "));
     }
     let b = &r.tiers.bounds;
     let _ = writeln!(

@@ -14,4 +14,5 @@ pub mod wire;
 pub mod world;
 
 pub use config::{LatencyRange, NetworkConfig, PlatformConfig};
+pub use nrtsim_pipeline::TopicPartition;
 pub use world::{host_names, RunSpec, SimError, World};

@@ -82,16 +82,6 @@ impl Recorder {
         self.pending
     }
 
-    /// Changes parked in redo.
-    pub fn parked(&self) -> u64 {
-        self.state.iter().filter(|s| **s == PARKED).count() as u64
-    }
-
-    /// The observations so far.
-    pub fn observations(&self) -> &[Observation] {
-        &self.observations
-    }
-
     /// Takes the observations.
     pub fn take(&mut self) -> Vec<Observation> {
         std::mem::take(&mut self.observations)

@@ -169,18 +169,6 @@ pub struct Arena {
     messages: BTreeMap<u64, Message>,
 }
 
-impl Arena {
-    /// Messages waiting to be taken (those lost on cut links stay until the run ends).
-    pub fn len(&self) -> usize {
-        self.messages.len()
-    }
-
-    /// Whether no message is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-}
-
 /// The shared arena.
 pub type SharedArena = Rc<RefCell<Arena>>;
 

@@ -362,24 +362,9 @@ impl World {
         self.recorder.borrow_mut().record(obs);
     }
 
-    /// Source changes still on their way.
-    pub fn pending(&self) -> u64 {
-        self.recorder.borrow().pending()
-    }
-
-    /// The history so far.
-    pub fn observations(&self) -> std::cell::Ref<'_, Recorder> {
-        self.recorder.borrow()
-    }
-
     /// Ends the run and hands over its history.
     pub fn into_history(self) -> Vec<Observation> {
         self.recorder.borrow_mut().take()
-    }
-
-    /// Rows in the lake table's latest snapshot.
-    pub fn lake_rows(&self) -> usize {
-        self.lake.borrow().len()
     }
 
     /// Every host's name.
@@ -598,9 +583,4 @@ async fn drive(
         drained,
     });
     Ok(())
-}
-
-/// The topic partition `topic/partition`, for fault targets.
-pub fn topic_partition(topic: TopicName, partition: u32) -> TopicPartition {
-    TopicPartition::new(topic, partition)
 }
