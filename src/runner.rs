@@ -122,6 +122,7 @@ fn check_options(scenario: Option<&Scenario>) -> CheckOptions {
         torn_transaction: scenario
             .map(|s| s.checks.torn_transaction)
             .unwrap_or_default(),
+        lake_history: scenario.map(|s| s.checks.lake_history).unwrap_or_default(),
         ..CheckOptions::default()
     }
 }

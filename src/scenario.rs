@@ -6,7 +6,7 @@ mod locate;
 
 use locate::DocIndex;
 use nrtsim_faults::FaultSpec;
-use nrtsim_pipeline::{Acks, Delivery, LakeMode};
+use nrtsim_pipeline::{Acks, Delivery};
 use nrtsim_pipeline::{CostConfig, PipelineConfig};
 use nrtsim_reports::{Checks, Expect, SloName};
 use nrtsim_sim::{NetworkConfig, PlatformConfig};
@@ -396,11 +396,6 @@ impl Scenario {
                 "pipeline.producer.acks",
                 "an idempotent producer needs acks = \"all\" (Kafka refuses idempotence with \
                  acks 0 or 1); set acks = \"all\" or idempotence = false",
-            ),
-            (
-                p.lake.mode == LakeMode::Upsert,
-                "pipeline.lake.mode",
-                "only \"upsert\" is modelled so far; \"changelog\" (every change kept) is not",
             ),
             (
                 p.lake.buckets >= 1 && p.lake.small_file_rows >= 1,

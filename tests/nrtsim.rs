@@ -517,6 +517,67 @@ checkpoint_interval = "5s"
         }
     }
 
+    /// Random checkpoint intervals, lake modes and layouts, and job-task crashes.
+    fn pipeline_shapes() -> impl Strategy<Value = (u64, String, Vec<FaultSpec>)> {
+        let interval = 1u64..=30;
+        let mode = prop_oneof![Just("upsert"), Just("changelog")];
+        let layout = prop_oneof![Just("merge-on-read"), Just("copy-on-write")];
+        let crash = (1_000u64..28_000, 500u64..12_000, 0..JOBS.len()).prop_map(|(at, d, j)| {
+            let mut spec = FaultSpec::new(SimDuration::from_ms(at), FaultKind::Crash);
+            spec.target = Some(JOBS[j].to_string());
+            spec.duration = Some(SimDuration::from_ms(d));
+            spec
+        });
+        (
+            1u64..1_000,
+            interval,
+            mode,
+            layout,
+            prop::collection::vec(crash, 1..4),
+        )
+            .prop_map(|(seed, interval, mode, layout, crashes)| {
+                // A changelog lake owes its readers every change; hold it to that.
+                let history = if mode == "changelog" {
+                    "every-change"
+                } else {
+                    "end-state"
+                };
+                let text = BASE.replace(
+                    "checkpoint_interval = \"5s\"",
+                    &format!(
+                        "checkpoint_interval = \"{interval}s\"\n\
+                         lake = {{ mode = \"{mode}\", layout = \"{layout}\", buckets = 2 }}\n\
+                         [checks]\nlake_history = \"{history}\""
+                    ),
+                );
+                (seed, text, crashes)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: env_or("PROPTEST_CASES", 8) as u32,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(env_or("NRTSIM_SCHEDULE_SEED", 20261121)),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn exactly_once_survives_any_checkpoint_interval_lake_mode_and_task_crash(
+            (seed, text, crashes) in pipeline_shapes()
+        ) {
+            let report = run(&text, seed, &crashes);
+            let eo = &report.exactly_once;
+            prop_assert!(
+                eo.total() == eo.torn_transaction,
+                "seed {seed}, crashes {crashes:?}, scenario:\n{text}\n{}",
+                nrtsim_reports::summary_text(&report)
+            );
+            prop_assert!(report.drained, "seed {seed}, {text}: did not drain");
+            prop_assert!(report.conservation.holds, "seed {seed}, {text}: conservation broken");
+        }
+    }
+
     #[test]
     fn acks_1_loses_writes_under_some_schedules() {
         let acks1 = BASE.replace(

@@ -2,7 +2,7 @@
 //!
 //! Two formats, told apart by their first bytes when read:
 //!
-//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH1`, then
+//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH2`, then
 //!   one frame per observation (a little-endian `u32` length and the observation's postcard
 //!   encoding), then a zero length that marks the end, so a cut-short file is an error and not
 //!   a shorter history.
@@ -18,7 +18,7 @@
 //! {"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}
-//! {"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}
+//! {"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11,"folded":false}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}
 //! {"type":"checkpoint","t_ms":9,"host":"lake-0","checkpoint_id":1}
 //! {"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}
 //! {"type":"workload_end","t_ms":10}
@@ -42,7 +42,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of a decompressed binary history.
-pub const MAGIC: &[u8; 8] = b"NRTSIMH1";
+pub const MAGIC: &[u8; 8] = b"NRTSIMH2";
 /// The first bytes of every zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd level: fast, and histories compress well at it.
@@ -755,7 +755,7 @@ mod tests {
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}"#,
-        r#"{"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}"#,
+        r#"{"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11,"folded":false}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}"#,
         r#"{"type":"checkpoint","t_ms":9,"host":"lake-0","checkpoint_id":1}"#,
         r#"{"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}"#,
         r#"{"type":"workload_end","t_ms":10}"#,

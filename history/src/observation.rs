@@ -96,6 +96,10 @@ pub struct LakeRow {
     pub key: Key,
     /// Digest of the row's source columns; `None` when the commit deletes the row.
     pub digest: Option<u64>,
+    /// A later row of the same key in this commit replaced this version before any snapshot
+    /// showed it (an upsert table keeps only each key's end state).
+    #[serde(default)]
+    pub folded: bool,
 }
 
 /// The lake table's files after a commit: what the layout costs in files.

@@ -79,6 +79,7 @@ fn sample() -> Vec<Observation> {
                     change_id: j,
                     key: key(j),
                     digest: (j == 0).then_some(j),
+                    folded: j == 1,
                 })
                 .collect(),
             files: Default::default(),

@@ -135,6 +135,19 @@ pub enum OnMiss {
     Drop,
 }
 
+/// What the end of a run waits for in `redo`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedoAtEnd {
+    /// Records parked in `redo` count as settled: they wait for a store version that may be
+    /// hours away (reported as parked).
+    #[default]
+    Park,
+    /// The run drains only once `redo` is empty: every record in it enriched on a later
+    /// store version or sent to `critical` after its last attempt.
+    Wait,
+}
+
 /// Enrichment settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,6 +158,12 @@ pub struct EnrichConfig {
     pub max_redo_attempts: u32,
     /// `redo` or `drop`. Default `redo`.
     pub on_miss: OnMiss,
+    /// Whether a redo record carries an attempt counter. Without one (`false`, a known mistake)
+    /// `max_redo_attempts` cannot be enforced and a record that never resolves cycles through
+    /// `redo` forever. Default `true`.
+    pub attempt_counter: bool,
+    /// `park` or `wait`. Default `park`.
+    pub redo_at_end: RedoAtEnd,
 }
 
 impl Default for EnrichConfig {
@@ -153,6 +172,8 @@ impl Default for EnrichConfig {
             store_refresh: SimDuration::from_secs(3600),
             max_redo_attempts: 3,
             on_miss: OnMiss::Redo,
+            attempt_counter: true,
+            redo_at_end: RedoAtEnd::Park,
         }
     }
 }
@@ -179,6 +200,21 @@ pub enum LakeLayout {
     MergeOnRead,
 }
 
+/// When the lake sink commits a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LakeCommitPolicy {
+    /// At every checkpoint, with the input positions the rows cover (exactly-once) or just
+    /// before the positions are checkpointed (at-least-once).
+    #[default]
+    Checkpoint,
+    /// On the sink's own timer (`commit_interval`), apart from the checkpoints that save its
+    /// input positions (a known mistake: rows and positions part, so a crash loses what was
+    /// checkpointed but not committed and applies twice what was committed but not
+    /// checkpointed).
+    Timer,
+}
+
 /// Lake table settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -194,6 +230,10 @@ pub struct LakeConfig {
     /// A file with fewer rows than this counts as small (about 20 MB of 200-byte rows, well
     /// short of the 128 MB a lake aims for). Default 100000.
     pub small_file_rows: u64,
+    /// `checkpoint` or `timer`. Default `checkpoint`.
+    pub commit: LakeCommitPolicy,
+    /// How often a `timer` sink commits. Default 15s.
+    pub commit_interval: SimDuration,
 }
 
 impl Default for LakeConfig {
@@ -204,6 +244,8 @@ impl Default for LakeConfig {
             compaction_interval: SimDuration::from_secs(300),
             buckets: 4,
             small_file_rows: 100_000,
+            commit: LakeCommitPolicy::Checkpoint,
+            commit_interval: SimDuration::from_secs(15),
         }
     }
 }

@@ -439,6 +439,11 @@ fn process(
 /// The lake sink: reads `enriched`, buffers row versions, and commits them to the lake table
 /// at every checkpoint. Under exactly-once the commit carries the input offsets, so rows and
 /// offsets cannot part; under at-least-once the offsets are committed after the rows.
+///
+/// With `timer_commit_ms` the sink instead commits rows on its own timer and checkpoints its
+/// offsets on the checkpoint interval, apart from the rows: the known mistake of a sink that
+/// commits outside the checkpoint.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
     log: &mut L,
     env: &E,
@@ -447,12 +452,16 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
     partitions: &[u32],
     s: &TaskSettings,
     commit_cost_ms: u64,
+    timer_commit_ms: Option<u64>,
 ) {
     let saved = store.load(env.host()).unwrap_or_default();
     let from_lake = lake.borrow().last_commit(env.host()).cloned();
-    let mut checkpoint_id = saved.id.max(from_lake.as_ref().map_or(0, |c| c.0));
-    let restored = match (s.delivery, from_lake) {
-        (Delivery::ExactlyOnce, Some((_, offsets))) => offsets,
+    // Lake commits are numbered after the last one the lake holds, so none is mistaken for a
+    // replay of an earlier one.
+    let mut commit_id = from_lake.as_ref().map_or(0, |c| c.0);
+    let mut checkpoint_id = saved.id.max(commit_id);
+    let restored = match (s.delivery, from_lake, timer_commit_ms) {
+        (Delivery::ExactlyOnce, Some((_, offsets)), None) => offsets,
         _ => saved.offsets,
     };
     let mut offsets: BTreeMap<TopicPartition, u64> = partitions
@@ -463,6 +472,7 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
         })
         .collect();
     let mut buffer: Vec<PendingWrite> = Vec::new();
+    let mut last_checkpoint_ms = env.now_ms();
     let mut last_commit_ms = env.now_ms();
     loop {
         let positions: Vec<(TopicPartition, u64)> =
@@ -498,36 +508,42 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
             store.save(env.host(), cp);
         }
         work(s.per_record_us, n).await;
-        if env.now_ms().saturating_sub(last_commit_ms) < s.checkpoint_interval_ms {
+        if let Some(timer_ms) = timer_commit_ms {
+            let now = env.now_ms();
+            if now.saturating_sub(last_commit_ms) >= timer_ms {
+                last_commit_ms = now;
+                if !buffer.is_empty() {
+                    pause_ms(commit_cost_ms).await;
+                    commit_id += 1;
+                    commit_rows(env, lake, commit_id, &buffer, &offsets);
+                    buffer.clear();
+                }
+            }
+            if env.now_ms().saturating_sub(last_checkpoint_ms) >= s.checkpoint_interval_ms {
+                last_checkpoint_ms = env.now_ms();
+                // The positions read so far, whether or not their rows are committed yet.
+                checkpoint_id = checkpoint_id.max(commit_id) + 1;
+                let cp = TaskCheckpoint {
+                    id: checkpoint_id,
+                    offsets: offsets.clone(),
+                    ..Default::default()
+                };
+                store.save(env.host(), cp);
+                record_checkpoint(env, checkpoint_id);
+            }
             continue;
         }
-        last_commit_ms = env.now_ms();
+        if env.now_ms().saturating_sub(last_checkpoint_ms) < s.checkpoint_interval_ms {
+            continue;
+        }
+        last_checkpoint_ms = env.now_ms();
         if buffer.is_empty() {
             continue;
         }
         pause_ms(commit_cost_ms).await;
-        checkpoint_id += 1;
-        let now = env.now_ms();
-        let committed =
-            lake.borrow_mut()
-                .commit(env.host(), checkpoint_id, &buffer, offsets.clone(), now);
-        if let Some(info) = committed {
-            env.record(Observation::LakeCommit {
-                t_ms: env.now_ms(),
-                host: env.host().to_string(),
-                checkpoint_id,
-                snapshot_id: info.snapshot_id,
-                rows: buffer
-                    .iter()
-                    .map(|w| LakeRow {
-                        change_id: w.change_id,
-                        key: w.key,
-                        digest: w.row.as_ref().map(|r| r.digest()),
-                    })
-                    .collect(),
-                files: info.files,
-            });
-        }
+        checkpoint_id = checkpoint_id.max(commit_id) + 1;
+        commit_id = checkpoint_id;
+        commit_rows(env, lake, checkpoint_id, &buffer, &offsets);
         buffer.clear();
         if s.delivery == Delivery::AtLeastOnce {
             // The offset commit is its own round trip after the rows are visible.
@@ -540,5 +556,39 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
             store.save(env.host(), cp);
         }
         record_checkpoint(env, checkpoint_id);
+    }
+}
+
+/// Commits `buffer` as one lake snapshot numbered `commit_id`, with the input `offsets` it
+/// covers, and records what became visible.
+fn commit_rows<E: Env>(
+    env: &E,
+    lake: &RefCell<LakeTable>,
+    commit_id: u64,
+    buffer: &[PendingWrite],
+    offsets: &BTreeMap<TopicPartition, u64>,
+) {
+    let now = env.now_ms();
+    let committed = lake
+        .borrow_mut()
+        .commit(env.host(), commit_id, buffer, offsets.clone(), now);
+    if let Some(info) = committed {
+        env.record(Observation::LakeCommit {
+            t_ms: now,
+            host: env.host().to_string(),
+            checkpoint_id: commit_id,
+            snapshot_id: info.snapshot_id,
+            rows: buffer
+                .iter()
+                .zip(&info.folded)
+                .map(|(w, &folded)| LakeRow {
+                    change_id: w.change_id,
+                    key: w.key,
+                    digest: w.row.as_ref().map(|r| r.digest()),
+                    folded,
+                })
+                .collect(),
+            files: info.files,
+        });
     }
 }

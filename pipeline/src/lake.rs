@@ -3,17 +3,22 @@
 //! (task, checkpoint id), and a commit can carry the sink's input offsets so that rows and
 //! offsets move together.
 //!
+//! In `upsert` mode the table keeps one row per key, and versions of a key that a later write
+//! in the same commit replaces are *folded*: no snapshot ever shows them (end-state sync). In
+//! `changelog` mode every version is kept as its own row, with its op and LSN, so that every
+//! state a key passed through can be read back.
+//!
 //! The table also keeps account of its files, which is where a layout's cost shows. Each
 //! table's keys hash into buckets (file groups). Copy-on-write rewrites a touched bucket's one
 //! file at every commit; merge-on-read adds a delta file per touched bucket and folds deltas
 //! into the base file at each compaction. Frequent commits of few rows make many small files.
 
 use crate::canonical::MerchantInfo;
-use crate::config::{LakeConfig, LakeLayout};
+use crate::config::{LakeConfig, LakeLayout, LakeMode};
 use crate::record::TopicPartition;
 use nrtsim_history::LakeFiles;
 use nrtsim_workloads::{Key, Row, Table};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A row version waiting for the next commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,12 +45,15 @@ pub struct LakeEntry {
 }
 
 /// What a successful commit made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
     /// The new snapshot.
     pub snapshot_id: u64,
     /// The table's files after the commit.
     pub files: LakeFiles,
+    /// Per write, in order: whether a later write of the same key in this commit replaced it
+    /// before any snapshot showed it (always `false` in `changelog` mode).
+    pub folded: Vec<bool>,
 }
 
 /// One bucket's files: a base file (if any rows were ever compacted or rewritten into it) and
@@ -70,6 +78,8 @@ pub struct LakeTable {
     config: LakeConfig,
     buckets: BTreeMap<(Table, u32), Bucket>,
     last_compaction_ms: u64,
+    /// Row versions kept: one per key in `upsert` mode, one per change in `changelog` mode.
+    versions: u64,
 }
 
 impl LakeTable {
@@ -109,27 +119,36 @@ impl LakeTable {
                 return None;
             }
         }
+        let folded = self.folds(writes);
+        let changelog = self.config.mode == LakeMode::Changelog;
         let mut touched: BTreeMap<(Table, u32), u64> = BTreeMap::new();
-        for w in writes {
+        for (w, &folded) in writes.iter().zip(&folded) {
             let bucket = self.bucket_of(&w.key);
-            *touched.entry(bucket).or_insert(0) += 1;
+            if !folded {
+                *touched.entry(bucket).or_insert(0) += 1;
+            }
             let live = &mut self.buckets.entry(bucket).or_default().rows;
-            match &w.row {
+            let existed = match &w.row {
                 Some(row) => {
                     let entry = LakeEntry {
                         change_id: w.change_id,
                         row: row.clone(),
                         merchant: w.merchant.clone(),
                     };
-                    if self.rows.insert(w.key, entry).is_none() {
-                        *live += 1;
-                    }
+                    self.rows.insert(w.key, entry).is_some()
                 }
-                None => {
-                    if self.rows.remove(&w.key).is_some() {
-                        *live -= 1;
-                    }
-                }
+                None => self.rows.remove(&w.key).is_some(),
+            };
+            if changelog {
+                // Every version is a row of its own, deletes included.
+                *live += 1;
+                self.versions += 1;
+            } else if w.row.is_some() && !existed {
+                *live += 1;
+                self.versions += 1;
+            } else if w.row.is_none() && existed {
+                *live -= 1;
+                self.versions -= 1;
             }
         }
         let files_written = self.write_files(&touched, now_ms);
@@ -139,7 +158,21 @@ impl LakeTable {
         Some(CommitInfo {
             snapshot_id: self.next_snapshot,
             files: self.files(&files_written),
+            folded,
         })
+    }
+
+    /// Which of `writes` a later write of the same key replaces within one commit: in
+    /// `upsert` mode all but each key's last; in `changelog` mode none.
+    pub fn folds(&self, writes: &[PendingWrite]) -> Vec<bool> {
+        let mut folded = vec![false; writes.len()];
+        if self.config.mode == LakeMode::Upsert {
+            let mut later: BTreeSet<Key> = BTreeSet::new();
+            for (i, w) in writes.iter().enumerate().rev() {
+                folded[i] = !later.insert(w.key);
+            }
+        }
+        folded
     }
 
     /// Writes the files a commit touching `touched` (rows per bucket) makes; returns the rows
@@ -212,6 +245,12 @@ impl LakeTable {
     /// Whether the latest snapshot is empty.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// Row versions the table keeps: its rows in `upsert` mode, every change it was given in
+    /// `changelog` mode.
+    pub fn versions(&self) -> u64 {
+        self.versions
     }
 
     /// Snapshots committed so far.
@@ -317,6 +356,45 @@ mod tests {
             info.files.small_files, 2,
             "30 rows per bucket is still small"
         );
+    }
+
+    #[test]
+    fn upsert_folds_versions_replaced_within_a_commit_and_changelog_keeps_them() {
+        let batch = [
+            write(1, 10, 5),
+            write(2, 11, 1),
+            write(1, 12, 7),
+            write(1, 13, 9),
+        ];
+        // One bucket, and a file of fewer than 3 rows counts as small.
+        let cfg = LakeConfig {
+            buckets: 1,
+            small_file_rows: 3,
+            ..LakeConfig::default()
+        };
+        let mut upsert = LakeTable::with_config(cfg.clone());
+        let info = upsert
+            .commit("lake-0", 1, &batch, BTreeMap::new(), 0)
+            .unwrap();
+        assert_eq!(info.folded, vec![true, false, true, false]);
+        assert_eq!(upsert.versions(), 2, "one row per key");
+        assert_eq!(info.files.small_files_written, 1, "a delta of 2 rows");
+        let mut changelog = LakeTable::with_config(LakeConfig {
+            mode: LakeMode::Changelog,
+            ..cfg
+        });
+        let info = changelog
+            .commit("lake-0", 1, &batch, BTreeMap::new(), 0)
+            .unwrap();
+        assert_eq!(info.folded, vec![false; 4]);
+        assert_eq!(changelog.versions(), 4, "every change kept");
+        assert_eq!(info.files.small_files_written, 0, "a delta of 4 rows");
+        let key = Key {
+            table: Table::Accounts,
+            id: 1,
+        };
+        assert_eq!(changelog.get(&key).unwrap().change_id, 13, "latest view");
+        assert_eq!(upsert.get(&key).unwrap().change_id, 13);
     }
 
     #[test]

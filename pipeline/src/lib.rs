@@ -13,8 +13,9 @@ pub mod record;
 pub mod standardize;
 
 pub use config::{
-    Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeConfig, LakeLayout,
-    LakeMode, OnMiss, Parallelism, PartitionKey, PipelineConfig, ProducerConfig,
+    Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeCommitPolicy,
+    LakeConfig, LakeLayout, LakeMode, OnMiss, Parallelism, PartitionKey, PipelineConfig,
+    ProducerConfig, RedoAtEnd,
 };
 pub use env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
 pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};

@@ -35,6 +35,43 @@ pub struct Counts {
     pub unfinished: u64,
 }
 
+/// Where every source change ended: the conservation line `source = enriched + waiting in
+/// redo + critical + unaccounted`. Each change counts once, at the furthest place it ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conservation {
+    /// Source changes.
+    pub source: u64,
+    /// Changes that reached the enriched topic and were not parked in redo or sent to
+    /// critical afterwards.
+    pub enriched: u64,
+    /// Changes parked in redo at the end.
+    pub waiting_in_redo: u64,
+    /// Changes in critical (poison, or out of redo attempts).
+    pub critical: u64,
+    /// Changes none of those account for: dropped, lost, or still on their way when a run that
+    /// did not drain ended.
+    pub unaccounted: u64,
+    /// Whether nothing is unaccounted for.
+    pub holds: bool,
+}
+
+impl Conservation {
+    /// Counts one change: `critical`, `parked`, `enriched` say where it ended.
+    pub(crate) fn add(&mut self, critical: bool, parked: bool, enriched: bool) {
+        self.source += 1;
+        if critical {
+            self.critical += 1;
+        } else if parked {
+            self.waiting_in_redo += 1;
+        } else if enriched {
+            self.enriched += 1;
+        } else {
+            self.unaccounted += 1;
+        }
+        self.holds = self.unaccounted == 0;
+    }
+}
+
 /// A fault as the history recorded it: when it began and, if it was healed, when it ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultWindow {
@@ -94,6 +131,8 @@ pub struct Analysis {
     pub lake: LakeStats,
     /// How unevenly load spread: over each topic's partitions, and over the reading tasks.
     pub skew: Vec<crate::skew::Spread>,
+    /// Where every source change ended.
+    pub conservation: Conservation,
 }
 
 /// What the lake's layout cost: snapshots, files written, and the files the last snapshot
@@ -112,6 +151,10 @@ pub struct LakeStats {
     pub small_files: u64,
     /// Files written over the run that were below the threshold.
     pub small_files_written: u64,
+    /// Row versions an upsert table folded into a later version of the same key within one
+    /// commit: states no snapshot showed (0 in `changelog` mode).
+    #[serde(default)]
+    pub versions_folded: u64,
 }
 
 /// One simulated second of the run (the initial snapshot left out).

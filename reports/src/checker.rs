@@ -30,17 +30,22 @@
 //!   for its key (the lake really holds it), so that key usually shows as `lake_mismatch` too.
 //! - A `Routed` observation for an unknown change id counts as `phantom` like a read, produce or
 //!   lake row would.
+//! - When the scenario needs every change in the lake (`[checks] lake_history =
+//!   "every-change"`), a change the lake applied only as a folded version (an upsert table kept
+//!   a later version of its key from the same commit) is `lost`: no reader ever saw that state.
 //! - An undrained run is judged like any other: changes still in flight at the end are `lost`,
 //!   so exit code 1 wins over 4 (the lowest non-zero code wins).
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::analysis::{Analysis, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond};
+use crate::analysis::{
+    Analysis, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond,
+};
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
 use crate::skew::Spread;
-use crate::torn::{TornPolicy, TornTracker};
+use crate::torn::{LakeHistory, TornPolicy, TornTracker};
 use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, TopicName};
 use nrtsim_workloads::{Key, Op};
 
@@ -53,6 +58,8 @@ pub struct CheckOptions {
     pub max_examples: usize,
     /// Whether a torn transaction fails the run.
     pub torn_transaction: TornPolicy,
+    /// Whether every change must become visible in the lake, or each key's end state is enough.
+    pub lake_history: LakeHistory,
 }
 
 impl Default for CheckOptions {
@@ -61,6 +68,7 @@ impl Default for CheckOptions {
             tiers: TierBounds::default(),
             max_examples: 8,
             torn_transaction: TornPolicy::Warning,
+            lake_history: LakeHistory::EndState,
         }
     }
 }
@@ -79,6 +87,8 @@ const LAST_ROUTE_REDO: u16 = 1 << 6;
 const DUPLICATE_COUNTED: u16 = 1 << 7;
 const REORDER_COUNTED: u16 = 1 << 8;
 const DELETE: u16 = 1 << 9;
+/// Some lake snapshot showed this version (it was applied without being folded).
+const SHOWN: u16 = 1 << 10;
 
 /// An offset no read has reached yet (change ids start at 1).
 const UNREAD: u64 = 0;
@@ -286,6 +296,7 @@ impl Checker {
                 self.lake.live_files = u64::from(files.live_files);
                 self.lake.small_files = u64::from(files.small_files);
                 self.lake.small_files_written += u64::from(files.small_files_written);
+                self.lake.versions_folded += rows.iter().filter(|r| r.folded).count() as u64;
                 self.lake_commit(*t_ms, *checkpoint_id, *snapshot_id, rows)
             }
             Observation::Checkpoint { .. } => {}
@@ -546,6 +557,9 @@ impl Checker {
             };
             let first_apply = c.lake_applies == 0;
             c.lake_applies = c.lake_applies.saturating_add(1);
+            if !row.folded {
+                c.flags |= SHOWN;
+            }
             set_first(&mut c.lake_ms, t_ms);
             let poison = c.has(POISON);
             let ks = &mut self.keys[key as usize];
@@ -599,6 +613,10 @@ impl Checker {
         let stalled = !self.drained;
         let mut timeline: Vec<TimelineSecond> = Vec::new();
         let mut unfinished_keys: BTreeSet<u32> = BTreeSet::new();
+        let mut conservation = Conservation {
+            holds: true,
+            ..Conservation::default()
+        };
         for i in 0..self.changes.len() {
             let c = &self.changes[i];
             if !c.has(KNOWN) {
@@ -606,6 +624,11 @@ impl Checker {
             }
             let id = i as u64 + 1;
             tally(&mut counts, c);
+            conservation.add(
+                c.has(ROUTED_CRITICAL),
+                c.parked(),
+                c.enriched_ms != NEVER || c.has(SEEN_ENRICHED) || c.applied(),
+            );
             if !c.has(SNAPSHOT) {
                 record_latencies(&mut latency, c, &bounds);
                 add_to_timeline(&mut timeline, c);
@@ -621,6 +644,19 @@ impl Checker {
                 unfinished_keys.insert(c.key);
             } else if lost {
                 let at = lost_location(c);
+                let key = self.key_name_of(id);
+                let ex = self.example(AnomalyKind::Lost, id, key, at);
+                self.exactly_once
+                    .record(AnomalyKind::Lost, ex, self.opts.max_examples);
+            } else if self.opts.lake_history == LakeHistory::EveryChange
+                && c.applied()
+                && !c.has(SHOWN)
+                && !c.has(POISON)
+            {
+                // The sink had it, but the upsert table kept only a later version of the key.
+                let at = "lake: folded into a later version of its key within one commit; \
+                          no snapshot shows this state"
+                    .to_string();
                 let key = self.key_name_of(id);
                 let ex = self.example(AnomalyKind::Lost, id, key, at);
                 self.exactly_once
@@ -645,6 +681,7 @@ impl Checker {
             timeline,
             lake: self.lake,
             skew,
+            conservation,
         }
     }
 

@@ -18,7 +18,9 @@ pub mod skew;
 pub mod slo;
 pub mod torn;
 
-pub use analysis::{Analysis, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond};
+pub use analysis::{
+    Analysis, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond,
+};
 pub use anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 pub use checker::{analyze, CheckOptions, Checker};
 pub use expect::Expect;
@@ -31,4 +33,4 @@ pub use report::{
 };
 pub use skew::Spread;
 pub use slo::{SloMetric, SloName};
-pub use torn::{Checks, TornPolicy};
+pub use torn::{Checks, LakeHistory, TornPolicy};

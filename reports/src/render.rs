@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::Counts;
+use crate::analysis::{Conservation, Counts};
 use crate::anomaly::AnomalyKind;
 use crate::latency::{Percentiles, Tiers};
 use crate::report::Report;
@@ -32,7 +32,6 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
-/// The latency rows every renderer shows: label, summary, and tiers for end-to-end paths.
 /// The counts every report shows, in order.
 pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 11] {
     [
@@ -48,6 +47,19 @@ pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 11] {
         ("critical", c.critical),
         ("unfinished (not drained)", c.unfinished),
     ]
+}
+
+/// The conservation line in words.
+pub(crate) fn conservation_line(c: &Conservation) -> String {
+    format!(
+        "conserved  source {} = enriched {} + redo {} + critical {} + unaccounted {}  {}",
+        c.source,
+        c.enriched,
+        c.waiting_in_redo,
+        c.critical,
+        c.unaccounted,
+        if c.holds { "holds" } else { "BROKEN" }
+    )
 }
 
 /// One latency path's cells as every table shows them: p50, p90, p99, p99.9, max, count.
@@ -171,12 +183,18 @@ pub fn to_markdown(r: &Report) -> String {
             );
         }
     }
+    let _ = writeln!(
+        md,
+        "\n## Conservation\n\n{}",
+        conservation_line(&r.conservation)
+    );
     let l = &r.lake;
     let _ = write!(
         md,
-        "\n## Lake files\n\n| snapshots | files written | per snapshot | small written | live files | small live |\n\
-         |---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.1} | {} | {} | {} |\n",
-        l.snapshots, l.files_written, l.files_per_snapshot, l.small_files_written, l.live_files, l.small_files
+        "\n## Lake files\n\n| snapshots | files written | per snapshot | small written | live files | small live | versions folded |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.1} | {} | {} | {} | {} |\n",
+        l.snapshots, l.files_written, l.files_per_snapshot, l.small_files_written, l.live_files, l.small_files,
+        l.versions_folded
     );
     md.push_str("\n## Skew (max/min load; flagged past 10x)\n\n| over | max | min | ratio | flagged |\n|---|---:|---:|---:|---|\n");
     for sp in &r.skew {
@@ -497,13 +515,14 @@ pub fn summary_text(r: &Report) -> String {
     let l = &r.lake;
     let _ = writeln!(
         s,
-        "lake     {} snapshots  {} files written ({:.1} per snapshot, {} small)  {} live, {} small",
+        "lake     {} snapshots  {} files ({:.1}/snapshot, {} small)  {} live ({} small)  {} folded",
         l.snapshots,
         l.files_written,
         l.files_per_snapshot,
         l.small_files_written,
         l.live_files,
-        l.small_files
+        l.small_files,
+        l.versions_folded
     );
     let skew: Vec<String> = r
         .skew
@@ -520,6 +539,7 @@ pub fn summary_text(r: &Report) -> String {
     if !skew.is_empty() {
         let _ = writeln!(s, "skew     max/min load: {}", skew.join("  "));
     }
+    let _ = writeln!(s, "{}", conservation_line(&r.conservation));
     let open = r.faults.iter().filter(|f| f.end_ms.is_none()).count();
     let _ = writeln!(
         s,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analysis, Counts, FaultWindow, LakeStats, TimelineSecond};
+use crate::analysis::{Analysis, Conservation, Counts, FaultWindow, LakeStats, TimelineSecond};
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
 use crate::latency::{Percentiles, TierBounds, Tiers};
@@ -162,6 +162,10 @@ pub struct Report {
     pub lake: LakeStats,
     /// Load over each topic's partitions and over the tasks; flagged past 10× max/min.
     pub skew: Vec<crate::skew::Spread>,
+    /// Where every source change ended: source = enriched + waiting in redo + critical +
+    /// unaccounted.
+    #[serde(default)]
+    pub conservation: Conservation,
     /// Per simulated second: committed, made visible, and the worst lake latency.
     pub timeline: Vec<TimelineSecond>,
     /// The scenario's `[expect]` and whether it held; only present when it has one.
@@ -254,6 +258,7 @@ impl Report {
                 ..analysis.lake
             },
             skew: analysis.skew.clone(),
+            conservation: analysis.conservation,
             timeline: analysis.timeline.clone(),
             expectation,
         }

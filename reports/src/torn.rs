@@ -20,12 +20,26 @@ pub enum TornPolicy {
     Violation,
 }
 
+/// What the lake owes its readers: each key's latest state, or every state it passed through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LakeHistory {
+    /// Each key's end state is enough (a balance, a customer's address).
+    #[default]
+    EndState,
+    /// Every change must become visible in some snapshot (an order's states for settlement):
+    /// a version an upsert table folds into a later one within a commit is `lost`.
+    EveryChange,
+}
+
 /// The `[checks]` section of a scenario: how strict the checker is where the scenario decides.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Checks {
     /// `warning` or `violation`. Default `warning`.
     pub torn_transaction: TornPolicy,
+    /// `end-state` or `every-change`. Default `end-state`.
+    pub lake_history: LakeHistory,
 }
 
 #[derive(Clone, Debug)]

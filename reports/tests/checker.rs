@@ -111,6 +111,7 @@ fn lake(t_ms: u64, checkpoint_id: u64, rows: &[(u64, u64, Option<u64>)]) -> Obse
                 change_id,
                 key: key(key_id),
                 digest,
+                folded: false,
             })
             .collect(),
         files: Default::default(),
@@ -1310,4 +1311,115 @@ fn two_reads_that_disagree_about_an_offset_are_inconsistent() {
     // Reading the same records again is consistent.
     let again = before_end(clean(), vec![read(250, TopicName::Raw, 0, 0, &[1, 2])]);
     assert_eq!(check(&again).exactly_once.inconsistent_offsets, 0);
+}
+
+/// `clean()` as an upsert lake commits it: changes 1 and 2 are folded into 3 and 5, the later
+/// versions of their keys in the same commit.
+fn clean_upsert() -> Vec<Observation> {
+    clean()
+        .into_iter()
+        .map(|o| match o {
+            Observation::LakeCommit {
+                t_ms,
+                host,
+                checkpoint_id,
+                snapshot_id,
+                mut rows,
+                files,
+            } => {
+                for r in &mut rows {
+                    r.folded = r.change_id <= 2;
+                }
+                Observation::LakeCommit {
+                    t_ms,
+                    host,
+                    checkpoint_id,
+                    snapshot_id,
+                    rows,
+                    files,
+                }
+            }
+            o => o,
+        })
+        .collect()
+}
+
+#[test]
+fn folded_versions_are_lost_only_when_every_change_must_reach_the_lake() {
+    let every = CheckOptions {
+        lake_history: nrtsim_reports::LakeHistory::EveryChange,
+        ..CheckOptions::default()
+    };
+    // End state is enough: folding is what an upsert table does.
+    let a = check(&clean_upsert());
+    assert_eq!(a.exactly_once.total(), 0, "{:?}", a.exactly_once);
+    // Every change needed: the two folded versions never showed in any snapshot.
+    let a = analyze(&clean_upsert(), &every);
+    assert_eq!(a.exactly_once.lost, 2);
+    assert_eq!(a.exactly_once.total(), 2, "{:?}", a.exactly_once);
+    let ids: Vec<Option<u64>> = a
+        .exactly_once
+        .examples
+        .iter()
+        .map(|e| e.change_id)
+        .collect();
+    assert_eq!(ids, vec![Some(1), Some(2)]);
+    let ex = &a.exactly_once.examples[0];
+    assert!(ex.location.contains("folded"), "{ex:?}");
+    assert_eq!(report(&a, &[], None).exit_code, 1);
+    // A changelog lake folds nothing: the same check passes.
+    let a = analyze(&clean(), &every);
+    assert_eq!(a.exactly_once.total(), 0, "{:?}", a.exactly_once);
+}
+
+#[test]
+fn the_conservation_line_accounts_for_every_change_once() {
+    let c = check(&clean()).conservation;
+    assert_eq!(
+        (c.source, c.enriched, c.unaccounted, c.holds),
+        (5, 5, 0, true)
+    );
+
+    // Change 4 waits in redo, change 5 went to critical, changes 1-3 were enriched.
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+    h.push(routed(226, 5, TopicName::Critical, RouteReason::Poison));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3])));
+    h.push(run_end(400, true));
+    let c = check(&h).conservation;
+    assert_eq!(
+        (
+            c.source,
+            c.enriched,
+            c.waiting_in_redo,
+            c.critical,
+            c.unaccounted
+        ),
+        (5, 3, 1, 1, 0)
+    );
+    assert!(c.holds);
+
+    // The same, with change 3 dropped before the enriched topic: unaccounted, and lost.
+    let h: Vec<Observation> = h
+        .into_iter()
+        .map(|o| match o {
+            Observation::Produced {
+                topic: TopicName::Enriched,
+                ..
+            } => produced(230, TopicName::Enriched, 0, 0, &[1, 2]),
+            Observation::Read { .. } => read(240, TopicName::Enriched, 0, 0, &[1, 2]),
+            Observation::LakeCommit { .. } => lake(300, 1, &lake_rows(&[1, 2])),
+            o => o,
+        })
+        .collect();
+    let a = check(&h);
+    assert_eq!(
+        (a.conservation.unaccounted, a.conservation.holds),
+        (1, false)
+    );
+    assert_eq!(a.exactly_once.lost, 1);
 }

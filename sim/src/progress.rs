@@ -15,9 +15,19 @@ pub struct Recorder {
     /// Per LSN (index = LSN): pending, parked in redo, or done.
     state: Vec<u8>,
     pending: u64,
+    /// Whether a change parked in redo is still pending (the scenario waits for redo).
+    wait_for_redo: bool,
 }
 
 impl Recorder {
+    /// A recorder for a run that does (`true`) or does not wait for redo to empty.
+    pub fn new(wait_for_redo: bool) -> Self {
+        Self {
+            wait_for_redo,
+            ..Self::default()
+        }
+    }
+
     /// Records an observation.
     pub fn record(&mut self, obs: Observation) {
         match &obs {
@@ -39,6 +49,8 @@ impl Recorder {
             Observation::Routed { change_id, to, .. } => {
                 let to = if *to == TopicName::Critical {
                     DONE
+                } else if self.wait_for_redo {
+                    PENDING
                 } else {
                     PARKED
                 };

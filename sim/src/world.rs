@@ -17,7 +17,10 @@ use nrtsim_history::{Observation, RunHeader, SourceChange, TopicName};
 use nrtsim_pipeline::enrich::ReferenceStore;
 use nrtsim_pipeline::jobs::{run_cdc, run_lake_sink, run_stream_task, StreamRole, TaskSettings};
 use nrtsim_pipeline::lake::LakeTable;
-use nrtsim_pipeline::{CheckpointStore, CostConfig, Delivery, PipelineConfig, TopicPartition};
+use nrtsim_pipeline::{
+    CheckpointStore, CostConfig, Delivery, LakeCommitPolicy, PipelineConfig, RedoAtEnd,
+    TopicPartition,
+};
 use nrtsim_workloads::reference::ReferenceData;
 use nrtsim_workloads::{SeedTree, Workload, WorkloadConfig};
 use std::cell::RefCell;
@@ -117,7 +120,9 @@ impl World {
         let mut world = World {
             sim,
             meta,
-            recorder: Rc::new(RefCell::new(Recorder::default())),
+            recorder: Rc::new(RefCell::new(Recorder::new(
+                spec.pipeline.enrich.redo_at_end == RedoAtEnd::Wait,
+            ))),
             lake: Rc::new(RefCell::new(LakeTable::with_config(
                 spec.pipeline.lake.clone(),
             ))),
@@ -173,6 +178,8 @@ impl World {
         let checkpoints = SharedCheckpoints::default();
         let source = SharedSource::default();
         let pipeline = &spec.pipeline;
+        let timer_commit_ms = (pipeline.lake.commit == LakeCommitPolicy::Timer)
+            .then(|| pipeline.lake.commit_interval.ms().max(1));
         let settings = |per_record_us: u64| TaskSettings {
             delivery: pipeline.delivery,
             checkpoint_interval_ms: pipeline.checkpoint_interval.ms().max(1),
@@ -259,7 +266,9 @@ impl World {
                                 refdata.clone(),
                                 enrich_cfg.store_refresh.ms(),
                             ),
-                            max_attempts: Some(enrich_cfg.max_redo_attempts),
+                            max_attempts: enrich_cfg
+                                .attempt_counter
+                                .then_some(enrich_cfg.max_redo_attempts),
                             on_miss: enrich_cfg.on_miss,
                         }
                     } else {
@@ -286,6 +295,7 @@ impl World {
             let mine = assigned(partitions, par.lake, t);
             let i = index(&name);
             let commit_ms = spec.costs.lake_commit.ms();
+            let timer_ms = timer_commit_ms;
             let host = name.clone();
             self.sim.host(name, move || {
                 let mut log = client(i, &host);
@@ -293,7 +303,17 @@ impl World {
                 let (checkpoints, s, mine, lake) =
                     (checkpoints.clone(), s.clone(), mine.clone(), lake.clone());
                 async move {
-                    run_lake_sink(&mut log, &env, &checkpoints, &lake, &mine, &s, commit_ms).await;
+                    run_lake_sink(
+                        &mut log,
+                        &env,
+                        &checkpoints,
+                        &lake,
+                        &mine,
+                        &s,
+                        commit_ms,
+                        timer_ms,
+                    )
+                    .await;
                     Ok(())
                 }
             });
@@ -305,7 +325,10 @@ impl World {
             ("enrich", TopicName::Standard, par.enrich),
             ("lake", TopicName::Enriched, par.lake),
         ] {
-            let positions = if job == "lake" && pipeline.delivery == Delivery::ExactlyOnce {
+            let positions = if job == "lake"
+                && pipeline.delivery == Delivery::ExactlyOnce
+                && timer_commit_ms.is_none()
+            {
                 Positions::LakeCommit
             } else {
                 Positions::Checkpoint
@@ -317,6 +340,15 @@ impl World {
                     partitions: assigned(partitions, tasks, t),
                     positions,
                 });
+                if job == "enrich" && pipeline.enrich.redo_at_end == RedoAtEnd::Wait {
+                    // Redo must be replayed to its end with nothing parked again.
+                    readers.push(Reader {
+                        host: format!("{job}-{t}"),
+                        topic: TopicName::Redo,
+                        partitions: assigned(partitions, tasks, t),
+                        positions: Positions::Checkpoint,
+                    });
+                }
             }
         }
         let probe = DrainProbe {
@@ -332,6 +364,7 @@ impl World {
             // Long enough for every task to checkpoint and the lake to commit twice.
             settle_ms: 2 * pipeline.checkpoint_interval.ms()
                 + 2 * spec.costs.lake_commit.ms()
+                + 2 * timer_commit_ms.unwrap_or(0)
                 + 1000,
         };
         let workload = Workload::new(&spec.workload, seeds, spec.duration_ms);

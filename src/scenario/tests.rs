@@ -393,12 +393,23 @@ fn checks_section_sets_the_torn_transaction_policy() {
 }
 
 #[test]
-fn a_lake_mode_that_is_not_modelled_is_refused() {
-    let e = Scenario::parse(
-        "name = \"x\"\n[pipeline]\nlake = { mode = \"changelog\" }\n",
+fn a_changelog_lake_and_an_every_change_check_are_read() {
+    let s = Scenario::parse(
+        "name = \"x\"\n[pipeline]\nlake = { mode = \"changelog\" }\n\
+         [checks]\nlake_history = \"every-change\"\n",
         "x.toml",
     )
-    .unwrap_err();
-    assert_eq!(e.field, "pipeline.lake.mode", "{e}");
-    assert!(e.message.contains("changelog"), "{e}");
+    .unwrap();
+    assert_eq!(s.pipeline.lake.mode, nrtsim_pipeline::LakeMode::Changelog);
+    assert_eq!(
+        s.checks.lake_history,
+        nrtsim_reports::LakeHistory::EveryChange
+    );
+    let e =
+        Scenario::parse("name = \"x\"\n[checks]\nlake_history = \"all\"\n", "x.toml").unwrap_err();
+    assert_eq!(
+        (e.line, e.field.as_str()),
+        (3, "checks.lake_history"),
+        "{e}"
+    );
 }

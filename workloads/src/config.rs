@@ -46,6 +46,9 @@ pub struct WorkloadConfig {
     pub key_skew: f64,
     /// Share of card payments at merchants the reference store does not know yet. Default 0.01.
     pub unknown_merchant_ratio: f64,
+    /// Share of card payments at merchants no version of the reference store will ever know
+    /// (an id mistyped at the terminal): they can only end in `critical`. Default 0.
+    pub unresolvable_merchant_ratio: f64,
     /// Share of changes the CDC connector emits malformed. Default 0.0001.
     pub poison_ratio: f64,
 }
@@ -60,6 +63,7 @@ impl Default for WorkloadConfig {
             merchants: 1_000,
             key_skew: 1.1,
             unknown_merchant_ratio: 0.01,
+            unresolvable_merchant_ratio: 0.0,
             poison_ratio: 0.0001,
         }
     }

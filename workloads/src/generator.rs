@@ -84,6 +84,7 @@ pub struct Workload {
     merchant_skew: Option<Zipf>,
     unknown_merchants: (u64, u64),
     unknown_merchant_ratio: f64,
+    unresolvable_merchant_ratio: f64,
     poison_ratio: f64,
     /// Orders waiting for their next step, by the ms it falls due, oldest first within a ms.
     orders_in_flight: BTreeMap<u64, VecDeque<OrderState>>,
@@ -123,6 +124,7 @@ impl Workload {
             merchant_skew: (cfg.merchants > 0).then(|| Zipf::new(cfg.merchants, MERCHANT_SKEW)),
             unknown_merchants: (pool_start, unknown_pool_len(cfg.merchants)),
             unknown_merchant_ratio: cfg.unknown_merchant_ratio,
+            unresolvable_merchant_ratio: cfg.unresolvable_merchant_ratio,
             poison_ratio: cfg.poison_ratio,
             orders_in_flight: BTreeMap::new(),
             in_flight: 0,
@@ -227,9 +229,20 @@ impl Workload {
             Some(z) => z.sample(rng),
             None => 0,
         };
+        let (pool_start, pool_len) = self.unknown_merchants;
         let merchant_id = match &self.merchant_skew {
-            Some(z) if rng.gen::<f64>() >= self.unknown_merchant_ratio => z.sample(rng),
-            _ => self.unknown_merchants.0 + rng.gen_range(0..self.unknown_merchants.1),
+            Some(z) => {
+                let u = rng.gen::<f64>();
+                if u >= self.unknown_merchant_ratio + self.unresolvable_merchant_ratio {
+                    z.sample(rng)
+                } else if u < self.unresolvable_merchant_ratio {
+                    // Past the unknown pool: ids no store version learns.
+                    pool_start + pool_len + rng.gen_range(0..pool_len)
+                } else {
+                    pool_start + rng.gen_range(0..pool_len)
+                }
+            }
+            None => pool_start + rng.gen_range(0..pool_len),
         };
         let kind = match rng.gen_range(0..100u32) {
             0..=54 => CardTxnKind::Authorisation,
@@ -440,5 +453,32 @@ mod tests {
         }
         let share = f64::from(unknown) / f64::from(total);
         assert!((share - 0.2).abs() < 0.03, "{share}");
+    }
+
+    #[test]
+    fn unresolvable_merchants_lie_past_the_unknown_pool_and_no_version_knows_them() {
+        let c = WorkloadConfig {
+            unknown_merchant_ratio: 0.1,
+            unresolvable_merchant_ratio: 0.1,
+            ..cfg(WorkloadKind::Card)
+        };
+        let seeds = SeedTree::new(3);
+        let refs = crate::reference::ReferenceData::new(&c, &seeds);
+        let (mut unknown, mut unresolvable, mut total) = (0u32, 0u32, 0u32);
+        for t in Workload::new(&c, &seeds, 10_000).skip(1) {
+            if let Some(Row::CardTransaction(ct)) = &t.changes[1].after {
+                total += 1;
+                if refs.unknown_pool().contains(&ct.merchant_id) {
+                    unknown += 1;
+                } else if !refs.is_known(0, ct.merchant_id) {
+                    assert!(!refs.is_known(1_000, ct.merchant_id));
+                    unresolvable += 1;
+                }
+            }
+        }
+        for n in [unknown, unresolvable] {
+            let share = f64::from(n) / f64::from(total);
+            assert!((share - 0.1).abs() < 0.03, "{share}");
+        }
     }
 }

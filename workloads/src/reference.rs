@@ -95,7 +95,7 @@ impl ReferenceData {
     }
 
     /// The ids known at `version`: `0..merchants` at version 0, the unknown pool as well from
-    /// version 1 on.
+    /// version 1 on. Ids past the unknown pool are never known.
     pub fn known_ids(&self, version: u32) -> Range<u64> {
         if version == 0 {
             0..self.known_at_start

@@ -23,11 +23,11 @@ fn small_config() -> impl Strategy<Value = WorkloadConfig> {
         0u64..40,
         0u64..30,
         0.0f64..2.0,
-        0.0f64..0.3,
+        (0.0f64..0.3, 0.0f64..0.1),
         0.0f64..0.2,
     )
         .prop_map(
-            |(kind, profile, rate_per_s, accounts, merchants, key_skew, unknown, poison)| {
+            |(kind, profile, rate_per_s, accounts, merchants, key_skew, merchant_mix, poison)| {
                 WorkloadConfig {
                     kind,
                     rate_per_s,
@@ -35,7 +35,8 @@ fn small_config() -> impl Strategy<Value = WorkloadConfig> {
                     accounts,
                     merchants,
                     key_skew,
-                    unknown_merchant_ratio: unknown,
+                    unknown_merchant_ratio: merchant_mix.0,
+                    unresolvable_merchant_ratio: merchant_mix.1,
                     poison_ratio: poison,
                 }
             },
