@@ -23,6 +23,7 @@
 //! {"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}
 //! {"type":"workload_end","t_ms":10}
 //! {"type":"run_end","t_ms":12,"drained":true}
+//! {"type":"fraud_alert","t_ms":11,"change_id":2,"score":60,"reasons":"velocity"}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -475,6 +476,12 @@ enum Frame {
         t_ms: u64,
         drained: bool,
     },
+    FraudAlert {
+        t_ms: u64,
+        change_id: u64,
+        score: u32,
+        reasons: String,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -536,6 +543,12 @@ enum FrameRef<'a> {
     RunEnd {
         t_ms: u64,
         drained: bool,
+    },
+    FraudAlert {
+        t_ms: u64,
+        change_id: u64,
+        score: u32,
+        reasons: &'a str,
     },
 }
 
@@ -639,6 +652,17 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 t_ms: *t_ms,
                 drained: *drained,
             },
+            Observation::FraudAlert {
+                t_ms,
+                change_id,
+                score,
+                reasons,
+            } => FrameRef::FraudAlert {
+                t_ms: *t_ms,
+                change_id: *change_id,
+                score: *score,
+                reasons,
+            },
         }
     }
 }
@@ -740,6 +764,17 @@ impl From<Frame> for Observation {
             },
             Frame::WorkloadEnd { t_ms } => Observation::WorkloadEnd { t_ms },
             Frame::RunEnd { t_ms, drained } => Observation::RunEnd { t_ms, drained },
+            Frame::FraudAlert {
+                t_ms,
+                change_id,
+                score,
+                reasons,
+            } => Observation::FraudAlert {
+                t_ms,
+                change_id,
+                score,
+                reasons,
+            },
         }
     }
 }
@@ -749,7 +784,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 10] = [
+    const DOC_EXAMPLES: [&str; 11] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -760,6 +795,7 @@ mod tests {
         r#"{"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}"#,
         r#"{"type":"workload_end","t_ms":10}"#,
         r#"{"type":"run_end","t_ms":12,"drained":true}"#,
+        r#"{"type":"fraud_alert","t_ms":11,"change_id":2,"score":60,"reasons":"velocity"}"#,
     ];
 
     #[test]

@@ -58,6 +58,8 @@ pub enum Stage {
     Enrich,
     /// The lake sink.
     Lake,
+    /// The fraud scorer (a consumer of the enriched topic).
+    Fraud,
 }
 
 impl Stage {
@@ -68,6 +70,7 @@ impl Stage {
             Stage::Standardize => "standardize",
             Stage::Enrich => "enrich",
             Stage::Lake => "lake",
+            Stage::Fraud => "fraud",
         }
     }
 }
@@ -267,6 +270,17 @@ pub enum Observation {
         /// Whether the pipeline drained before the drain timeout.
         drained: bool,
     },
+    /// The fraud scorer flagged a card payment.
+    FraudAlert {
+        /// When.
+        t_ms: u64,
+        /// The change that inserted the payment.
+        change_id: u64,
+        /// Its score, 0 to 100.
+        score: u32,
+        /// The rules that fired, comma-separated.
+        reasons: String,
+    },
 }
 
 impl Observation {
@@ -282,7 +296,8 @@ impl Observation {
             | Observation::Checkpoint { t_ms, .. }
             | Observation::Fault { t_ms, .. }
             | Observation::WorkloadEnd { t_ms }
-            | Observation::RunEnd { t_ms, .. } => *t_ms,
+            | Observation::RunEnd { t_ms, .. }
+            | Observation::FraudAlert { t_ms, .. } => *t_ms,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `[pipeline]` and `[costs]` sections of a scenario: how the jobs deliver, checkpoint,
 //! produce, consume, and what each record costs them.
 
+use crate::fraud::FraudConfig;
 use nrtsim_workloads::SimDuration;
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +235,9 @@ pub struct LakeConfig {
     pub commit: LakeCommitPolicy,
     /// How often a `timer` sink commits. Default 15s.
     pub commit_interval: SimDuration,
+    /// How long the table keeps an exactly-once sink's pre-committed files waiting for their
+    /// commit before it rolls them back (their rows are then lost). Default 15m.
+    pub pre_commit_timeout: SimDuration,
 }
 
 impl Default for LakeConfig {
@@ -246,6 +250,7 @@ impl Default for LakeConfig {
             small_file_rows: 100_000,
             commit: LakeCommitPolicy::Checkpoint,
             commit_interval: SimDuration::from_secs(15),
+            pre_commit_timeout: SimDuration::from_secs(900),
         }
     }
 }
@@ -270,6 +275,8 @@ pub struct PipelineConfig {
     pub lake: LakeConfig,
     /// What the CDC connector keys records by. Default `customer`.
     pub partition_key: PartitionKey,
+    /// The fraud scorer on the enriched topic (off by default).
+    pub fraud: FraudConfig,
 }
 
 /// What picks a record's partition.
@@ -295,6 +302,7 @@ impl Default for PipelineConfig {
             enrich: EnrichConfig::default(),
             lake: LakeConfig::default(),
             partition_key: PartitionKey::Customer,
+            fraud: FraudConfig::default(),
         }
     }
 }
@@ -315,6 +323,8 @@ pub struct CostConfig {
     pub lake_commit: SimDuration,
     /// Broker, per record appended (leader or follower). Default 2us.
     pub broker_append_per_record: SimDuration,
+    /// Fraud scorer, per record read. Default 20us.
+    pub fraud_per_record: SimDuration,
 }
 
 impl Default for CostConfig {
@@ -326,6 +336,7 @@ impl Default for CostConfig {
             lake_per_record: SimDuration::from_us(10),
             lake_commit: SimDuration::from_ms(200),
             broker_append_per_record: SimDuration::from_us(2),
+            fraud_per_record: SimDuration::from_us(20),
         }
     }
 }

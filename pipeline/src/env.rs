@@ -1,6 +1,7 @@
 //! What a job needs from the world it runs in besides the log: the time, a place to record
 //! observations, durable checkpoint storage, and the source database's commit log.
 
+use crate::lake::PendingWrite;
 use crate::log::ProducerState;
 use crate::record::TopicPartition;
 use nrtsim_history::Observation;
@@ -31,14 +32,32 @@ pub struct TaskCheckpoint {
     pub producer: Option<ProducerState>,
     /// The reference-store version whose redo backlog has been replayed (enrich only).
     pub redo_version: u32,
+    /// A two-phase lake sink's pre-committed rows not yet committed, by the checkpoint that
+    /// pre-committed them: committed once that checkpoint completes (again after a restart,
+    /// if the commit had not happened).
+    pub staged: BTreeMap<u64, StagedCommit>,
 }
 
-/// Durable storage for checkpoints (a state backend): survives a task's crash.
+/// Rows a two-phase lake sink pre-committed with one checkpoint, and the input positions they
+/// bring the sink to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedCommit {
+    /// The row versions, in the order read.
+    pub writes: Vec<PendingWrite>,
+    /// The sink's input positions after them.
+    pub offsets: BTreeMap<TopicPartition, u64>,
+}
+
+/// Durable storage for checkpoints (a state backend) with the checkpoint coordinator beside
+/// it: survives a task's crash. See [`crate::checkpoint`].
 pub trait CheckpointStore {
-    /// The task's last completed checkpoint.
+    /// The snapshot the task restores from: its part of its job's last completed checkpoint.
     fn load(&self, task: &str) -> Option<TaskCheckpoint>;
-    /// Stores a completed checkpoint.
+    /// Stores the task's snapshot for checkpoint `checkpoint.id`, acknowledging it.
     fn save(&self, task: &str, checkpoint: TaskCheckpoint);
+    /// The last completed checkpoint of the task's job (0 if none, or if the job's
+    /// checkpoints are not coordinated).
+    fn completed(&self, task: &str) -> u64;
     /// Counts the task's starts; each start gets a new number (its incarnation).
     fn next_incarnation(&self, task: &str) -> u64;
 }

@@ -3,10 +3,12 @@
 //! simulated brokers and on a real cluster. A task that cannot produce fails over the way a
 //! stream processor's task does: it restarts from its last completed checkpoint.
 
-use crate::canonical::{decode, Encoder, Enriched};
+use crate::canonical::{decode, Encoder, Enriched, RowBody};
+use crate::checkpoint::trigger_at;
 use crate::config::{Delivery, OnMiss, PartitionKey};
 use crate::enrich::{enrich, EnrichOutcome, ReferenceStore};
-use crate::env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
+use crate::env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
+use crate::fraud::{FraudConfig, FraudScorer};
 use crate::lake::{LakeTable, PendingWrite};
 use crate::log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
 use crate::record::{partition_for, Record, RecordMeta, TopicPartition};
@@ -281,7 +283,6 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
         // Redo replay: when a newer store version is loaded, read redo up to where it ended.
         let mut redo_targets: Option<BTreeMap<TopicPartition, u64>> = None;
         let mut replaying = false;
-        let mut last_cp_ms = env.now_ms();
         loop {
             if let StreamRole::Enrich { store: refs, .. } = &mut role {
                 refs.refresh(env.now_ms());
@@ -325,7 +326,6 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     cp.offsets = offsets.clone();
                     store.save(env.host(), cp.clone());
                     record_checkpoint(env, cp.id);
-                    last_cp_ms = env.now_ms();
                 }
                 work(s.per_record_us, batch.len()).await;
                 let (outputs, routed) = process(&role, batch, &mut enc);
@@ -358,15 +358,15 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     }
                 }
             }
-            if s.delivery != Delivery::AtMostOnce
-                && env.now_ms().saturating_sub(last_cp_ms) >= s.checkpoint_interval_ms
-            {
-                cp.id += 1;
+            // Checkpoint n is triggered at n intervals; the task acknowledges it with its
+            // snapshot the first time it sees the trigger.
+            let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
+            if s.delivery != Delivery::AtMostOnce && due > cp.id {
+                cp.id = due;
                 cp.offsets = offsets.clone();
                 cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
                 store.save(env.host(), cp.clone());
                 record_checkpoint(env, cp.id);
-                last_cp_ms = env.now_ms();
             }
         }
         pause_ms(s.restart_backoff_ms).await;
@@ -436,9 +436,10 @@ fn process(
     (outputs, routed)
 }
 
-/// The lake sink: reads `enriched`, buffers row versions, and commits them to the lake table
-/// at every checkpoint. Under exactly-once the commit carries the input offsets, so rows and
-/// offsets cannot part; under at-least-once the offsets are committed after the rows.
+/// The lake sink: reads `enriched`, buffers row versions, and commits them to the lake table.
+/// Under exactly-once it is a two-phase-commit sink (see [`run_two_phase_lake_sink`]); under
+/// at-least-once it commits rows at each of its checkpoints and then its offsets; under
+/// at-most-once it commits its offsets as soon as it has read.
 ///
 /// With `timer_commit_ms` the sink instead commits rows on its own timer and checkpoints its
 /// offsets on the checkpoint interval, apart from the rows: the known mistake of a sink that
@@ -454,50 +455,21 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
     commit_cost_ms: u64,
     timer_commit_ms: Option<u64>,
 ) {
+    if s.delivery == Delivery::ExactlyOnce && timer_commit_ms.is_none() {
+        return run_two_phase_lake_sink(log, env, store, lake, partitions, s, commit_cost_ms).await;
+    }
     let saved = store.load(env.host()).unwrap_or_default();
     let from_lake = lake.borrow().last_commit(env.host()).cloned();
     // Lake commits are numbered after the last one the lake holds, so none is mistaken for a
     // replay of an earlier one.
     let mut commit_id = from_lake.as_ref().map_or(0, |c| c.0);
     let mut checkpoint_id = saved.id.max(commit_id);
-    let restored = match (s.delivery, from_lake, timer_commit_ms) {
-        (Delivery::ExactlyOnce, Some((_, offsets)), None) => offsets,
-        _ => saved.offsets,
-    };
-    let mut offsets: BTreeMap<TopicPartition, u64> = partitions
-        .iter()
-        .map(|&p| {
-            let tp = TopicPartition::new(TopicName::Enriched, p);
-            (tp, restored.get(&tp).copied().unwrap_or(0))
-        })
-        .collect();
+    let mut offsets = enriched_positions(partitions, &saved.offsets);
     let mut buffer: Vec<PendingWrite> = Vec::new();
     let mut last_checkpoint_ms = env.now_ms();
     let mut last_commit_ms = env.now_ms();
     loop {
-        let positions: Vec<(TopicPartition, u64)> =
-            offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
-        let fetched = log.fetch(&positions).await;
-        let mut n = 0;
-        for f in fetched.into_iter().flatten() {
-            record_read(env, Stage::Lake, &f);
-            n += f.records.len();
-            if !f.records.is_empty() {
-                offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
-            }
-            for r in &f.records {
-                // Enriched records are written by the enrich job; one that cannot be read
-                // is skipped here and shows up as lost in the checker.
-                if let Ok(e) = decode::<Enriched>(&r.value) {
-                    buffer.push(PendingWrite {
-                        key: e.change.key,
-                        change_id: r.meta.change_id,
-                        row: e.change.row.map(Into::into),
-                        merchant: e.merchant,
-                    });
-                }
-            }
-        }
+        let n = read_rows(log, env, &mut offsets, &mut buffer).await;
         if n > 0 && s.delivery == Delivery::AtMostOnce {
             checkpoint_id += 1;
             let cp = TaskCheckpoint {
@@ -590,5 +562,168 @@ fn commit_rows<E: Env>(
                 .collect(),
             files: info.files,
         });
+    }
+}
+
+/// The positions to read `enriched` from: `restored` where it has one, else the start.
+fn enriched_positions(
+    partitions: &[u32],
+    restored: &BTreeMap<TopicPartition, u64>,
+) -> BTreeMap<TopicPartition, u64> {
+    partitions
+        .iter()
+        .map(|&p| {
+            let tp = TopicPartition::new(TopicName::Enriched, p);
+            (tp, restored.get(&tp).copied().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// One fetch of `enriched` from `offsets` into `buffer` as row versions; returns the records
+/// read and moves `offsets` past them.
+async fn read_rows<L: Log, E: Env>(
+    log: &mut L,
+    env: &E,
+    offsets: &mut BTreeMap<TopicPartition, u64>,
+    buffer: &mut Vec<PendingWrite>,
+) -> usize {
+    let positions: Vec<(TopicPartition, u64)> = offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
+    let fetched = log.fetch(&positions).await;
+    let mut n = 0;
+    for f in fetched.into_iter().flatten() {
+        record_read(env, Stage::Lake, &f);
+        n += f.records.len();
+        if !f.records.is_empty() {
+            offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
+        }
+        for r in &f.records {
+            // Enriched records are written by the enrich job; one that cannot be read is
+            // skipped here and shows up as lost in the checker.
+            if let Ok(e) = decode::<Enriched>(&r.value) {
+                buffer.push(PendingWrite {
+                    key: e.change.key,
+                    change_id: r.meta.change_id,
+                    row: e.change.row.map(Into::into),
+                    merchant: e.merchant,
+                });
+            }
+        }
+    }
+    n
+}
+
+/// The exactly-once lake sink, a two-phase-commit sink. When checkpoint *n* is triggered it
+/// pre-commits: the rows read since the last checkpoint are written as files and registered
+/// with the table, and its snapshot (input positions plus every pre-committed, uncommitted
+/// set of rows) acknowledges the checkpoint. When the job's checkpoint *n* completes, it
+/// commits the pre-committed sets up to *n*, each as one lake snapshot carrying the positions
+/// it covers; commits are idempotent by checkpoint id. After a restart it restores the last
+/// completed checkpoint and first commits what that checkpoint had pre-committed and the
+/// table has not committed (recover-and-commit). A pre-commit the table has rolled back
+/// (older than `lake.pre_commit_timeout`) cannot be committed: its rows are lost.
+pub async fn run_two_phase_lake_sink<L: Log, E: Env, C: CheckpointStore>(
+    log: &mut L,
+    env: &E,
+    store: &C,
+    lake: &RefCell<LakeTable>,
+    partitions: &[u32],
+    s: &TaskSettings,
+    commit_cost_ms: u64,
+) {
+    let saved = store.load(env.host()).unwrap_or_default();
+    let mut offsets = enriched_positions(partitions, &saved.offsets);
+    let mut checkpoint_id = saved.id;
+    // Pre-committed sets of rows not yet committed, by checkpoint id.
+    let mut staged: BTreeMap<u64, StagedCommit> = saved.staged;
+    let mut buffer: Vec<PendingWrite> = Vec::new();
+    loop {
+        let completed = store.completed(env.host());
+        while let Some(entry) = staged.first_entry() {
+            if *entry.key() > completed {
+                break;
+            }
+            let (id, commit) = entry.remove_entry();
+            let already = lake.borrow().last_commit(env.host()).map_or(0, |c| c.0);
+            if id > already {
+                pause_ms(commit_cost_ms).await;
+                commit_rows(env, lake, id, &commit.writes, &commit.offsets);
+            }
+        }
+        let n = read_rows(log, env, &mut offsets, &mut buffer).await;
+        work(s.per_record_us, n).await;
+        let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
+        if due > checkpoint_id {
+            checkpoint_id = due;
+            if !buffer.is_empty() {
+                lake.borrow_mut().pre_commit(env.host(), due, env.now_ms());
+                let writes = std::mem::take(&mut buffer);
+                let commit = StagedCommit {
+                    writes,
+                    offsets: offsets.clone(),
+                };
+                staged.insert(due, commit);
+            }
+            let cp = TaskCheckpoint {
+                id: due,
+                offsets: offsets.clone(),
+                staged: staged.clone(),
+                ..Default::default()
+            };
+            store.save(env.host(), cp);
+            record_checkpoint(env, due);
+        }
+    }
+}
+
+/// The fraud scorer: reads every partition of `enriched`, scores each card payment (see
+/// [`crate::fraud`]) and records an alert for each it flags. Its positions are checkpointed on
+/// the interval; a restart re-reads from the last one and scores those payments again
+/// (at-least-once scoring, with the scoring state rebuilt from what it reads).
+pub async fn run_fraud_scorer<L: Log, E: Env, C: CheckpointStore>(
+    log: &mut L,
+    env: &E,
+    store: &C,
+    partitions: &[u32],
+    s: &TaskSettings,
+    cfg: &FraudConfig,
+) {
+    let mut cp = store.load(env.host()).unwrap_or_default();
+    let mut offsets = enriched_positions(partitions, &cp.offsets);
+    let mut scorer = FraudScorer::new(cfg.clone());
+    loop {
+        let positions: Vec<(TopicPartition, u64)> =
+            offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
+        let fetched = log.fetch(&positions).await;
+        let mut n = 0;
+        for f in fetched.into_iter().flatten() {
+            record_read(env, Stage::Fraud, &f);
+            n += f.records.len();
+            if !f.records.is_empty() {
+                offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
+            }
+            for r in &f.records {
+                let Ok(e) = decode::<Enriched>(&r.value) else {
+                    continue;
+                };
+                if let Some(RowBody::CardTransaction(t)) = &e.change.row {
+                    let score = scorer.score(t);
+                    if score.flagged {
+                        env.record(Observation::FraudAlert {
+                            t_ms: env.now_ms(),
+                            change_id: r.meta.change_id,
+                            score: score.score,
+                            reasons: score.reasons.join(","),
+                        });
+                    }
+                }
+            }
+        }
+        work(s.per_record_us, n).await;
+        let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
+        if due > cp.id {
+            cp.id = due;
+            cp.offsets = offsets.clone();
+            store.save(env.host(), cp.clone());
+        }
     }
 }

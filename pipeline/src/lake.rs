@@ -18,10 +18,11 @@ use crate::config::{LakeConfig, LakeLayout, LakeMode};
 use crate::record::TopicPartition;
 use nrtsim_history::LakeFiles;
 use nrtsim_workloads::{Key, Row, Table};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A row version waiting for the next commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingWrite {
     /// The row's key.
     pub key: Key,
@@ -80,6 +81,8 @@ pub struct LakeTable {
     last_compaction_ms: u64,
     /// Row versions kept: one per key in `upsert` mode, one per change in `changelog` mode.
     versions: u64,
+    /// Pre-commits waiting for their commit: (task, checkpoint id) → when they were made.
+    inflight: BTreeMap<(String, u64), u64>,
 }
 
 impl LakeTable {
@@ -104,8 +107,17 @@ impl LakeTable {
         )
     }
 
+    /// Registers `task`'s pre-commit for checkpoint `checkpoint_id` (its files are written);
+    /// the commit must follow within the table's pre-commit timeout.
+    pub fn pre_commit(&mut self, task: &str, checkpoint_id: u64, now_ms: u64) {
+        self.inflight
+            .entry((task.to_string(), checkpoint_id))
+            .or_insert(now_ms);
+    }
+
     /// Commits `writes` as one snapshot for `task`'s checkpoint `checkpoint_id`, with the
-    /// offsets they cover. A checkpoint already committed is not applied again: `None`.
+    /// offsets they cover. A checkpoint already committed is not applied again, and a
+    /// pre-commit older than the pre-commit timeout has been rolled back: both `None`.
     pub fn commit(
         &mut self,
         task: &str,
@@ -116,6 +128,11 @@ impl LakeTable {
     ) -> Option<CommitInfo> {
         if let Some((last, _)) = self.committed.get(task) {
             if *last >= checkpoint_id {
+                return None;
+            }
+        }
+        if let Some(at) = self.inflight.remove(&(task.to_string(), checkpoint_id)) {
+            if now_ms.saturating_sub(at) > self.config.pre_commit_timeout.ms() {
                 return None;
             }
         }
@@ -395,6 +412,26 @@ mod tests {
         };
         assert_eq!(changelog.get(&key).unwrap().change_id, 13, "latest view");
         assert_eq!(upsert.get(&key).unwrap().change_id, 13);
+    }
+
+    #[test]
+    fn a_pre_commit_left_past_its_timeout_is_rolled_back() {
+        let mut t = LakeTable::with_config(LakeConfig {
+            pre_commit_timeout: nrtsim_workloads::SimDuration::from_secs(60),
+            ..LakeConfig::default()
+        });
+        t.pre_commit("lake-0", 1, 1_000);
+        assert!(t
+            .commit("lake-0", 1, &[write(1, 10, 5)], BTreeMap::new(), 61_000)
+            .is_some());
+        t.pre_commit("lake-0", 2, 70_000);
+        assert!(
+            t.commit("lake-0", 2, &[write(1, 11, 6)], BTreeMap::new(), 130_001)
+                .is_none(),
+            "rolled back"
+        );
+        assert_eq!(t.last_commit("lake-0").unwrap().0, 1);
+        assert_eq!(t.versions(), 1);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! written against.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod config;
 pub mod enrich;
 pub mod env;
+pub mod fraud;
 pub mod jobs;
 pub mod lake;
 pub mod log;
@@ -17,6 +19,6 @@ pub use config::{
     LakeConfig, LakeLayout, LakeMode, OnMiss, Parallelism, PartitionKey, PipelineConfig,
     ProducerConfig, RedoAtEnd,
 };
-pub use env::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
+pub use env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
 pub use record::{partition_for, Record, RecordMeta, TopicPartition};

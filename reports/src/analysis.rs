@@ -33,6 +33,16 @@ pub struct Counts {
     /// Changes still on their way when a run that did not drain ended: a liveness failure
     /// (exit 4), not counted as lost, since they may yet have arrived.
     pub unfinished: u64,
+    /// Card payments the fraud scorer scored (0 without a scorer).
+    #[serde(default)]
+    pub fraud_scored: u64,
+    /// Card payments that reached the enriched topic but the fraud scorer never read, when
+    /// there is a scorer.
+    #[serde(default)]
+    pub fraud_unscored: u64,
+    /// Fraud alerts raised.
+    #[serde(default)]
+    pub fraud_alerts: u64,
 }
 
 /// Where every source change ended: the conservation line `source = enriched + waiting in
@@ -100,6 +110,8 @@ pub struct LatencyPaths {
     pub enrich: LatencyPath,
     /// Enriched topic to the first lake commit applying the change.
     pub lake_stage: LatencyPath,
+    /// Source commit to the fraud scorer's first read of a card payment.
+    pub fraud: LatencyPath,
 }
 
 /// What the checker concluded from one history.

@@ -46,8 +46,8 @@ use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
 use crate::skew::Spread;
 use crate::torn::{LakeHistory, TornPolicy, TornTracker};
-use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, TopicName};
-use nrtsim_workloads::{Key, Op};
+use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, Stage, TopicName};
+use nrtsim_workloads::{Key, Op, Table};
 
 /// How the checker judges and summarises a history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +105,7 @@ struct ChangeState {
     enriched_ms: u32,
     bus_read_ms: u32,
     lake_ms: u32,
+    fraud_ms: u32,
     key: u32,
     enriched_partition: u32,
     enriched_offset: u64,
@@ -123,6 +124,7 @@ impl Default for ChangeState {
             enriched_ms: NEVER,
             bus_read_ms: NEVER,
             lake_ms: NEVER,
+            fraud_ms: NEVER,
             key: 0,
             enriched_partition: 0,
             enriched_offset: 0,
@@ -212,6 +214,9 @@ pub struct Checker {
     last_t_ms: u64,
     run_end_ms: Option<u64>,
     workload_end_ms: Option<u64>,
+    /// Whether a fraud scorer read anything (then every card payment should be scored).
+    fraud_seen: bool,
+    fraud_alerts: u64,
 }
 
 impl Checker {
@@ -238,6 +243,8 @@ impl Checker {
             last_t_ms: 0,
             run_end_ms: None,
             workload_end_ms: None,
+            fraud_seen: false,
+            fraud_alerts: 0,
         }
     }
 
@@ -272,16 +279,21 @@ impl Checker {
             }
             Observation::Read {
                 t_ms,
+                stage,
                 host,
                 topic,
                 partition,
                 base_offset,
                 change_ids,
-                ..
             } => {
                 *self.task_load.entry(host.clone()).or_insert(0) += change_ids.len() as u64;
-                self.read(*t_ms, *topic, *partition, *base_offset, change_ids)
+                if *stage == Stage::Fraud {
+                    self.fraud_read(*t_ms, *topic, *partition, *base_offset, change_ids)
+                } else {
+                    self.read(*t_ms, *topic, *partition, *base_offset, change_ids)
+                }
             }
+            Observation::FraudAlert { .. } => self.fraud_alerts += 1,
             Observation::Routed { change_id, to, .. } => self.routed(*change_id, *to),
             Observation::LakeCommit {
                 t_ms,
@@ -423,6 +435,24 @@ impl Checker {
                     c.flags &= !LAST_ROUTE_REDO;
                 }
                 TopicName::Redo | TopicName::Critical => {}
+            }
+        }
+    }
+
+    /// The fraud scorer read `ids`: when each change was first scored. Its reads are checked
+    /// for consistency with everyone else's, but do not count as the bus's delivery.
+    fn fraud_read(&mut self, t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
+        self.check_offsets(topic, partition, base, ids);
+        self.fraud_seen = true;
+        for &id in ids {
+            if let Some(c) = self.known_mut(id) {
+                set_first(&mut c.fraud_ms, t_ms);
+            } else if topic != TopicName::Enriched {
+                self.phantom(
+                    id,
+                    None,
+                    format!("read by the fraud scorer from {}", topic.name()),
+                );
             }
         }
     }
@@ -624,6 +654,19 @@ impl Checker {
             }
             let id = i as u64 + 1;
             tally(&mut counts, c);
+            let payment = self.keys[c.key as usize].key.table == Table::CardTransactions
+                && !c.has(DELETE)
+                && !c.has(POISON);
+            if payment && c.fraud_ms != NEVER {
+                counts.fraud_scored += 1;
+                if !c.has(SNAPSHOT) {
+                    latency
+                        .fraud
+                        .record(u64::from(c.fraud_ms.saturating_sub(c.commit_ms)), &bounds);
+                }
+            } else if payment && self.fraud_seen && c.enriched_ms != NEVER {
+                counts.fraud_unscored += 1;
+            }
             conservation.add(
                 c.has(ROUTED_CRITICAL),
                 c.parked(),
@@ -663,6 +706,7 @@ impl Checker {
                     .record(AnomalyKind::Lost, ex, self.opts.max_examples);
             }
         }
+        counts.fraud_alerts = self.fraud_alerts;
         self.judge_final_rows(&mut counts, &unfinished_keys);
         self.judge_torn_transactions();
         let skew = self.skew();

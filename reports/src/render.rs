@@ -33,7 +33,7 @@ pub fn human_ms(ms: u64) -> String {
 }
 
 /// The counts every report shows, in order.
-pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 11] {
+pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 14] {
     [
         ("source changes", c.source_changes),
         ("of which snapshot", c.snapshot_changes),
@@ -46,6 +46,9 @@ pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 11] {
         ("parked in redo", c.parked_in_redo),
         ("critical", c.critical),
         ("unfinished (not drained)", c.unfinished),
+        ("fraud: scored", c.fraud_scored),
+        ("fraud: unscored", c.fraud_unscored),
+        ("fraud: alerts", c.fraud_alerts),
     ]
 }
 
@@ -75,16 +78,20 @@ pub(crate) fn percentile_cells(p: &Percentiles) -> [String; 6] {
 }
 
 /// The latency paths every report shows, in order, with the end-to-end paths' tiers.
-pub(crate) fn latency_rows(r: &Report) -> [(&'static str, &Percentiles, Option<&Tiers>); 6] {
+pub(crate) fn latency_rows(r: &Report) -> Vec<(&'static str, &Percentiles, Option<&Tiers>)> {
     let l = &r.latency;
-    [
+    let mut rows = vec![
         ("ingest", &l.stages.ingest, None),
         ("standardize", &l.stages.standardize, None),
         ("enrich", &l.stages.enrich, None),
         ("lake (stage)", &l.stages.lake, None),
         ("bus (e2e)", &l.bus, Some(&r.tiers.bus)),
         ("lake (e2e)", &l.lake, Some(&r.tiers.lake)),
-    ]
+    ];
+    if let Some(fraud) = &l.fraud {
+        rows.push(("fraud (e2e)", fraud, r.tiers.fraud.as_ref()));
+    }
+    rows
 }
 
 fn fault_end(end_ms: Option<u64>) -> String {
@@ -139,7 +146,9 @@ pub fn to_markdown(r: &Report) -> String {
         human_ms(b.late_ms)
     );
     md.push_str("|---|---:|---:|---:|---:|\n");
-    for (name, t) in [("bus", &r.tiers.bus), ("lake", &r.tiers.lake)] {
+    let fraud = r.tiers.fraud.as_ref().map(|t| ("fraud", t));
+    let paths = [("bus", &r.tiers.bus), ("lake", &r.tiers.lake)];
+    for (name, t) in paths.into_iter().chain(fraud) {
         let _ = writeln!(
             md,
             "| {name} | {} | {} | {} | {} |",
@@ -428,6 +437,13 @@ pub fn summary_text(r: &Report) -> String {
             String::new()
         }
     );
+    if c.fraud_scored + c.fraud_unscored > 0 {
+        let _ = writeln!(
+            s,
+            "         fraud scored {}  unscored {}  alerts {}",
+            c.fraud_scored, c.fraud_unscored, c.fraud_alerts
+        );
+    }
     let _ = writeln!(
         s,
         "{:<15}{:>7} {:>7} {:>7} {:>7} {:>7} {:>8} | {:>6} {:>6} {:>6} {:>5}",

@@ -63,6 +63,9 @@ pub struct LatencyReport {
     pub lake: Percentiles,
     /// Per stage.
     pub stages: StageLatency,
+    /// Source commit to scored by the fraud scorer, for card payments; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<Percentiles>,
 }
 
 impl LatencyReport {
@@ -75,6 +78,7 @@ impl LatencyReport {
             "stages.standardize" => &self.stages.standardize,
             "stages.enrich" => &self.stages.enrich,
             "stages.lake" => &self.stages.lake,
+            "fraud" => return self.fraud.as_ref(),
             _ => return None,
         })
     }
@@ -87,6 +91,9 @@ pub struct TiersReport {
     pub bus: Tiers,
     /// Tiers of the lake path.
     pub lake: Tiers,
+    /// Tiers of the fraud path; absent without a fraud scorer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<Tiers>,
     /// The tier bounds used.
     pub bounds: TierBounds,
 }
@@ -203,6 +210,7 @@ impl Report {
                 enrich: lat.enrich.percentiles(),
                 lake: lat.lake_stage.percentiles(),
             },
+            fraud: (lat.fraud.tiers.total() > 0).then(|| lat.fraud.percentiles()),
         };
         let slo: Vec<SloResult> = inputs
             .slos
@@ -244,6 +252,7 @@ impl Report {
             tiers: TiersReport {
                 bus: lat.bus.tiers,
                 lake: lat.lake.tiers,
+                fraud: (lat.fraud.tiers.total() > 0).then_some(lat.fraud.tiers),
                 bounds: analysis.tier_bounds,
             },
             exactly_once: analysis.exactly_once.clone(),

@@ -1,5 +1,5 @@
 //! SLO names as a scenario's `[slo]` table writes them: `PATH.STAT`, where PATH is `bus`,
-//! `lake` or `stages.<stage>` and STAT is `p50`, `p90`, `p99`, `p999` or `max`.
+//! `lake`, `fraud` or `stages.<stage>` and STAT is `p50`, `p90`, `p99`, `p999` or `max`.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,9 +54,10 @@ pub struct SloName {
 }
 
 /// The latency paths an SLO may name.
-pub const SLO_PATHS: [&str; 6] = [
+pub const SLO_PATHS: [&str; 7] = [
     "bus",
     "lake",
+    "fraud",
     "stages.ingest",
     "stages.standardize",
     "stages.enrich",

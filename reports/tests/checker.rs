@@ -1423,3 +1423,80 @@ fn the_conservation_line_accounts_for_every_change_once() {
     );
     assert_eq!(a.exactly_once.lost, 1);
 }
+
+#[test]
+fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted() {
+    let payment = |lsn: u64, id: u64| SourceChange {
+        lsn,
+        key: Key {
+            table: Table::CardTransactions,
+            id,
+        },
+        op: Op::Create,
+        digest: Some(lsn),
+        poison: false,
+    };
+    let fraud_read = |t_ms: u64, base: u64, ids: &[u64]| Observation::Read {
+        t_ms,
+        stage: Stage::Fraud,
+        host: "fraud-0".to_string(),
+        topic: TopicName::Enriched,
+        partition: 0,
+        base_offset: base,
+        change_ids: ids.to_vec(),
+    };
+    let mut h = vec![
+        header(),
+        commit(1_000, 1, vec![payment(1, 1)]),
+        commit(2_000, 2, vec![payment(2, 2)]),
+    ];
+    h.push(produced(2_100, TopicName::Enriched, 0, 0, &[1, 2]));
+    h.push(read(2_200, TopicName::Enriched, 0, 0, &[1, 2]));
+    h.push(fraud_read(2_500, 0, &[1]));
+    h.push(Observation::FraudAlert {
+        t_ms: 2_500,
+        change_id: 1,
+        score: 60,
+        reasons: "velocity".to_string(),
+    });
+    h.push(Observation::LakeCommit {
+        t_ms: 3_000,
+        host: "lake-0".to_string(),
+        checkpoint_id: 1,
+        snapshot_id: 1,
+        rows: [1u64, 2]
+            .iter()
+            .map(|&id| LakeRow {
+                change_id: id,
+                key: Key {
+                    table: Table::CardTransactions,
+                    id,
+                },
+                digest: Some(id),
+                folded: false,
+            })
+            .collect(),
+        files: Default::default(),
+    });
+    h.push(run_end(4_000, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.total(), 0, "{:?}", a.exactly_once);
+    assert_eq!(
+        (
+            a.counts.fraud_scored,
+            a.counts.fraud_unscored,
+            a.counts.fraud_alerts
+        ),
+        (1, 1, 1)
+    );
+    let r = report(&a, &[("fraud.p99", 1_000)], None);
+    let fraud = r.latency.fraud.expect("a fraud path");
+    assert_eq!((fraud.count, fraud.max_ms), (1, 1_500));
+    assert!(!r.slo[0].pass, "1.5 s is over the 1 s limit");
+    // The bus path still ends at the lake sink's read, not the scorer's.
+    assert_eq!(r.latency.bus.max_ms, 1_200);
+    // Without a scorer, the path is absent from the report.
+    let plain = report(&check(&clean()), &[], None);
+    assert!(plain.latency.fraud.is_none());
+    assert!(!to_json(&plain).contains("\"fraud\""));
+}

@@ -3,6 +3,7 @@
 
 use crate::progress::Recorder;
 use nrtsim_history::Observation;
+use nrtsim_pipeline::checkpoint::Coordinator;
 use nrtsim_pipeline::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
 use nrtsim_workloads::Transaction;
 use std::cell::RefCell;
@@ -51,7 +52,7 @@ impl Env for SimEnv {
 
 #[derive(Default)]
 struct CheckpointTables {
-    checkpoints: BTreeMap<String, TaskCheckpoint>,
+    coordinator: Coordinator,
     starts: BTreeMap<String, u64>,
 }
 
@@ -61,16 +62,27 @@ pub struct SharedCheckpoints {
     inner: Rc<RefCell<CheckpointTables>>,
 }
 
+impl SharedCheckpoints {
+    /// Coordinates `job`'s checkpoints over `tasks` (see [`Coordinator`]).
+    pub fn coordinate(&self, job: &str, tasks: impl IntoIterator<Item = String>) {
+        self.inner.borrow_mut().coordinator.coordinate(job, tasks);
+    }
+}
+
 impl CheckpointStore for SharedCheckpoints {
     fn load(&self, task: &str) -> Option<TaskCheckpoint> {
-        self.inner.borrow().checkpoints.get(task).cloned()
+        self.inner.borrow().coordinator.restore(task)
     }
 
     fn save(&self, task: &str, checkpoint: TaskCheckpoint) {
         self.inner
             .borrow_mut()
-            .checkpoints
-            .insert(task.to_string(), checkpoint);
+            .coordinator
+            .acknowledge(task, checkpoint);
+    }
+
+    fn completed(&self, task: &str) -> u64 {
+        self.inner.borrow().coordinator.completed(task)
     }
 
     fn next_incarnation(&self, task: &str) -> u64 {

@@ -15,7 +15,9 @@ use crate::wire::SharedArena;
 use crate::{LatencyRange, NetworkConfig, PlatformConfig};
 use nrtsim_history::{Observation, RunHeader, SourceChange, TopicName};
 use nrtsim_pipeline::enrich::ReferenceStore;
-use nrtsim_pipeline::jobs::{run_cdc, run_lake_sink, run_stream_task, StreamRole, TaskSettings};
+use nrtsim_pipeline::jobs::{
+    run_cdc, run_fraud_scorer, run_lake_sink, run_stream_task, StreamRole, TaskSettings,
+};
 use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::{
     CheckpointStore, CostConfig, Delivery, LakeCommitPolicy, PipelineConfig, RedoAtEnd,
@@ -89,6 +91,9 @@ pub fn host_names(platform: &PlatformConfig, pipeline: &PipelineConfig) -> Vec<S
         ("lake", p.lake),
     ] {
         hosts.extend((0..n).map(|i| format!("{job}-{i}")));
+    }
+    if pipeline.fraud.enabled {
+        hosts.push("fraud-0".into());
     }
     hosts
 }
@@ -180,6 +185,18 @@ impl World {
         let pipeline = &spec.pipeline;
         let timer_commit_ms = (pipeline.lake.commit == LakeCommitPolicy::Timer)
             .then(|| pipeline.lake.commit_interval.ms().max(1));
+        // Checkpoints complete when every task of the job acknowledged them: for the stream
+        // jobs unless they commit per poll (at-most-once), and for a two-phase lake sink.
+        let par = &pipeline.parallelism;
+        let names =
+            |job: &str, n: u32| -> Vec<String> { (0..n).map(|t| format!("{job}-{t}")).collect() };
+        if pipeline.delivery != Delivery::AtMostOnce {
+            checkpoints.coordinate("standardize", names("standardize", par.standardize));
+            checkpoints.coordinate("enrich", names("enrich", par.enrich));
+        }
+        if pipeline.delivery == Delivery::ExactlyOnce && timer_commit_ms.is_none() {
+            checkpoints.coordinate("lake", names("lake", par.lake));
+        }
         let settings = |per_record_us: u64| TaskSettings {
             delivery: pipeline.delivery,
             checkpoint_interval_ms: pipeline.checkpoint_interval.ms().max(1),
@@ -319,7 +336,36 @@ impl World {
             });
         }
 
+        if pipeline.fraud.enabled {
+            let name = "fraud-0".to_string();
+            let (client, recorder, checkpoints) =
+                (client.clone(), self.recorder.clone(), checkpoints.clone());
+            let s = settings(spec.costs.fraud_per_record.us);
+            let all: Vec<u32> = (0..partitions).collect();
+            let i = index(&name);
+            let cfg = pipeline.fraud.clone();
+            let host = name.clone();
+            self.sim.host(name, move || {
+                let mut log = client(i, &host);
+                let env = SimEnv::new(&host, recorder.clone());
+                let (checkpoints, s, all, cfg) =
+                    (checkpoints.clone(), s.clone(), all.clone(), cfg.clone());
+                async move {
+                    run_fraud_scorer(&mut log, &env, &checkpoints, &all, &s, &cfg).await;
+                    Ok(())
+                }
+            });
+        }
+
         let mut readers = Vec::new();
+        if pipeline.fraud.enabled {
+            readers.push(Reader {
+                host: "fraud-0".to_string(),
+                topic: TopicName::Enriched,
+                partitions: (0..partitions).collect(),
+                positions: Positions::Checkpoint,
+            });
+        }
         for (job, topic, tasks) in [
             ("standardize", TopicName::Raw, par.standardize),
             ("enrich", TopicName::Standard, par.enrich),
