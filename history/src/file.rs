@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! {"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}
-//! {"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false}]}
+//! {"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null}]}
 //! {"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}
@@ -24,6 +24,8 @@
 //! {"type":"workload_end","t_ms":10}
 //! {"type":"run_end","t_ms":12,"drained":true}
 //! {"type":"fraud_alert","t_ms":11,"change_id":2,"score":60,"reasons":"velocity"}
+//! {"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}
+//! {"type":"watermark","t_ms":11,"watermark_ms":60000,"late_dropped":0}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -482,6 +484,19 @@ enum Frame {
         score: u32,
         reasons: String,
     },
+    Aggregate {
+        t_ms: u64,
+        account_id: u64,
+        window_start_ms: u64,
+        window_ms: u64,
+        spend_cents: i64,
+        payments: u32,
+    },
+    Watermark {
+        t_ms: u64,
+        watermark_ms: u64,
+        late_dropped: u64,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -549,6 +564,19 @@ enum FrameRef<'a> {
         change_id: u64,
         score: u32,
         reasons: &'a str,
+    },
+    Aggregate {
+        t_ms: u64,
+        account_id: u64,
+        window_start_ms: u64,
+        window_ms: u64,
+        spend_cents: i64,
+        payments: u32,
+    },
+    Watermark {
+        t_ms: u64,
+        watermark_ms: u64,
+        late_dropped: u64,
     },
 }
 
@@ -663,6 +691,30 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 score: *score,
                 reasons,
             },
+            Observation::Aggregate {
+                t_ms,
+                account_id,
+                window_start_ms,
+                window_ms,
+                spend_cents,
+                payments,
+            } => FrameRef::Aggregate {
+                t_ms: *t_ms,
+                account_id: *account_id,
+                window_start_ms: *window_start_ms,
+                window_ms: *window_ms,
+                spend_cents: *spend_cents,
+                payments: *payments,
+            },
+            Observation::Watermark {
+                t_ms,
+                watermark_ms,
+                late_dropped,
+            } => FrameRef::Watermark {
+                t_ms: *t_ms,
+                watermark_ms: *watermark_ms,
+                late_dropped: *late_dropped,
+            },
         }
     }
 }
@@ -775,6 +827,30 @@ impl From<Frame> for Observation {
                 score,
                 reasons,
             },
+            Frame::Aggregate {
+                t_ms,
+                account_id,
+                window_start_ms,
+                window_ms,
+                spend_cents,
+                payments,
+            } => Observation::Aggregate {
+                t_ms,
+                account_id,
+                window_start_ms,
+                window_ms,
+                spend_cents,
+                payments,
+            },
+            Frame::Watermark {
+                t_ms,
+                watermark_ms,
+                late_dropped,
+            } => Observation::Watermark {
+                t_ms,
+                watermark_ms,
+                late_dropped,
+            },
         }
     }
 }
@@ -784,9 +860,9 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 11] = [
+    const DOC_EXAMPLES: [&str; 13] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
-        r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false}]}"#,
+        r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}"#,
@@ -796,6 +872,8 @@ mod tests {
         r#"{"type":"workload_end","t_ms":10}"#,
         r#"{"type":"run_end","t_ms":12,"drained":true}"#,
         r#"{"type":"fraud_alert","t_ms":11,"change_id":2,"score":60,"reasons":"velocity"}"#,
+        r#"{"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}"#,
+        r#"{"type":"watermark","t_ms":11,"watermark_ms":60000,"late_dropped":0}"#,
     ];
 
     #[test]

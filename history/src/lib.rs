@@ -13,6 +13,6 @@ pub use file::{
     HistoryWriter,
 };
 pub use observation::{
-    FaultPhase, LakeFiles, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage,
-    TopicName,
+    FaultPhase, LakeFiles, LakeRow, Observation, Payment, RouteReason, RunHeader, SourceChange,
+    Stage, TopicName,
 };

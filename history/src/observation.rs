@@ -60,6 +60,8 @@ pub enum Stage {
     Lake,
     /// The fraud scorer (a consumer of the enriched topic).
     Fraud,
+    /// The spend aggregator (a consumer of the enriched topic).
+    Spend,
 }
 
 impl Stage {
@@ -71,6 +73,7 @@ impl Stage {
             Stage::Enrich => "enrich",
             Stage::Lake => "lake",
             Stage::Fraud => "fraud",
+            Stage::Spend => "spend",
         }
     }
 }
@@ -88,6 +91,19 @@ pub struct SourceChange {
     pub digest: Option<u64>,
     /// The CDC connector emits this change malformed; it must end in `critical`.
     pub poison: bool,
+    /// For a card payment: the account and amount, what a batch recomputation of spend sums.
+    #[serde(default)]
+    pub payment: Option<Payment>,
+}
+
+/// The facts of a card payment that spend aggregates are computed from; its event time is
+/// its commit time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The account charged.
+    pub account_id: u64,
+    /// Signed amount in minor units.
+    pub amount_cents: i64,
 }
 
 /// A row a lake commit made visible.
@@ -270,6 +286,31 @@ pub enum Observation {
         /// Whether the pipeline drained before the drain timeout.
         drained: bool,
     },
+    /// A spend aggregate emitted (or re-emitted, after a late payment) for one account and
+    /// event-time window; the last emission of a window is its value.
+    Aggregate {
+        /// When.
+        t_ms: u64,
+        /// The account.
+        account_id: u64,
+        /// Start of the window, event time in ms.
+        window_start_ms: u64,
+        /// Length of the window in ms.
+        window_ms: u64,
+        /// Sum of the payments in the window, minor units.
+        spend_cents: i64,
+        /// Payments in the window.
+        payments: u32,
+    },
+    /// The spend aggregator's watermark advanced: windows ending at or before it have fired.
+    Watermark {
+        /// When.
+        t_ms: u64,
+        /// The watermark, event time in ms.
+        watermark_ms: u64,
+        /// Payments dropped so far because they arrived after their window closed.
+        late_dropped: u64,
+    },
     /// The fraud scorer flagged a card payment.
     FraudAlert {
         /// When.
@@ -297,6 +338,8 @@ impl Observation {
             | Observation::Fault { t_ms, .. }
             | Observation::WorkloadEnd { t_ms }
             | Observation::RunEnd { t_ms, .. }
+            | Observation::Aggregate { t_ms, .. }
+            | Observation::Watermark { t_ms, .. }
             | Observation::FraudAlert { t_ms, .. } => *t_ms,
         }
     }

@@ -33,6 +33,7 @@ fn sample() -> Vec<Observation> {
                     op: [Op::Create, Op::Update, Op::Delete, Op::Read][(j % 4) as usize],
                     digest: (j != 2).then_some(i ^ 0xdead_beef),
                     poison: j == 3,
+                    payment: None,
                 })
                 .collect(),
         });

@@ -2,6 +2,7 @@
 //! produce, consume, and what each record costs them.
 
 use crate::fraud::FraudConfig;
+use crate::spend::SpendConfig;
 use nrtsim_workloads::SimDuration;
 use serde::{Deserialize, Serialize};
 
@@ -277,6 +278,8 @@ pub struct PipelineConfig {
     pub partition_key: PartitionKey,
     /// The fraud scorer on the enriched topic (off by default).
     pub fraud: FraudConfig,
+    /// Per-account spend aggregates in event-time windows (off by default).
+    pub spend: SpendConfig,
 }
 
 /// What picks a record's partition.
@@ -303,6 +306,7 @@ impl Default for PipelineConfig {
             lake: LakeConfig::default(),
             partition_key: PartitionKey::Customer,
             fraud: FraudConfig::default(),
+            spend: SpendConfig::default(),
         }
     }
 }
@@ -325,6 +329,8 @@ pub struct CostConfig {
     pub broker_append_per_record: SimDuration,
     /// Fraud scorer, per record read. Default 20us.
     pub fraud_per_record: SimDuration,
+    /// Spend aggregator, per record read. Default 10us.
+    pub spend_per_record: SimDuration,
 }
 
 impl Default for CostConfig {
@@ -337,6 +343,7 @@ impl Default for CostConfig {
             lake_commit: SimDuration::from_ms(200),
             broker_append_per_record: SimDuration::from_us(2),
             fraud_per_record: SimDuration::from_us(20),
+            spend_per_record: SimDuration::from_us(10),
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::lake::PendingWrite;
 use crate::log::ProducerState;
 use crate::record::TopicPartition;
+use crate::spend::SpendAggregator;
 use nrtsim_history::Observation;
 use nrtsim_workloads::Transaction;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,8 @@ pub struct TaskCheckpoint {
     /// pre-committed them: committed once that checkpoint completes (again after a restart,
     /// if the commit had not happened).
     pub staged: BTreeMap<u64, StagedCommit>,
+    /// The spend aggregator's windows and watermark (spend only).
+    pub spend: Option<SpendAggregator>,
 }
 
 /// Rows a two-phase lake sink pre-committed with one checkpoint, and the input positions they

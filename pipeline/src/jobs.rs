@@ -12,6 +12,7 @@ use crate::fraud::{FraudConfig, FraudScorer};
 use crate::lake::{LakeTable, PendingWrite};
 use crate::log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
 use crate::record::{partition_for, Record, RecordMeta, TopicPartition};
+use crate::spend::{SpendAggregator, SpendConfig, WindowResult};
 use crate::standardize::{standardize, Standardized};
 use nrtsim_history::{LakeRow, Observation, RouteReason, Stage, TopicName};
 use nrtsim_workloads::envelope::encode_change_into;
@@ -724,6 +725,88 @@ pub async fn run_fraud_scorer<L: Log, E: Env, C: CheckpointStore>(
             cp.id = due;
             cp.offsets = offsets.clone();
             store.save(env.host(), cp.clone());
+        }
+    }
+}
+
+/// The spend aggregator: reads every partition of `enriched`, sums each account's card payments
+/// in event-time windows (see [`crate::spend`]) and records every window result it emits and
+/// each watermark step past a window's end. Its windows and watermark are checkpointed with
+/// its input positions, so a restart resumes both together.
+pub async fn run_spend_aggregator<L: Log, E: Env, C: CheckpointStore>(
+    log: &mut L,
+    env: &E,
+    store: &C,
+    partitions: &[u32],
+    s: &TaskSettings,
+    cfg: &SpendConfig,
+) {
+    let mut cp = store.load(env.host()).unwrap_or_default();
+    let mut offsets = enriched_positions(partitions, &cp.offsets);
+    let mut agg = cp
+        .spend
+        .take()
+        .unwrap_or_else(|| SpendAggregator::new(cfg.clone(), partitions));
+    let window_ms = cfg.window.ms().max(1);
+    let emit = |env: &E, r: WindowResult| {
+        env.record(Observation::Aggregate {
+            t_ms: env.now_ms(),
+            account_id: r.account_id,
+            window_start_ms: r.window_start_ms,
+            window_ms,
+            spend_cents: r.spend_cents,
+            payments: r.payments,
+        });
+    };
+    loop {
+        let positions: Vec<(TopicPartition, u64)> =
+            offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
+        let fetched = log.fetch(&positions).await;
+        let mut n = 0;
+        for f in fetched.into_iter().flatten() {
+            record_read(env, Stage::Spend, &f);
+            n += f.records.len();
+            if !f.records.is_empty() {
+                offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
+            }
+            for r in &f.records {
+                let Ok(e) = decode::<Enriched>(&r.value) else {
+                    continue;
+                };
+                let Some(RowBody::CardTransaction(t)) = &e.change.row else {
+                    continue;
+                };
+                if e.change.op != nrtsim_workloads::Op::Create {
+                    continue;
+                }
+                let now = env.now_ms();
+                if let Some(update) =
+                    agg.add(f.tp.partition, t.account_id, t.amount_cents, t.ts_ms, now)
+                {
+                    emit(env, update);
+                }
+            }
+        }
+        work(s.per_record_us, n).await;
+        let before = agg.watermark();
+        for r in agg.advance(env.now_ms()) {
+            emit(env, r);
+        }
+        let after = agg.watermark();
+        if after / window_ms > before / window_ms {
+            env.record(Observation::Watermark {
+                t_ms: env.now_ms(),
+                watermark_ms: after,
+                late_dropped: agg.late_dropped(),
+            });
+        }
+        let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
+        if due > cp.id {
+            cp.id = due;
+            cp.offsets = offsets.clone();
+            cp.spend = Some(agg.clone());
+            store.save(env.host(), cp.clone());
+            cp.spend = None;
         }
     }
 }

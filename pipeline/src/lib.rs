@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod lake;
 pub mod log;
 pub mod record;
+pub mod spend;
 pub mod standardize;
 
 pub use config::{

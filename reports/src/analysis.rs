@@ -43,6 +43,13 @@ pub struct Counts {
     /// Fraud alerts raised.
     #[serde(default)]
     pub fraud_alerts: u64,
+    /// Card payments the spend aggregator dropped as too late for their window.
+    #[serde(default)]
+    pub late_dropped: u64,
+    /// (Account, window) spend aggregates reconciled against the batch recomputation: those of
+    /// the windows the aggregator's watermark has passed.
+    #[serde(default)]
+    pub aggregates_reconciled: u64,
 }
 
 /// Where every source change ended: the conservation line `source = enriched + waiting in

@@ -2,8 +2,8 @@
 //! in the shape the report's `exactly_once` section takes.
 //!
 //! Only anomalies the checker actually checks appear here: an anomaly it does not check
-//! (`aborted_read`, `aggregate_mismatch`) must be absent from a report, never a 0 that was not
-//! measured.
+//! (`aborted_read`; `aggregate_mismatch` in a run without spend aggregates) must be absent
+//! from a report, never a 0 that was not measured.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,11 +25,13 @@ pub enum AnomalyKind {
     TornTransaction,
     /// Two reads of one topic partition found different records at the same offset.
     InconsistentOffsets,
+    /// A streamed spend aggregate that differs from the batch recomputation from the source.
+    AggregateMismatch,
 }
 
 impl AnomalyKind {
     /// Every checked anomaly, in report order.
-    pub const ALL: [AnomalyKind; 7] = [
+    pub const ALL: [AnomalyKind; 8] = [
         AnomalyKind::Lost,
         AnomalyKind::Duplicated,
         AnomalyKind::Reordered,
@@ -37,6 +39,7 @@ impl AnomalyKind {
         AnomalyKind::LakeMismatch,
         AnomalyKind::TornTransaction,
         AnomalyKind::InconsistentOffsets,
+        AnomalyKind::AggregateMismatch,
     ];
 
     /// The anomaly's report name.
@@ -49,6 +52,7 @@ impl AnomalyKind {
             AnomalyKind::LakeMismatch => "lake_mismatch",
             AnomalyKind::TornTransaction => "torn_transaction",
             AnomalyKind::InconsistentOffsets => "inconsistent_offsets",
+            AnomalyKind::AggregateMismatch => "aggregate_mismatch",
         }
     }
 
@@ -91,6 +95,10 @@ pub struct ExactlyOnce {
     pub torn_transaction: u64,
     /// Offsets at which two reads found different records.
     pub inconsistent_offsets: u64,
+    /// (Account, window) spend aggregates that differ from the batch recomputation; absent
+    /// when the run computes no spend aggregates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_mismatch: Option<u64>,
     /// Whether torn transactions fail the run (the scenario's `[checks]`), or only warn.
     pub torn_transaction_is_violation: bool,
     /// Examples, grouped by anomaly in report order, at most a few per anomaly.
@@ -108,6 +116,7 @@ impl ExactlyOnce {
             AnomalyKind::LakeMismatch => self.lake_mismatch,
             AnomalyKind::TornTransaction => self.torn_transaction,
             AnomalyKind::InconsistentOffsets => self.inconsistent_offsets,
+            AnomalyKind::AggregateMismatch => self.aggregate_mismatch.unwrap_or(0),
         }
     }
 
@@ -120,7 +129,15 @@ impl ExactlyOnce {
             AnomalyKind::LakeMismatch => &mut self.lake_mismatch,
             AnomalyKind::TornTransaction => &mut self.torn_transaction,
             AnomalyKind::InconsistentOffsets => &mut self.inconsistent_offsets,
+            AnomalyKind::AggregateMismatch => self.aggregate_mismatch.get_or_insert(0),
         }
+    }
+
+    /// The anomalies this report checked, in report order.
+    pub fn checked(&self) -> impl Iterator<Item = AnomalyKind> + '_ {
+        AnomalyKind::ALL
+            .into_iter()
+            .filter(|k| *k != AnomalyKind::AggregateMismatch || self.aggregate_mismatch.is_some())
     }
 
     /// The sum of all anomaly counts.

@@ -217,6 +217,16 @@ pub struct Checker {
     /// Whether a fraud scorer read anything (then every card payment should be scored).
     fraud_seen: bool,
     fraud_alerts: u64,
+    /// Card payments in LSN order: (LSN, account, amount), for the batch recomputation.
+    payments: Vec<(u64, u64, i64)>,
+    /// The spend aggregator's last emission per (window start, account).
+    aggregates: BTreeMap<(u64, u64), (i64, u32)>,
+    /// The aggregates' window length, once one was emitted.
+    aggregate_window_ms: Option<u64>,
+    /// The highest watermark the aggregator reached: windows ending by it have fired.
+    watermark_ms: u64,
+    late_dropped: u64,
+    aggregates_reconciled: u64,
 }
 
 impl Checker {
@@ -245,6 +255,12 @@ impl Checker {
             workload_end_ms: None,
             fraud_seen: false,
             fraud_alerts: 0,
+            payments: Vec::new(),
+            aggregates: BTreeMap::new(),
+            aggregate_window_ms: None,
+            watermark_ms: 0,
+            late_dropped: 0,
+            aggregates_reconciled: 0,
         }
     }
 
@@ -289,11 +305,34 @@ impl Checker {
                 *self.task_load.entry(host.clone()).or_insert(0) += change_ids.len() as u64;
                 if *stage == Stage::Fraud {
                     self.fraud_read(*t_ms, *topic, *partition, *base_offset, change_ids)
+                } else if *stage == Stage::Spend {
+                    // A consumer of its own: its reads must agree with everyone's.
+                    self.check_offsets(*topic, *partition, *base_offset, change_ids);
                 } else {
                     self.read(*t_ms, *topic, *partition, *base_offset, change_ids)
                 }
             }
             Observation::FraudAlert { .. } => self.fraud_alerts += 1,
+            Observation::Aggregate {
+                account_id,
+                window_start_ms,
+                window_ms,
+                spend_cents,
+                payments,
+                ..
+            } => {
+                self.aggregate_window_ms = Some(*window_ms);
+                self.aggregates
+                    .insert((*window_start_ms, *account_id), (*spend_cents, *payments));
+            }
+            Observation::Watermark {
+                watermark_ms,
+                late_dropped,
+                ..
+            } => {
+                self.watermark_ms = self.watermark_ms.max(*watermark_ms);
+                self.late_dropped = *late_dropped;
+            }
             Observation::Routed { change_id, to, .. } => self.routed(*change_id, *to),
             Observation::LakeCommit {
                 t_ms,
@@ -401,6 +440,9 @@ impl Checker {
         }
         if c.digest.is_none() {
             flags |= DELETE;
+        }
+        if let Some(p) = c.payment {
+            self.payments.push((c.lsn, p.account_id, p.amount_cents));
         }
         self.changes[i] = ChangeState {
             commit_ms: compact_ms(t_ms),
@@ -707,6 +749,9 @@ impl Checker {
             }
         }
         counts.fraud_alerts = self.fraud_alerts;
+        counts.late_dropped = self.late_dropped;
+        self.reconcile_aggregates();
+        counts.aggregates_reconciled = self.aggregates_reconciled;
         self.judge_final_rows(&mut counts, &unfinished_keys);
         self.judge_torn_transactions();
         let skew = self.skew();
@@ -726,6 +771,65 @@ impl Checker {
             lake: self.lake,
             skew,
             conservation,
+        }
+    }
+
+    /// Compares the streamed spend aggregates with a batch recomputation from the source: for
+    /// every (account, window) that has fired (its end at or before the highest watermark),
+    /// the sum of the card payments committed in it that should have reached the enriched
+    /// topic (not poison, not in critical, not parked in redo). Runs without aggregates check
+    /// nothing, and the anomaly stays absent from the report.
+    fn reconcile_aggregates(&mut self) {
+        let Some(w) = self.aggregate_window_ms.filter(|w| *w > 0) else {
+            return;
+        };
+        let fired = |start: u64| start + w <= self.watermark_ms;
+        let mut batch: BTreeMap<(u64, u64), (i64, u32)> = BTreeMap::new();
+        for &(lsn, account, amount) in &self.payments {
+            let Some(c) = self.known(lsn) else { continue };
+            if c.has(POISON) || c.has(ROUTED_CRITICAL) || c.parked() || c.commit_ms == NEVER {
+                continue;
+            }
+            let t = u64::from(c.commit_ms);
+            let start = t - t % w;
+            if fired(start) {
+                let slot = batch.entry((start, account)).or_insert((0, 0));
+                slot.0 += amount;
+                slot.1 += 1;
+            }
+        }
+        let streamed: BTreeMap<(u64, u64), (i64, u32)> = self
+            .aggregates
+            .iter()
+            .filter(|((start, _), _)| fired(*start))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        self.exactly_once.aggregate_mismatch.get_or_insert(0);
+        let keys: BTreeSet<(u64, u64)> = batch.keys().chain(streamed.keys()).copied().collect();
+        self.aggregates_reconciled = keys.len() as u64;
+        for (start, account) in keys {
+            let b = batch.get(&(start, account)).copied().unwrap_or((0, 0));
+            let s = streamed.get(&(start, account)).copied().unwrap_or((0, 0));
+            if b == s {
+                continue;
+            }
+            let ex = AnomalyExample {
+                anomaly: AnomalyKind::AggregateMismatch.name().to_string(),
+                change_id: None,
+                key: Some(format!("accounts/{account}")),
+                lsn: None,
+                location: format!(
+                    "spend window {}..{}: streamed {} cents over {} payments, batch {} over {}",
+                    human_window(start),
+                    human_window(start + w),
+                    s.0,
+                    s.1,
+                    b.0,
+                    b.1
+                ),
+            };
+            self.exactly_once
+                .record(AnomalyKind::AggregateMismatch, ex, self.opts.max_examples);
         }
     }
 
@@ -940,6 +1044,12 @@ fn lost_location(c: &ChangeState) -> String {
         "never applied to the lake nor routed to critical"
     };
     format!("{what}; last seen: {furthest}")
+}
+
+/// An event time as `m:ss` since the run began.
+fn human_window(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{}:{:02}", s / 60, s % 60)
 }
 
 fn digest_text(d: Option<u64>) -> String {

@@ -158,7 +158,7 @@ fn tables(r: &Report) -> String {
     }
     h.push_str("</table><h2>Exactly once</h2><table><tr><th>anomaly</th><th>count</th></tr>");
     let eo = &r.exactly_once;
-    for kind in AnomalyKind::ALL {
+    for kind in eo.checked() {
         let warning = kind == AnomalyKind::TornTransaction && !eo.torn_transaction_is_violation;
         let name = if warning {
             format!("{} (warning)", kind.name())

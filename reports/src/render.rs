@@ -33,7 +33,7 @@ pub fn human_ms(ms: u64) -> String {
 }
 
 /// The counts every report shows, in order.
-pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 14] {
+pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 16] {
     [
         ("source changes", c.source_changes),
         ("of which snapshot", c.snapshot_changes),
@@ -49,6 +49,8 @@ pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 14] {
         ("fraud: scored", c.fraud_scored),
         ("fraud: unscored", c.fraud_unscored),
         ("fraud: alerts", c.fraud_alerts),
+        ("spend: aggregates reconciled", c.aggregates_reconciled),
+        ("spend: payments dropped late", c.late_dropped),
     ]
 }
 
@@ -156,7 +158,7 @@ pub fn to_markdown(r: &Report) -> String {
         );
     }
     md.push_str("\n## Exactly-once\n\n| anomaly | count |\n|---|---:|\n");
-    for kind in AnomalyKind::ALL {
+    for kind in r.exactly_once.checked() {
         let _ = writeln!(md, "| {} | {} |", kind.name(), r.exactly_once.count(kind));
     }
     if !r.exactly_once.examples.is_empty() {
@@ -273,7 +275,7 @@ struct Case {
 pub fn to_junit(r: &Report) -> String {
     let judged_by_expectation = r.expectation.is_some();
     let mut cases = Vec::new();
-    for kind in AnomalyKind::ALL {
+    for kind in r.exactly_once.checked() {
         let n = r.exactly_once.count(kind);
         // A warning (torn transactions, unless the scenario makes them a violation) is
         // reported in the other renderers but fails no testcase.
@@ -437,6 +439,13 @@ pub fn summary_text(r: &Report) -> String {
             String::new()
         }
     );
+    if r.exactly_once.aggregate_mismatch.is_some() {
+        let _ = writeln!(
+            s,
+            "         spend aggregates reconciled {}  payments dropped as late {}",
+            c.aggregates_reconciled, c.late_dropped
+        );
+    }
     if c.fraud_scored + c.fraud_unscored > 0 {
         let _ = writeln!(
             s,
@@ -483,16 +492,22 @@ pub fn summary_text(r: &Report) -> String {
         }
     }
     let eo = &r.exactly_once;
-    let _ = write!(s, "anomalies");
     let warning = |kind: AnomalyKind| {
         kind == AnomalyKind::TornTransaction && !eo.torn_transaction_is_violation
     };
-    for kind in AnomalyKind::ALL.into_iter().filter(|k| !warning(*k)) {
-        let _ = write!(s, "  {} {}", kind.name(), eo.count(kind));
+    // Wrapped to stay within 100 columns.
+    let mut line = "anomalies".to_string();
+    for kind in eo.checked().filter(|k| !warning(*k)) {
+        let item = format!("  {} {}", kind.name(), eo.count(kind));
+        if line.len() + item.len() > 100 {
+            let _ = writeln!(s, "{line}");
+            line = " ".repeat("anomalies".len());
+        }
+        line.push_str(&item);
     }
-    s.push('\n');
-    let warned: Vec<String> = AnomalyKind::ALL
-        .into_iter()
+    let _ = writeln!(s, "{line}");
+    let warned: Vec<String> = eo
+        .checked()
         .filter(|k| warning(*k) && eo.count(*k) > 0)
         .map(|k| format!("  {} {}", k.name(), eo.count(k)))
         .collect();

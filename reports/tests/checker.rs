@@ -30,6 +30,7 @@ fn change(lsn: u64, key_id: u64, op: Op, digest: Option<u64>) -> SourceChange {
         op,
         digest,
         poison: false,
+        payment: None,
     }
 }
 
@@ -1435,6 +1436,7 @@ fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted()
         op: Op::Create,
         digest: Some(lsn),
         poison: false,
+        payment: None,
     };
     let fraud_read = |t_ms: u64, base: u64, ids: &[u64]| Observation::Read {
         t_ms,
@@ -1499,4 +1501,118 @@ fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted()
     let plain = report(&check(&clean()), &[], None);
     assert!(plain.latency.fraud.is_none());
     assert!(!to_json(&plain).contains("\"fraud\""));
+}
+
+#[test]
+fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
+    let pay = |lsn: u64, id: u64, account: u64, amount: i64| SourceChange {
+        lsn,
+        key: Key {
+            table: Table::CardTransactions,
+            id,
+        },
+        op: Op::Create,
+        digest: Some(lsn),
+        poison: false,
+        payment: Some(nrtsim_history::Payment {
+            account_id: account,
+            amount_cents: amount,
+        }),
+    };
+    let agg = |t_ms: u64, account: u64, start: u64, spend: i64, n: u32| Observation::Aggregate {
+        t_ms,
+        account_id: account,
+        window_start_ms: start,
+        window_ms: 10_000,
+        spend_cents: spend,
+        payments: n,
+    };
+    let wm = |t_ms: u64, watermark_ms: u64| Observation::Watermark {
+        t_ms,
+        watermark_ms,
+        late_dropped: 1,
+    };
+    // Account 7 pays 100 and 50 in window 0..10 s, 30 in window 10..20 s; account 8 pays 5.
+    let source = vec![
+        header(),
+        commit(1_000, 1, vec![pay(1, 1, 7, 100)]),
+        commit(2_000, 2, vec![pay(2, 2, 7, 50), pay(3, 3, 8, 5)]),
+        commit(12_000, 3, vec![pay(4, 4, 7, 30)]),
+    ];
+    let through = |mut h: Vec<Observation>, extra: Vec<Observation>| {
+        let ids = [1, 2, 3, 4];
+        h.push(produced(12_100, TopicName::Enriched, 0, 0, &ids));
+        h.push(read(12_200, TopicName::Enriched, 0, 0, &ids));
+        h.push(Observation::LakeCommit {
+            t_ms: 13_000,
+            host: "lake-0".to_string(),
+            checkpoint_id: 1,
+            snapshot_id: 1,
+            rows: ids
+                .iter()
+                .map(|&id| LakeRow {
+                    change_id: id,
+                    key: Key {
+                        table: Table::CardTransactions,
+                        id,
+                    },
+                    digest: Some(id),
+                    folded: false,
+                })
+                .collect(),
+            files: Default::default(),
+        });
+        h.extend(extra);
+        h.push(run_end(20_000, true));
+        h
+    };
+    // Only window 0..10 s has fired (watermark 11 s); window 10..20 s is not judged yet.
+    let good = through(
+        source.clone(),
+        vec![
+            agg(12_300, 7, 0, 150, 2),
+            agg(12_300, 8, 0, 5, 1),
+            wm(12_300, 11_000),
+        ],
+    );
+    let a = check(&good);
+    assert_eq!(a.exactly_once.aggregate_mismatch, Some(0));
+    assert_eq!(a.counts.aggregates_reconciled, 2);
+    assert_eq!(a.counts.late_dropped, 1);
+    // The stream dropped account 7's second payment: its window no longer matches.
+    let bad = through(
+        source.clone(),
+        vec![
+            agg(12_300, 7, 0, 100, 1),
+            agg(12_300, 8, 0, 5, 1),
+            wm(12_300, 11_000),
+        ],
+    );
+    let a = check(&bad);
+    assert_eq!(a.exactly_once.aggregate_mismatch, Some(1));
+    let ex = a
+        .exactly_once
+        .examples_of(nrtsim_reports::AnomalyKind::AggregateMismatch)
+        .next()
+        .expect("an example");
+    assert_eq!(ex.key.as_deref(), Some("accounts/7"));
+    assert!(ex
+        .location
+        .contains("streamed 100 cents over 1 payments, batch 150 over 2"));
+    assert_eq!(report(&a, &[], None).exit_code, 1);
+    // A late firing that corrects the window counts: the last emission is the value.
+    let corrected = through(
+        source.clone(),
+        vec![
+            agg(12_300, 7, 0, 100, 1),
+            agg(12_300, 8, 0, 5, 1),
+            wm(12_300, 11_000),
+            agg(12_400, 7, 0, 150, 2),
+        ],
+    );
+    assert_eq!(check(&corrected).exactly_once.aggregate_mismatch, Some(0));
+    // Without a spend aggregator the anomaly is not checked, so not reported.
+    let a = check(&through(source, vec![]));
+    assert_eq!(a.exactly_once.aggregate_mismatch, None);
+    assert!(!to_json(&report(&a, &[], None)).contains("aggregate_mismatch"));
 }

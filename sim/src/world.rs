@@ -13,10 +13,11 @@ use crate::host_env::{sim_now_ms, SharedCheckpoints, SharedSource, SimEnv};
 use crate::progress::Recorder;
 use crate::wire::SharedArena;
 use crate::{LatencyRange, NetworkConfig, PlatformConfig};
-use nrtsim_history::{Observation, RunHeader, SourceChange, TopicName};
+use nrtsim_history::{Observation, Payment, RunHeader, SourceChange, TopicName};
 use nrtsim_pipeline::enrich::ReferenceStore;
 use nrtsim_pipeline::jobs::{
-    run_cdc, run_fraud_scorer, run_lake_sink, run_stream_task, StreamRole, TaskSettings,
+    run_cdc, run_fraud_scorer, run_lake_sink, run_spend_aggregator, run_stream_task, StreamRole,
+    TaskSettings,
 };
 use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::{
@@ -24,7 +25,7 @@ use nrtsim_pipeline::{
     TopicPartition,
 };
 use nrtsim_workloads::reference::ReferenceData;
-use nrtsim_workloads::{SeedTree, Workload, WorkloadConfig};
+use nrtsim_workloads::{Op, Row, SeedTree, Workload, WorkloadConfig};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -94,6 +95,9 @@ pub fn host_names(platform: &PlatformConfig, pipeline: &PipelineConfig) -> Vec<S
     }
     if pipeline.fraud.enabled {
         hosts.push("fraud-0".into());
+    }
+    if pipeline.spend.enabled {
+        hosts.push("spend-0".into());
     }
     hosts
 }
@@ -357,14 +361,40 @@ impl World {
             });
         }
 
-        let mut readers = Vec::new();
-        if pipeline.fraud.enabled {
-            readers.push(Reader {
-                host: "fraud-0".to_string(),
-                topic: TopicName::Enriched,
-                partitions: (0..partitions).collect(),
-                positions: Positions::Checkpoint,
+        if pipeline.spend.enabled {
+            let name = "spend-0".to_string();
+            let (client, recorder, checkpoints) =
+                (client.clone(), self.recorder.clone(), checkpoints.clone());
+            let s = settings(spec.costs.spend_per_record.us);
+            let all: Vec<u32> = (0..partitions).collect();
+            let i = index(&name);
+            let cfg = pipeline.spend.clone();
+            let host = name.clone();
+            self.sim.host(name, move || {
+                let mut log = client(i, &host);
+                let env = SimEnv::new(&host, recorder.clone());
+                let (checkpoints, s, all, cfg) =
+                    (checkpoints.clone(), s.clone(), all.clone(), cfg.clone());
+                async move {
+                    run_spend_aggregator(&mut log, &env, &checkpoints, &all, &s, &cfg).await;
+                    Ok(())
+                }
             });
+        }
+
+        let mut readers = Vec::new();
+        for (host, enabled) in [
+            ("fraud-0", pipeline.fraud.enabled),
+            ("spend-0", pipeline.spend.enabled),
+        ] {
+            if enabled {
+                readers.push(Reader {
+                    host: host.to_string(),
+                    topic: TopicName::Enriched,
+                    partitions: (0..partitions).collect(),
+                    positions: Positions::Checkpoint,
+                });
+            }
         }
         for (job, topic, tasks) in [
             ("standardize", TopicName::Raw, par.standardize),
@@ -615,6 +645,13 @@ async fn drive(
                 op: c.op,
                 digest: c.after_digest(),
                 poison: c.poison,
+                payment: match &c.after {
+                    Some(Row::CardTransaction(t)) if c.op == Op::Create => Some(Payment {
+                        account_id: t.account_id,
+                        amount_cents: t.amount_cents,
+                    }),
+                    _ => None,
+                },
             })
             .collect();
         last_lsn = txn.changes.last().map_or(last_lsn, |c| c.lsn);
