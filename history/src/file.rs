@@ -25,7 +25,8 @@
 //! {"type":"run_end","t_ms":12,"drained":true}
 //! {"type":"fraud_alert","t_ms":11,"change_id":2,"score":60,"reasons":"velocity"}
 //! {"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}
-//! {"type":"watermark","t_ms":11,"watermark_ms":60000,"late_dropped":0}
+//! {"type":"watermark","t_ms":11,"watermark_ms":60000,"window_ms":60000,"late_dropped":0}
+//! {"type":"txn_end","t_ms":6,"txid":1,"event_count":1}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -495,7 +496,13 @@ enum Frame {
     Watermark {
         t_ms: u64,
         watermark_ms: u64,
+        window_ms: u64,
         late_dropped: u64,
+    },
+    TxnEnd {
+        t_ms: u64,
+        txid: u64,
+        event_count: u64,
     },
 }
 
@@ -576,7 +583,13 @@ enum FrameRef<'a> {
     Watermark {
         t_ms: u64,
         watermark_ms: u64,
+        window_ms: u64,
         late_dropped: u64,
+    },
+    TxnEnd {
+        t_ms: u64,
+        txid: u64,
+        event_count: u64,
     },
 }
 
@@ -709,11 +722,22 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
             Observation::Watermark {
                 t_ms,
                 watermark_ms,
+                window_ms,
                 late_dropped,
             } => FrameRef::Watermark {
                 t_ms: *t_ms,
                 watermark_ms: *watermark_ms,
+                window_ms: *window_ms,
                 late_dropped: *late_dropped,
+            },
+            Observation::TxnEnd {
+                t_ms,
+                txid,
+                event_count,
+            } => FrameRef::TxnEnd {
+                t_ms: *t_ms,
+                txid: *txid,
+                event_count: *event_count,
             },
         }
     }
@@ -845,11 +869,22 @@ impl From<Frame> for Observation {
             Frame::Watermark {
                 t_ms,
                 watermark_ms,
+                window_ms,
                 late_dropped,
             } => Observation::Watermark {
                 t_ms,
                 watermark_ms,
+                window_ms,
                 late_dropped,
+            },
+            Frame::TxnEnd {
+                t_ms,
+                txid,
+                event_count,
+            } => Observation::TxnEnd {
+                t_ms,
+                txid,
+                event_count,
             },
         }
     }
@@ -860,7 +895,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 13] = [
+    const DOC_EXAMPLES: [&str; 14] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -873,7 +908,8 @@ mod tests {
         r#"{"type":"run_end","t_ms":12,"drained":true}"#,
         r#"{"type":"fraud_alert","t_ms":11,"change_id":2,"score":60,"reasons":"velocity"}"#,
         r#"{"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}"#,
-        r#"{"type":"watermark","t_ms":11,"watermark_ms":60000,"late_dropped":0}"#,
+        r#"{"type":"watermark","t_ms":11,"watermark_ms":60000,"window_ms":60000,"late_dropped":0}"#,
+        r#"{"type":"txn_end","t_ms":6,"txid":1,"event_count":1}"#,
     ];
 
     #[test]

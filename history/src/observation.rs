@@ -302,14 +302,26 @@ pub enum Observation {
         /// Payments in the window.
         payments: u32,
     },
-    /// The spend aggregator's watermark advanced: windows ending at or before it have fired.
+    /// The spend aggregator's watermark advanced (or the aggregator started): windows ending
+    /// at or before it have fired.
     Watermark {
         /// When.
         t_ms: u64,
         /// The watermark, event time in ms.
         watermark_ms: u64,
+        /// The aggregator's window length in ms.
+        window_ms: u64,
         /// Payments dropped so far because they arrived after their window closed.
         late_dropped: u64,
+    },
+    /// The CDC connector emitted a transaction's END boundary event.
+    TxnEnd {
+        /// When.
+        t_ms: u64,
+        /// The source transaction.
+        txid: u64,
+        /// The change events the END says the transaction had.
+        event_count: u64,
     },
     /// The fraud scorer flagged a card payment.
     FraudAlert {
@@ -340,6 +352,7 @@ impl Observation {
             | Observation::RunEnd { t_ms, .. }
             | Observation::Aggregate { t_ms, .. }
             | Observation::Watermark { t_ms, .. }
+            | Observation::TxnEnd { t_ms, .. }
             | Observation::FraudAlert { t_ms, .. } => *t_ms,
         }
     }

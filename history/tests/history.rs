@@ -33,7 +33,10 @@ fn sample() -> Vec<Observation> {
                     op: [Op::Create, Op::Update, Op::Delete, Op::Read][(j % 4) as usize],
                     digest: (j != 2).then_some(i ^ 0xdead_beef),
                     poison: j == 3,
-                    payment: None,
+                    payment: (j == 0).then_some(nrtsim_history::Payment {
+                        account_id: i,
+                        amount_cents: -(i as i64) * 100,
+                    }),
                 })
                 .collect(),
         });
@@ -89,6 +92,31 @@ fn sample() -> Vec<Observation> {
             t_ms: i + 5,
             host: String::new(),
             checkpoint_id: i,
+        });
+        out.push(Observation::Aggregate {
+            t_ms: i + 5,
+            account_id: i * 31,
+            window_start_ms: i * 60_000,
+            window_ms: 60_000,
+            spend_cents: i as i64 * -7,
+            payments: i as u32,
+        });
+        out.push(Observation::Watermark {
+            t_ms: i + 5,
+            watermark_ms: i * 1_000,
+            window_ms: 60_000,
+            late_dropped: i / 3,
+        });
+        out.push(Observation::TxnEnd {
+            t_ms: i + 5,
+            txid: i,
+            event_count: i % 4,
+        });
+        out.push(Observation::FraudAlert {
+            t_ms: i + 5,
+            change_id: i,
+            score: (i % 101) as u32,
+            reasons: "velocity,amount".into(),
         });
         out.push(Observation::Fault {
             t_ms: i + 6,

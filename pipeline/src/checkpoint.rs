@@ -56,17 +56,18 @@ impl Coordinator {
     pub fn acknowledge(&mut self, task: &str, snapshot: TaskCheckpoint) {
         let id = snapshot.id;
         let mine = self.snapshots.entry(task.to_string()).or_default();
-        mine.insert(id, snapshot);
         let Some(job) = self.jobs.get_mut(job_of(task)) else {
             // Not coordinated: only the newest snapshot matters.
-            while mine.len() > 1 {
-                mine.pop_first();
-            }
+            mine.clear();
+            mine.insert(id, snapshot);
             return;
         };
+        // A checkpoint that completed (or was superseded) is closed: a late snapshot must not
+        // replace a restore point.
         if id <= job.completed {
             return;
         }
+        mine.insert(id, snapshot);
         let acked = job.acks.entry(id).or_default();
         acked.insert(task.to_string());
         if !job.tasks.iter().all(|t| acked.contains(t)) {

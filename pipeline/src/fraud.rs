@@ -1,7 +1,7 @@
 //! The fraud scorer: a second-level consumer of the enriched topic that scores every card
 //! payment by two rules, each adding to a score out of 100:
-//! - velocity: at least `velocity_limit` payments on the account within `velocity_window` of
-//!   event time, and more than `velocity_factor` times as many as the account usually makes in
+//! - velocity: more than `velocity_limit` payments on the account within `velocity_window` of
+//!   event time (the one being scored included), and more than `velocity_factor` times as many as the account usually makes in
 //!   such a window (so a busy account at its usual pace is not flagged, a burst is);
 //! - amount: a payment more than `amount_factor` times the account's usual (the running mean
 //!   of its earlier payments, once it has `min_history` of them).

@@ -158,8 +158,13 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 work(s.per_record_us, n).await;
                 let mut outputs: BTreeMap<TopicPartition, Vec<Record>> = BTreeMap::new();
                 let mut last_lsn = next_lsn;
+                // Each transaction's END boundary event counts the change events this
+                // connector emitted for it.
+                let mut ends: Vec<(u64, u64)> = Vec::with_capacity(txns.len());
                 for t in &txns {
+                    let mut emitted = 0;
                     for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
+                        emitted += 1;
                         let key = match s.partition_key {
                             PartitionKey::Customer => c.partition_key(),
                             // Scattered, but the same on every run: a mix of the change id.
@@ -179,6 +184,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                         });
                         last_lsn = c.lsn;
                     }
+                    ends.push((t.txid, emitted));
                 }
                 if s.delivery == Delivery::AtMostOnce {
                     // The position is committed before the changes are delivered.
@@ -193,6 +199,13 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                     .is_err()
                 {
                     break;
+                }
+                for (txid, event_count) in ends {
+                    env.record(Observation::TxnEnd {
+                        t_ms: env.now_ms(),
+                        txid,
+                        event_count,
+                    });
                 }
                 next_lsn = last_lsn + 1;
             }
@@ -758,6 +771,8 @@ pub async fn run_spend_aggregator<L: Log, E: Env, C: CheckpointStore>(
             payments: r.payments,
         });
     };
+    // Says the aggregator runs (and with which windows), even if no window ever fires.
+    record_watermark(env, &agg, window_ms);
     loop {
         let positions: Vec<(TopicPartition, u64)> =
             offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
@@ -794,11 +809,7 @@ pub async fn run_spend_aggregator<L: Log, E: Env, C: CheckpointStore>(
         }
         let after = agg.watermark();
         if after / window_ms > before / window_ms {
-            env.record(Observation::Watermark {
-                t_ms: env.now_ms(),
-                watermark_ms: after,
-                late_dropped: agg.late_dropped(),
-            });
+            record_watermark(env, &agg, window_ms);
         }
         let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
         if due > cp.id {
@@ -809,4 +820,13 @@ pub async fn run_spend_aggregator<L: Log, E: Env, C: CheckpointStore>(
             cp.spend = None;
         }
     }
+}
+
+fn record_watermark<E: Env>(env: &E, agg: &SpendAggregator, window_ms: u64) {
+    env.record(Observation::Watermark {
+        t_ms: env.now_ms(),
+        watermark_ms: agg.watermark(),
+        window_ms,
+        late_dropped: agg.late_dropped(),
+    });
 }

@@ -83,6 +83,8 @@ pub struct LakeTable {
     versions: u64,
     /// Pre-commits waiting for their commit: (task, checkpoint id) → when they were made.
     inflight: BTreeMap<(String, u64), u64>,
+    /// Pre-commits rolled back after the timeout: never committed afterwards.
+    rolled_back: BTreeSet<(String, u64)>,
 }
 
 impl LakeTable {
@@ -131,8 +133,13 @@ impl LakeTable {
                 return None;
             }
         }
-        if let Some(at) = self.inflight.remove(&(task.to_string(), checkpoint_id)) {
+        let id = (task.to_string(), checkpoint_id);
+        if self.rolled_back.contains(&id) {
+            return None;
+        }
+        if let Some(at) = self.inflight.remove(&id) {
             if now_ms.saturating_sub(at) > self.config.pre_commit_timeout.ms() {
+                self.rolled_back.insert(id);
                 return None;
             }
         }
@@ -432,6 +439,11 @@ mod tests {
         );
         assert_eq!(t.last_commit("lake-0").unwrap().0, 1);
         assert_eq!(t.versions(), 1);
+        assert!(
+            t.commit("lake-0", 2, &[write(1, 11, 6)], BTreeMap::new(), 130_002)
+                .is_none(),
+            "a retry after another restart finds it rolled back still"
+        );
     }
 
     #[test]

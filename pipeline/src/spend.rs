@@ -210,6 +210,31 @@ mod tests {
     }
 
     #[test]
+    fn a_window_ending_exactly_at_the_watermark_has_fired_and_its_state_survives_a_restore() {
+        let mut a = SpendAggregator::new(cfg(5, 0), &[0]);
+        a.add(0, 7, 100, 0, 0);
+        // Event time 11 s: the watermark reaches exactly 10 s, the first window's end.
+        a.add(0, 7, 1, 11_000, 11_000);
+        let fired = a.advance(11_000);
+        assert_eq!(a.watermark(), 10_000);
+        assert_eq!(fired.len(), 1, "end == watermark fires");
+        // The snapshot taken now (the checkpoint store keeps a copy), restored after a crash,
+        // goes on where it was.
+        let mut restored = a.clone();
+        // Within the allowed lateness (5 s past the end): a late firing, from either.
+        let late = restored
+            .add(0, 7, 50, 9_000, 12_000)
+            .expect("a late firing");
+        assert_eq!((late.spend_cents, late.payments), (150, 2));
+        // Past it, the window is gone and the payment dropped.
+        restored.add(0, 7, 1, 16_000, 16_000);
+        restored.advance(16_000);
+        assert_eq!(restored.watermark(), 15_000);
+        assert_eq!(restored.add(0, 7, 50, 9_500, 16_000), None);
+        assert_eq!(restored.late_dropped(), 1);
+    }
+
+    #[test]
     fn an_idle_partition_stops_holding_the_watermark_and_its_late_payments_drop() {
         let mut strict = SpendAggregator::new(cfg(0, 5), &[0, 1]);
         let mut lenient = SpendAggregator::new(cfg(60, 5), &[0, 1]);

@@ -65,8 +65,10 @@ pub struct Conservation {
     pub waiting_in_redo: u64,
     /// Changes in critical (poison, or out of redo attempts).
     pub critical: u64,
-    /// Changes none of those account for: dropped, lost, or still on their way when a run that
-    /// did not drain ended.
+    /// Changes none of those account for: dropped or lost before the enriched topic, or still
+    /// on their way when a run that did not drain ended. (The line is about enrichment: a
+    /// change lost after the enriched topic, in the lake, counts as enriched here and as
+    /// `lost` in the anomalies.)
     pub unaccounted: u64,
     /// Whether nothing is unaccounted for.
     pub holds: bool,
@@ -87,6 +89,23 @@ impl Conservation {
         }
         self.holds = self.unaccounted == 0;
     }
+}
+
+/// The transaction-completeness oracle: each END boundary event the CDC connector emitted,
+/// held against the source transaction and against what reached the enriched topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completeness {
+    /// Source transactions (the initial snapshot included).
+    pub transactions: u64,
+    /// Transactions whose END the connector emitted.
+    pub announced: u64,
+    /// ENDs whose `event_count` differs from the source transaction's size.
+    pub miscounted: u64,
+    /// Announced transactions some of whose events never reached the enriched topic, leaving
+    /// aside events in `critical` or waiting in `redo`.
+    pub incomplete: u64,
+    /// Up to a few of the transactions above, in words.
+    pub examples: Vec<String>,
 }
 
 /// A fault as the history recorded it: when it began and, if it was healed, when it ended.
@@ -152,6 +171,8 @@ pub struct Analysis {
     pub skew: Vec<crate::skew::Spread>,
     /// Where every source change ended.
     pub conservation: Conservation,
+    /// Transaction ENDs against the source and the enriched topic.
+    pub completeness: Completeness,
 }
 
 /// What the lake's layout cost: snapshots, files written, and the files the last snapshot

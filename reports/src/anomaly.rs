@@ -15,7 +15,9 @@ pub enum AnomalyKind {
     Lost,
     /// A change applied to the lake twice, or seen at two positions of the enriched topic.
     Duplicated,
-    /// Changes to one key applied to the lake, or read from the enriched topic, out of LSN order.
+    /// Changes to one key applied to the lake, or read from the enriched topic, out of LSN
+    /// order; or changes met out of LSN order along a partition of the raw topic (whose one
+    /// producer writes in LSN order).
     Reordered,
     /// A record carrying a change id that no source commit produced.
     Phantom,

@@ -33,14 +33,16 @@
 //! - When the scenario needs every change in the lake (`[checks] lake_history =
 //!   "every-change"`), a change the lake applied only as a folded version (an upsert table kept
 //!   a later version of its key from the same commit) is `lost`: no reader ever saw that state.
-//! - An undrained run is judged like any other: changes still in flight at the end are `lost`,
-//!   so exit code 1 wins over 4 (the lowest non-zero code wins).
+//! - In a run that did not drain, changes still on their way at the end are `unfinished`, not
+//!   `lost` (they may yet have arrived): the run exits 4 unless something else is wrong, and
+//!   the keys they touch are not judged against the source.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analysis::{
-    Analysis, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond,
+    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths,
+    TimelineSecond,
 };
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
@@ -89,6 +91,8 @@ const REORDER_COUNTED: u16 = 1 << 8;
 const DELETE: u16 = 1 << 9;
 /// Some lake snapshot showed this version (it was applied without being folded).
 const SHOWN: u16 = 1 << 10;
+/// A reader found this change in the raw topic.
+const RAW_READ: u16 = 1 << 11;
 
 /// An offset no read has reached yet (change ids start at 1).
 const UNREAD: u64 = 0;
@@ -204,6 +208,8 @@ pub struct Checker {
     keys: Vec<KeyState>,
     /// The highest offset read so far per enriched partition.
     enriched_highest: BTreeMap<u32, u64>,
+    /// Per raw partition: the highest offset read, and the highest LSN found at a new offset.
+    raw_highest: BTreeMap<u32, (u64, u64)>,
     /// The highest LSN per (enriched partition, key index) read at new offsets.
     enriched_key_lsn: BTreeMap<(u32, u32), u64>,
     phantoms: BTreeSet<u64>,
@@ -227,6 +233,10 @@ pub struct Checker {
     watermark_ms: u64,
     late_dropped: u64,
     aggregates_reconciled: u64,
+    /// Every source transaction: (txid, first LSN, size).
+    txns: Vec<(u64, u64, u32)>,
+    /// The last `event_count` each END announced, by transaction.
+    announced: BTreeMap<u64, u64>,
 }
 
 impl Checker {
@@ -244,6 +254,7 @@ impl Checker {
             key_index: BTreeMap::new(),
             keys: Vec::new(),
             enriched_highest: BTreeMap::new(),
+            raw_highest: BTreeMap::new(),
             enriched_key_lsn: BTreeMap::new(),
             phantoms: BTreeSet::new(),
             exactly_once: ExactlyOnce::default(),
@@ -261,6 +272,8 @@ impl Checker {
             watermark_ms: 0,
             late_dropped: 0,
             aggregates_reconciled: 0,
+            txns: Vec::new(),
+            announced: BTreeMap::new(),
         }
     }
 
@@ -279,6 +292,8 @@ impl Checker {
                 }
                 if let Some(first) = changes.first() {
                     self.torn.commit(*txid, first.lsn, changes.len());
+                    let size = u32::try_from(changes.len()).unwrap_or(u32::MAX);
+                    self.txns.push((*txid, first.lsn, size));
                 }
             }
             Observation::Produced {
@@ -313,6 +328,11 @@ impl Checker {
                 }
             }
             Observation::FraudAlert { .. } => self.fraud_alerts += 1,
+            Observation::TxnEnd {
+                txid, event_count, ..
+            } => {
+                self.announced.insert(*txid, *event_count);
+            }
             Observation::Aggregate {
                 account_id,
                 window_start_ms,
@@ -327,9 +347,11 @@ impl Checker {
             }
             Observation::Watermark {
                 watermark_ms,
+                window_ms,
                 late_dropped,
                 ..
             } => {
+                self.aggregate_window_ms = Some(*window_ms);
                 self.watermark_ms = self.watermark_ms.max(*watermark_ms);
                 self.late_dropped = *late_dropped;
             }
@@ -518,6 +540,9 @@ impl Checker {
                 TopicName::Redo | TopicName::Critical => {}
             }
         }
+        if topic == TopicName::Raw {
+            self.check_partition_order(partition, base, ids);
+        }
         if topic != TopicName::Enriched {
             return;
         }
@@ -588,6 +613,42 @@ impl Checker {
         let ex = self.example(AnomalyKind::Duplicated, id, key, location);
         self.exactly_once
             .record(AnomalyKind::Duplicated, ex, self.opts.max_examples);
+    }
+
+    /// Per-partition order in `raw`, whose one producer (the CDC connector) writes in LSN
+    /// order: along the offsets of a partition, a change met for the first time must have a
+    /// higher LSN than every change before it. One that does not landed after a later batch (a
+    /// retried batch overtaken by the next one). A change met again at a new offset is a
+    /// duplicate, not a reordering, and is judged downstream.
+    fn check_partition_order(&mut self, partition: u32, base: u64, ids: &[u64]) {
+        let (mut high_offset, mut max_lsn) = self
+            .raw_highest
+            .get(&partition)
+            .copied()
+            .map_or((None, 0), |(o, l)| (Some(o), l));
+        for (offset, &id) in (base..).zip(ids) {
+            if high_offset.is_some_and(|h| offset <= h) {
+                continue;
+            }
+            high_offset = Some(offset);
+            let Some(c) = self.known_mut(id) else {
+                continue;
+            };
+            let first = !c.has(RAW_READ);
+            c.flags |= RAW_READ;
+            if !first {
+                continue;
+            }
+            if id < max_lsn {
+                let at = format!("raw p{partition}@{offset}: lsn {id} after lsn {max_lsn}");
+                self.reorder(id, at);
+            } else {
+                max_lsn = id;
+            }
+        }
+        if let Some(o) = high_offset {
+            self.raw_highest.insert(partition, (o, max_lsn));
+        }
     }
 
     fn reorder(&mut self, id: u64, location: String) {
@@ -754,6 +815,7 @@ impl Checker {
         counts.aggregates_reconciled = self.aggregates_reconciled;
         self.judge_final_rows(&mut counts, &unfinished_keys);
         self.judge_torn_transactions();
+        let completeness = self.judge_completeness();
         let skew = self.skew();
         self.exactly_once.sort_examples();
         Analysis {
@@ -771,14 +833,56 @@ impl Checker {
             lake: self.lake,
             skew,
             conservation,
+            completeness,
         }
+    }
+
+    /// Holds every END boundary event against its source transaction (is `event_count` its
+    /// size?) and against the enriched topic (did every event get there, or to `critical`, or
+    /// is it waiting in `redo`?).
+    fn judge_completeness(&self) -> Completeness {
+        let mut out = Completeness {
+            transactions: self.txns.len() as u64,
+            ..Completeness::default()
+        };
+        for &(txid, first_lsn, size) in &self.txns {
+            let Some(&count) = self.announced.get(&txid) else {
+                continue;
+            };
+            out.announced += 1;
+            let mut problem = None;
+            if count != u64::from(size) {
+                out.miscounted += 1;
+                problem = Some(format!(
+                    "transaction {txid}: END says {count} events, the source committed {size}"
+                ));
+            }
+            let missing = (first_lsn..first_lsn + u64::from(size))
+                .filter_map(|lsn| self.known(lsn))
+                .filter(|c| c.enriched_ms == NEVER && !c.has(ROUTED_CRITICAL) && !c.parked())
+                .count();
+            if missing > 0 {
+                out.incomplete += 1;
+                problem.get_or_insert(format!(
+                    "transaction {txid}: {missing} of its {size} events never reached enriched"
+                ));
+            }
+            if let Some(p) = problem {
+                if out.examples.len() < self.opts.max_examples {
+                    out.examples.push(p);
+                }
+            }
+        }
+        out
     }
 
     /// Compares the streamed spend aggregates with a batch recomputation from the source: for
     /// every (account, window) that has fired (its end at or before the highest watermark),
     /// the sum of the card payments committed in it that should have reached the enriched
-    /// topic (not poison, not in critical, not parked in redo). Runs without aggregates check
-    /// nothing, and the anomaly stays absent from the report.
+    /// topic (not poison, not in critical, not parked in redo; in a run that did not drain,
+    /// not still on their way). A payment replayed from redo reaches the aggregator a store
+    /// refresh late and counts like any other: without enough allowed lateness it is a real
+    /// difference. Runs without an aggregator check nothing, and the anomaly stays absent.
     fn reconcile_aggregates(&mut self) {
         let Some(w) = self.aggregate_window_ms.filter(|w| *w > 0) else {
             return;
@@ -788,6 +892,11 @@ impl Checker {
         for &(lsn, account, amount) in &self.payments {
             let Some(c) = self.known(lsn) else { continue };
             if c.has(POISON) || c.has(ROUTED_CRITICAL) || c.parked() || c.commit_ms == NEVER {
+                continue;
+            }
+            // In a run that did not drain, a payment still on its way is unfinished, not a
+            // difference in spend.
+            if !self.drained && c.enriched_ms == NEVER {
                 continue;
             }
             let t = u64::from(c.commit_ms);

@@ -19,7 +19,8 @@ pub mod slo;
 pub mod torn;
 
 pub use analysis::{
-    Analysis, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths, TimelineSecond,
+    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths,
+    TimelineSecond,
 };
 pub use anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 pub use checker::{analyze, CheckOptions, Checker};

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::{Conservation, Counts};
+use crate::analysis::{Completeness, Conservation, Counts};
 use crate::anomaly::AnomalyKind;
 use crate::latency::{Percentiles, Tiers};
 use crate::report::Report;
@@ -64,6 +64,14 @@ pub(crate) fn conservation_line(c: &Conservation) -> String {
         c.critical,
         c.unaccounted,
         if c.holds { "holds" } else { "BROKEN" }
+    )
+}
+
+/// The completeness oracle in words.
+pub(crate) fn completeness_line(c: &Completeness) -> String {
+    format!(
+        "txn ENDs   {} of {} transactions announced  miscounted {}  incomplete {}",
+        c.announced, c.transactions, c.miscounted, c.incomplete
     )
 }
 
@@ -199,6 +207,14 @@ pub fn to_markdown(r: &Report) -> String {
         "\n## Conservation\n\n{}",
         conservation_line(&r.conservation)
     );
+    let _ = writeln!(
+        md,
+        "\n## Transaction completeness\n\n{}",
+        completeness_line(&r.completeness)
+    );
+    for e in &r.completeness.examples {
+        let _ = writeln!(md, "- {e}");
+    }
     let l = &r.lake;
     let _ = write!(
         md,
@@ -571,6 +587,7 @@ pub fn summary_text(r: &Report) -> String {
         let _ = writeln!(s, "skew     max/min load: {}", skew.join("  "));
     }
     let _ = writeln!(s, "{}", conservation_line(&r.conservation));
+    let _ = writeln!(s, "{}", completeness_line(&r.completeness));
     let open = r.faults.iter().filter(|f| f.end_ms.is_none()).count();
     let _ = writeln!(
         s,

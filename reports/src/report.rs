@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analysis, Conservation, Counts, FaultWindow, LakeStats, TimelineSecond};
+use crate::analysis::{
+    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, TimelineSecond,
+};
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
 use crate::latency::{Percentiles, TierBounds, Tiers};
@@ -173,6 +175,9 @@ pub struct Report {
     /// unaccounted.
     #[serde(default)]
     pub conservation: Conservation,
+    /// Transaction ENDs held against the source and the enriched topic.
+    #[serde(default)]
+    pub completeness: Completeness,
     /// Per simulated second: committed, made visible, and the worst lake latency.
     pub timeline: Vec<TimelineSecond>,
     /// The scenario's `[expect]` and whether it held; only present when it has one.
@@ -268,6 +273,7 @@ impl Report {
             },
             skew: analysis.skew.clone(),
             conservation: analysis.conservation,
+            completeness: analysis.completeness.clone(),
             timeline: analysis.timeline.clone(),
             expectation,
         }

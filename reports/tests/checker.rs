@@ -1530,6 +1530,7 @@ fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
     let wm = |t_ms: u64, watermark_ms: u64| Observation::Watermark {
         t_ms,
         watermark_ms,
+        window_ms: 10_000,
         late_dropped: 1,
     };
     // Account 7 pays 100 and 50 in window 0..10 s, 30 in window 10..20 s; account 8 pays 5.
@@ -1611,8 +1612,81 @@ fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
         ],
     );
     assert_eq!(check(&corrected).exactly_once.aggregate_mismatch, Some(0));
+    // An aggregator whose watermark never passed a window still says it ran: checked, with
+    // nothing reconciled.
+    let a = check(&through(source.clone(), vec![wm(100, 0)]));
+    assert_eq!(a.exactly_once.aggregate_mismatch, Some(0));
+    assert_eq!(a.counts.aggregates_reconciled, 0);
     // Without a spend aggregator the anomaly is not checked, so not reported.
     let a = check(&through(source, vec![]));
     assert_eq!(a.exactly_once.aggregate_mismatch, None);
     assert!(!to_json(&report(&a, &[], None)).contains("aggregate_mismatch"));
+}
+
+#[test]
+fn a_raw_partition_read_out_of_lsn_order_is_reordered_but_a_replay_is_not() {
+    // The CDC connector's batch of changes 1-2 was retried and landed after changes 3-5.
+    let mut h = source();
+    h.push(read(210, TopicName::Raw, 0, 0, &[3, 4, 5]));
+    h.push(read(211, TopicName::Raw, 0, 3, &[1, 2]));
+    h.extend(clean().into_iter().skip(source().len()));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 2, 0, 0], "{:?}", a.exactly_once.examples);
+    let wheres: Vec<&str> = a
+        .exactly_once
+        .examples
+        .iter()
+        .map(|e| e.location.as_str())
+        .collect();
+    assert_eq!(
+        wheres,
+        ["raw p0@3: lsn 1 after lsn 5", "raw p0@4: lsn 2 after lsn 5"]
+    );
+
+    // In order, then replayed from the start after a restart: duplicates in raw, not a
+    // reordering (and a re-read of old offsets is neither).
+    let mut h = source();
+    h.push(read(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(read(211, TopicName::Raw, 0, 0, &[1, 2]));
+    h.push(read(212, TopicName::Raw, 0, 5, &[1, 2, 3, 4, 5]));
+    h.extend(clean().into_iter().skip(source().len()));
+    assert_eq!(counts(&check(&h))[2], 0);
+}
+
+#[test]
+fn transaction_ends_are_held_against_the_source_and_the_enriched_topic() {
+    let end = |txid: u64, event_count: u64| Observation::TxnEnd {
+        t_ms: 205,
+        txid,
+        event_count,
+    };
+    let c = check(&before_end(clean(), vec![end(0, 2), end(1, 2), end(2, 1)])).completeness;
+    assert_eq!(
+        (c.transactions, c.announced, c.miscounted, c.incomplete),
+        (3, 3, 0, 0)
+    );
+    assert!(c.examples.is_empty());
+
+    // The connector's END for transaction 1 counts one event of two.
+    let c = check(&before_end(clean(), vec![end(0, 2), end(1, 1)])).completeness;
+    assert_eq!((c.announced, c.miscounted, c.incomplete), (2, 1, 0));
+    assert_eq!(
+        c.examples,
+        ["transaction 1: END says 1 events, the source committed 2"]
+    );
+
+    // Change 4 (transaction 1) never reaches the enriched topic.
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(end(1, 2));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!((a.completeness.incomplete, a.exactly_once.lost), (1, 1));
+    assert_eq!(
+        a.completeness.examples,
+        ["transaction 1: 1 of its 2 events never reached enriched"]
+    );
 }

@@ -10,20 +10,10 @@ use crate::broker::BrokerDisk;
 use crate::cluster::ClusterMeta;
 use crate::host_env::SharedCheckpoints;
 use nrtsim_history::TopicName;
-use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::{CheckpointStore, TopicPartition};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-
-/// Where a task's committed input positions are kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Positions {
-    /// In the checkpoint store.
-    Checkpoint,
-    /// In the task's lake commits (an exactly-once lake sink).
-    LakeCommit,
-}
 
 /// A task that consumes a topic, and the partitions it owns.
 #[derive(Clone, Debug)]
@@ -34,8 +24,6 @@ pub struct Reader {
     pub topic: TopicName,
     /// Its partitions.
     pub partitions: Vec<u32>,
-    /// Where its positions are committed.
-    pub positions: Positions,
 }
 
 /// Reads the durable state of the world to judge whether the pipeline has settled.
@@ -44,10 +32,9 @@ pub struct DrainProbe {
     pub meta: Rc<RefCell<ClusterMeta>>,
     /// Every broker's disk, by broker id.
     pub disks: Vec<Rc<RefCell<BrokerDisk>>>,
-    /// Task checkpoints.
+    /// Task checkpoints: a task's committed positions are those of the checkpoint it would
+    /// restore (for a two-phase lake sink, the rows they cover are committed or pre-committed).
     pub checkpoints: SharedCheckpoints,
-    /// The lake table.
-    pub lake: Rc<RefCell<LakeTable>>,
     /// Every consuming task.
     pub readers: Vec<Reader>,
 }
@@ -63,19 +50,11 @@ impl DrainProbe {
     }
 
     fn caught_up(&self, r: &Reader) -> bool {
-        let committed: BTreeMap<TopicPartition, u64> = match r.positions {
-            Positions::LakeCommit => self
-                .lake
-                .borrow()
-                .last_commit(&r.host)
-                .map(|c| c.1.clone())
-                .unwrap_or_default(),
-            Positions::Checkpoint => self
-                .checkpoints
-                .load(&r.host)
-                .map(|c| c.offsets)
-                .unwrap_or_default(),
-        };
+        let committed: BTreeMap<TopicPartition, u64> = self
+            .checkpoints
+            .load(&r.host)
+            .map(|c| c.offsets)
+            .unwrap_or_default();
         r.partitions.iter().all(|&p| {
             let tp = TopicPartition::new(r.topic, p);
             let Some(leader) = self.meta.borrow().leader(&tp) else {

@@ -8,7 +8,7 @@ use crate::broker::{run_broker, BrokerDisk, BrokerSetup, ProduceErrors};
 use crate::client::SimLog;
 use crate::cluster::ClusterMeta;
 use crate::controller::{run_controller, ControllerSetup};
-use crate::drain::{DrainProbe, Positions, Reader};
+use crate::drain::{DrainProbe, Reader};
 use crate::host_env::{sim_now_ms, SharedCheckpoints, SharedSource, SimEnv};
 use crate::progress::Recorder;
 use crate::wire::SharedArena;
@@ -392,7 +392,6 @@ impl World {
                     host: host.to_string(),
                     topic: TopicName::Enriched,
                     partitions: (0..partitions).collect(),
-                    positions: Positions::Checkpoint,
                 });
             }
         }
@@ -401,20 +400,11 @@ impl World {
             ("enrich", TopicName::Standard, par.enrich),
             ("lake", TopicName::Enriched, par.lake),
         ] {
-            let positions = if job == "lake"
-                && pipeline.delivery == Delivery::ExactlyOnce
-                && timer_commit_ms.is_none()
-            {
-                Positions::LakeCommit
-            } else {
-                Positions::Checkpoint
-            };
             for t in 0..tasks {
                 readers.push(Reader {
                     host: format!("{job}-{t}"),
                     topic,
                     partitions: assigned(partitions, tasks, t),
-                    positions,
                 });
                 if job == "enrich" && pipeline.enrich.redo_at_end == RedoAtEnd::Wait {
                     // Redo must be replayed to its end with nothing parked again.
@@ -422,7 +412,6 @@ impl World {
                         host: format!("{job}-{t}"),
                         topic: TopicName::Redo,
                         partitions: assigned(partitions, tasks, t),
-                        positions: Positions::Checkpoint,
                     });
                 }
             }
@@ -431,7 +420,6 @@ impl World {
             meta: self.meta.clone(),
             disks: self.disks.clone(),
             checkpoints,
-            lake: self.lake.clone(),
             readers,
         };
         let timing = DriveTiming {
