@@ -280,6 +280,21 @@ pub struct PipelineConfig {
     pub fraud: FraudConfig,
     /// Per-account spend aggregates in event-time windows (off by default).
     pub spend: SpendConfig,
+    /// `persisted` or `in-memory`: the CDC connector's transaction-metadata counters.
+    pub tx_metadata: TxMetadata,
+}
+
+/// Where the CDC connector keeps its transaction-metadata counters (the events emitted so far
+/// for the transaction it is in the middle of), which its END boundary events report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxMetadata {
+    /// In its checkpoint, with its position: a restart mid-transaction counts on.
+    #[default]
+    Persisted,
+    /// In memory only (a known mistake): a restart mid-transaction starts from zero, and the
+    /// END undercounts the transaction.
+    InMemory,
 }
 
 /// What picks a record's partition.
@@ -307,6 +322,7 @@ impl Default for PipelineConfig {
             partition_key: PartitionKey::Customer,
             fraud: FraudConfig::default(),
             spend: SpendConfig::default(),
+            tx_metadata: TxMetadata::Persisted,
         }
     }
 }

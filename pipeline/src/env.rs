@@ -39,6 +39,9 @@ pub struct TaskCheckpoint {
     pub staged: BTreeMap<u64, StagedCommit>,
     /// The spend aggregator's windows and watermark (spend only).
     pub spend: Option<SpendAggregator>,
+    /// The CDC connector's transaction-metadata counter: the transaction it is in the middle
+    /// of (one handed over in pieces) and the events it has emitted for it so far.
+    pub open_txn: Option<(u64, u64)>,
 }
 
 /// Rows a two-phase lake sink pre-committed with one checkpoint, and the input positions they
@@ -68,6 +71,9 @@ pub trait CheckpointStore {
 /// The source database's commit log as the CDC connector reads it.
 pub trait SourceLog {
     /// Committed transactions whose changes have LSNs at or after `from_lsn`, at most `max`
-    /// changes' worth (whole transactions, at least one).
+    /// changes' worth (whole transactions, at least one; a transaction larger than `max` comes
+    /// in pieces).
     fn read_from(&self, from_lsn: u64, max_changes: usize) -> Vec<Transaction>;
+    /// The LSN of transaction `txid`'s last change (its commit record), if it committed.
+    fn last_lsn_of(&self, txid: u64) -> Option<u64>;
 }

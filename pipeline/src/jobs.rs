@@ -37,6 +37,8 @@ pub struct TaskSettings {
     pub partition_key: PartitionKey,
     /// The most records in one produce batch.
     pub batch_records: usize,
+    /// Whether the CDC connector keeps its transaction-metadata counter in its checkpoint.
+    pub tx_counters_persisted: bool,
 }
 
 async fn work(us_per_record: u64, records: usize) {
@@ -146,6 +148,10 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
         cp.next_lsn = cp.next_lsn.max(1);
+        if !s.tx_counters_persisted {
+            // Counters held in memory start again from zero, mid-transaction or not.
+            cp.open_txn = None;
+        }
         restore_producer(log, &cp, s.delivery);
         let mut last_cp_ms = env.now_ms();
         let mut next_lsn = cp.next_lsn;
@@ -159,10 +165,15 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 let mut outputs: BTreeMap<TopicPartition, Vec<Record>> = BTreeMap::new();
                 let mut last_lsn = next_lsn;
                 // Each transaction's END boundary event counts the change events this
-                // connector emitted for it.
+                // connector emitted for it, over every piece of a large one; the counter of
+                // the transaction it is in the middle of is part of its checkpoint.
                 let mut ends: Vec<(u64, u64)> = Vec::with_capacity(txns.len());
+                let mut open = cp.open_txn;
                 for t in &txns {
-                    let mut emitted = 0;
+                    let mut emitted = match open {
+                        Some((txid, n)) if txid == t.txid => n,
+                        _ => 0,
+                    };
                     for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
                         emitted += 1;
                         let key = match s.partition_key {
@@ -184,8 +195,17 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                         });
                         last_lsn = c.lsn;
                     }
-                    ends.push((t.txid, emitted));
+                    let last = t.changes.last().map(|c| c.lsn);
+                    if last.is_some() && last == source.last_lsn_of(t.txid) {
+                        ends.push((t.txid, emitted));
+                        open = None;
+                    } else {
+                        open = Some((t.txid, emitted));
+                    }
                 }
+                // Goes with the position: saved with it, dropped with it if a restart comes
+                // first (the loop reloads the checkpoint).
+                cp.open_txn = open;
                 if s.delivery == Delivery::AtMostOnce {
                     // The position is committed before the changes are delivered.
                     cp.id += 1;

@@ -18,7 +18,7 @@ pub mod standardize;
 pub use config::{
     Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeCommitPolicy,
     LakeConfig, LakeLayout, LakeMode, OnMiss, Parallelism, PartitionKey, PipelineConfig,
-    ProducerConfig, RedoAtEnd,
+    ProducerConfig, RedoAtEnd, TxMetadata,
 };
 pub use env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};

@@ -840,11 +840,12 @@ impl Checker {
     /// Holds every END boundary event against its source transaction (is `event_count` its
     /// size?) and against the enriched topic (did every event get there, or to `critical`, or
     /// is it waiting in `redo`?).
-    fn judge_completeness(&self) -> Completeness {
+    fn judge_completeness(&mut self) -> Completeness {
         let mut out = Completeness {
             transactions: self.txns.len() as u64,
             ..Completeness::default()
         };
+        let mut miscounted: Vec<(u64, String)> = Vec::new();
         for &(txid, first_lsn, size) in &self.txns {
             let Some(&count) = self.announced.get(&txid) else {
                 continue;
@@ -853,9 +854,11 @@ impl Checker {
             let mut problem = None;
             if count != u64::from(size) {
                 out.miscounted += 1;
-                problem = Some(format!(
+                let said = format!(
                     "transaction {txid}: END says {count} events, the source committed {size}"
-                ));
+                );
+                miscounted.push((first_lsn, said.clone()));
+                problem = Some(said);
             }
             let missing = (first_lsn..first_lsn + u64::from(size))
                 .filter_map(|lsn| self.known(lsn))
@@ -872,6 +875,19 @@ impl Checker {
                     out.examples.push(p);
                 }
             }
+        }
+        // A consumer that applies a transaction once its END's count of events has arrived
+        // applies a miscounted one in part: a torn transaction.
+        for (first_lsn, said) in miscounted {
+            let ex = AnomalyExample {
+                anomaly: AnomalyKind::TornTransaction.name().to_string(),
+                change_id: Some(first_lsn),
+                key: None,
+                lsn: Some(first_lsn),
+                location: said,
+            };
+            self.exactly_once
+                .record(AnomalyKind::TornTransaction, ex, self.opts.max_examples);
         }
         out
     }

@@ -107,6 +107,16 @@ impl SharedSource {
 }
 
 impl SourceLog for SharedSource {
+    fn last_lsn_of(&self, txid: u64) -> Option<u64> {
+        let txns = self.txns.borrow();
+        // Transaction ids increase in commit order.
+        let i = txns.partition_point(|t| t.txid < txid);
+        txns.get(i)
+            .filter(|t| t.txid == txid)
+            .and_then(|t| t.changes.last())
+            .map(|c| c.lsn)
+    }
+
     fn read_from(&self, from_lsn: u64, max_changes: usize) -> Vec<Transaction> {
         let txns = self.txns.borrow();
         // Transactions hold consecutive LSNs in commit order: find the first one that ends at

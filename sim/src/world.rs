@@ -22,7 +22,7 @@ use nrtsim_pipeline::jobs::{
 use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::{
     CheckpointStore, CostConfig, Delivery, LakeCommitPolicy, PipelineConfig, RedoAtEnd,
-    TopicPartition,
+    TopicPartition, TxMetadata,
 };
 use nrtsim_workloads::reference::ReferenceData;
 use nrtsim_workloads::{Op, Row, SeedTree, Workload, WorkloadConfig};
@@ -208,6 +208,7 @@ impl World {
             max_changes_per_read: 2000,
             restart_backoff_ms: 1000,
             partition_key: pipeline.partition_key,
+            tx_counters_persisted: pipeline.tx_metadata == TxMetadata::Persisted,
             batch_records: pipeline.producer.batch_records as usize,
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
