@@ -613,6 +613,25 @@ fn enriched_positions(
         .collect()
 }
 
+/// One fetch from `offsets`, recorded as `stage`'s reads; moves `offsets` past what it read.
+/// Partitions that failed to answer are left out (and read again next time).
+async fn fetch_from<L: Log, E: Env>(
+    log: &mut L,
+    env: &E,
+    stage: Stage,
+    offsets: &mut BTreeMap<TopicPartition, u64>,
+) -> Vec<Fetched> {
+    let positions: Vec<(TopicPartition, u64)> = offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
+    let fetched: Vec<Fetched> = log.fetch(&positions).await.into_iter().flatten().collect();
+    for f in &fetched {
+        record_read(env, stage, f);
+        if !f.records.is_empty() {
+            offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
+        }
+    }
+    fetched
+}
+
 /// One fetch of `enriched` from `offsets` into `buffer` as row versions; returns the records
 /// read and moves `offsets` past them.
 async fn read_rows<L: Log, E: Env>(
@@ -621,15 +640,10 @@ async fn read_rows<L: Log, E: Env>(
     offsets: &mut BTreeMap<TopicPartition, u64>,
     buffer: &mut Vec<PendingWrite>,
 ) -> usize {
-    let positions: Vec<(TopicPartition, u64)> = offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
-    let fetched = log.fetch(&positions).await;
+    let fetched = fetch_from(log, env, Stage::Lake, offsets).await;
     let mut n = 0;
-    for f in fetched.into_iter().flatten() {
-        record_read(env, Stage::Lake, &f);
+    for f in fetched {
         n += f.records.len();
-        if !f.records.is_empty() {
-            offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
-        }
         for r in &f.records {
             // Enriched records are written by the enrich job; one that cannot be read is
             // skipped here and shows up as lost in the checker.
@@ -725,16 +739,10 @@ pub async fn run_fraud_scorer<L: Log, E: Env, C: CheckpointStore>(
     let mut offsets = enriched_positions(partitions, &cp.offsets);
     let mut scorer = FraudScorer::new(cfg.clone());
     loop {
-        let positions: Vec<(TopicPartition, u64)> =
-            offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
-        let fetched = log.fetch(&positions).await;
+        let fetched = fetch_from(log, env, Stage::Fraud, &mut offsets).await;
         let mut n = 0;
-        for f in fetched.into_iter().flatten() {
-            record_read(env, Stage::Fraud, &f);
+        for f in fetched {
             n += f.records.len();
-            if !f.records.is_empty() {
-                offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
-            }
             for r in &f.records {
                 let Ok(e) = decode::<Enriched>(&r.value) else {
                     continue;
@@ -794,16 +802,10 @@ pub async fn run_spend_aggregator<L: Log, E: Env, C: CheckpointStore>(
     // Says the aggregator runs (and with which windows), even if no window ever fires.
     record_watermark(env, &agg, window_ms);
     loop {
-        let positions: Vec<(TopicPartition, u64)> =
-            offsets.iter().map(|(tp, o)| (*tp, *o)).collect();
-        let fetched = log.fetch(&positions).await;
+        let fetched = fetch_from(log, env, Stage::Spend, &mut offsets).await;
         let mut n = 0;
-        for f in fetched.into_iter().flatten() {
-            record_read(env, Stage::Spend, &f);
+        for f in fetched {
             n += f.records.len();
-            if !f.records.is_empty() {
-                offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
-            }
             for r in &f.records {
                 let Ok(e) = decode::<Enriched>(&r.value) else {
                     continue;

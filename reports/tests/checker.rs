@@ -1425,6 +1425,29 @@ fn the_conservation_line_accounts_for_every_change_once() {
     assert_eq!(a.exactly_once.lost, 1);
 }
 
+/// A lake commit of card transactions `ids` (key id = change id = digest).
+fn card_lake(t_ms: u64, ids: &[u64]) -> Observation {
+    Observation::LakeCommit {
+        t_ms,
+        host: "lake-0".to_string(),
+        checkpoint_id: 1,
+        snapshot_id: 1,
+        rows: ids
+            .iter()
+            .map(|&id| LakeRow {
+                change_id: id,
+                key: Key {
+                    table: Table::CardTransactions,
+                    id,
+                },
+                digest: Some(id),
+                folded: false,
+            })
+            .collect(),
+        files: Default::default(),
+    }
+}
+
 #[test]
 fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted() {
     let payment = |lsn: u64, id: u64| SourceChange {
@@ -1461,25 +1484,7 @@ fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted()
         score: 60,
         reasons: "velocity".to_string(),
     });
-    h.push(Observation::LakeCommit {
-        t_ms: 3_000,
-        host: "lake-0".to_string(),
-        checkpoint_id: 1,
-        snapshot_id: 1,
-        rows: [1u64, 2]
-            .iter()
-            .map(|&id| LakeRow {
-                change_id: id,
-                key: Key {
-                    table: Table::CardTransactions,
-                    id,
-                },
-                digest: Some(id),
-                folded: false,
-            })
-            .collect(),
-        files: Default::default(),
-    });
+    h.push(card_lake(3_000, &[1, 2]));
     h.push(run_end(4_000, true));
     let a = check(&h);
     assert_eq!(a.exactly_once.total(), 0, "{:?}", a.exactly_once);
@@ -1544,25 +1549,7 @@ fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
         let ids = [1, 2, 3, 4];
         h.push(produced(12_100, TopicName::Enriched, 0, 0, &ids));
         h.push(read(12_200, TopicName::Enriched, 0, 0, &ids));
-        h.push(Observation::LakeCommit {
-            t_ms: 13_000,
-            host: "lake-0".to_string(),
-            checkpoint_id: 1,
-            snapshot_id: 1,
-            rows: ids
-                .iter()
-                .map(|&id| LakeRow {
-                    change_id: id,
-                    key: Key {
-                        table: Table::CardTransactions,
-                        id,
-                    },
-                    digest: Some(id),
-                    folded: false,
-                })
-                .collect(),
-            files: Default::default(),
-        });
+        h.push(card_lake(13_000, &ids));
         h.extend(extra);
         h.push(run_end(20_000, true));
         h

@@ -15,11 +15,13 @@ use crate::wire::SharedArena;
 use crate::{LatencyRange, NetworkConfig, PlatformConfig};
 use nrtsim_history::{Observation, Payment, RunHeader, SourceChange, TopicName};
 use nrtsim_pipeline::enrich::ReferenceStore;
+use nrtsim_pipeline::fraud::FraudConfig;
 use nrtsim_pipeline::jobs::{
     run_cdc, run_fraud_scorer, run_lake_sink, run_spend_aggregator, run_stream_task, StreamRole,
     TaskSettings,
 };
 use nrtsim_pipeline::lake::LakeTable;
+use nrtsim_pipeline::spend::SpendConfig;
 use nrtsim_pipeline::{
     CheckpointStore, CostConfig, Delivery, LakeCommitPolicy, PipelineConfig, RedoAtEnd,
     TopicPartition, TxMetadata,
@@ -100,6 +102,13 @@ pub fn host_names(platform: &PlatformConfig, pipeline: &PipelineConfig) -> Vec<S
         hosts.push("spend-0".into());
     }
     hosts
+}
+
+/// A consumer of the enriched topic beside the lake sink.
+#[derive(Clone)]
+enum Consumer {
+    Fraud(FraudConfig),
+    Spend(SpendConfig),
 }
 
 fn assigned(partitions: u32, tasks: u32, task: u32) -> Vec<u32> {
@@ -341,43 +350,52 @@ impl World {
             });
         }
 
-        if pipeline.fraud.enabled {
-            let name = "fraud-0".to_string();
+        // Consumers of the enriched topic beside the lake sink, each one task over every
+        // partition.
+        let consumers = [
+            (
+                "fraud-0",
+                spec.costs.fraud_per_record.us,
+                pipeline
+                    .fraud
+                    .enabled
+                    .then(|| Consumer::Fraud(pipeline.fraud.clone())),
+            ),
+            (
+                "spend-0",
+                spec.costs.spend_per_record.us,
+                pipeline
+                    .spend
+                    .enabled
+                    .then(|| Consumer::Spend(pipeline.spend.clone())),
+            ),
+        ];
+        for (name, per_record, consumer) in consumers {
+            let Some(consumer) = consumer else { continue };
             let (client, recorder, checkpoints) =
                 (client.clone(), self.recorder.clone(), checkpoints.clone());
-            let s = settings(spec.costs.fraud_per_record.us);
+            let s = settings(per_record);
             let all: Vec<u32> = (0..partitions).collect();
-            let i = index(&name);
-            let cfg = pipeline.fraud.clone();
-            let host = name.clone();
+            let i = index(name);
+            let host = name.to_string();
             self.sim.host(name, move || {
                 let mut log = client(i, &host);
                 let env = SimEnv::new(&host, recorder.clone());
-                let (checkpoints, s, all, cfg) =
-                    (checkpoints.clone(), s.clone(), all.clone(), cfg.clone());
+                let (checkpoints, s, all, consumer) = (
+                    checkpoints.clone(),
+                    s.clone(),
+                    all.clone(),
+                    consumer.clone(),
+                );
                 async move {
-                    run_fraud_scorer(&mut log, &env, &checkpoints, &all, &s, &cfg).await;
-                    Ok(())
-                }
-            });
-        }
-
-        if pipeline.spend.enabled {
-            let name = "spend-0".to_string();
-            let (client, recorder, checkpoints) =
-                (client.clone(), self.recorder.clone(), checkpoints.clone());
-            let s = settings(spec.costs.spend_per_record.us);
-            let all: Vec<u32> = (0..partitions).collect();
-            let i = index(&name);
-            let cfg = pipeline.spend.clone();
-            let host = name.clone();
-            self.sim.host(name, move || {
-                let mut log = client(i, &host);
-                let env = SimEnv::new(&host, recorder.clone());
-                let (checkpoints, s, all, cfg) =
-                    (checkpoints.clone(), s.clone(), all.clone(), cfg.clone());
-                async move {
-                    run_spend_aggregator(&mut log, &env, &checkpoints, &all, &s, &cfg).await;
+                    match &consumer {
+                        Consumer::Fraud(cfg) => {
+                            run_fraud_scorer(&mut log, &env, &checkpoints, &all, &s, cfg).await
+                        }
+                        Consumer::Spend(cfg) => {
+                            run_spend_aggregator(&mut log, &env, &checkpoints, &all, &s, cfg).await
+                        }
+                    }
                     Ok(())
                 }
             });
