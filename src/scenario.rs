@@ -403,6 +403,17 @@ impl Scenario {
                 "buckets and small_file_rows must be at least 1",
             ),
             (
+                p.lake.pre_commit_timeout.us > 0 && p.lake.commit_interval.us > 0,
+                "pipeline.lake",
+                "pre_commit_timeout and commit_interval must be above zero",
+            ),
+            (p.spend.window.us > 0, "pipeline.spend.window", positive),
+            (
+                p.fraud.velocity_window.us > 0,
+                "pipeline.fraud.velocity_window",
+                positive,
+            ),
+            (
                 p.delivery != Delivery::ExactlyOnce || p.producer.idempotence,
                 "pipeline.delivery",
                 "exactly-once delivery needs idempotent producers (producer.idempotence = true \

@@ -413,3 +413,24 @@ fn a_changelog_lake_and_an_every_change_check_are_read() {
         "{e}"
     );
 }
+
+#[test]
+fn zero_windows_and_timeouts_are_refused() {
+    for (text, field) in [
+        (
+            "[pipeline]\nspend = { enabled = true, window = \"0s\" }\n",
+            "pipeline.spend.window",
+        ),
+        (
+            "[pipeline]\nlake = { pre_commit_timeout = \"0s\" }\n",
+            "pipeline.lake",
+        ),
+        (
+            "[pipeline]\nfraud = { velocity_window = \"0s\" }\n",
+            "pipeline.fraud.velocity_window",
+        ),
+    ] {
+        let e = Scenario::parse(&format!("name = \"x\"\n{text}"), "x.toml").unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+    }
+}
