@@ -86,6 +86,12 @@ fn check_shipped_scenario(path: &Path) -> Result<(), String> {
         None if report.exit_code != 0 => return Err(format!("{name} must pass:\n{}", summary())),
         None => {}
     }
+    // The summary is one screen: no line wider than 100 columns.
+    if let Some(wide) = summary().lines().find(|l| l.chars().count() > 100) {
+        return Err(format!(
+            "{name}: summary line wider than 100 columns: {wide}"
+        ));
+    }
     let again = runner::simulate(&scenario, seed).map_err(|e| format!("{name}: {e}"))?;
     if let Some((i, a, b)) = runner::first_divergence(&first.history, &again.history) {
         return Err(format!(

@@ -54,6 +54,21 @@ pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 16] {
     ]
 }
 
+/// Writes `head` and then each item two spaces apart, wrapping lines at 100 columns with the
+/// continuation indented under the first item.
+fn write_wrapped(out: &mut String, head: &str, items: impl IntoIterator<Item = String>) {
+    let mut line = head.to_string();
+    for item in items {
+        if line.len() > head.len() && line.len() + 2 + item.len() > 100 {
+            let _ = writeln!(out, "{line}");
+            line = " ".repeat(head.len());
+        }
+        line.push_str("  ");
+        line.push_str(&item);
+    }
+    let _ = writeln!(out, "{line}");
+}
+
 /// The conservation line in words.
 pub(crate) fn conservation_line(c: &Conservation) -> String {
     format!(
@@ -511,17 +526,11 @@ pub fn summary_text(r: &Report) -> String {
     let warning = |kind: AnomalyKind| {
         kind == AnomalyKind::TornTransaction && !eo.torn_transaction_is_violation
     };
-    // Wrapped to stay within 100 columns.
-    let mut line = "anomalies".to_string();
-    for kind in eo.checked().filter(|k| !warning(*k)) {
-        let item = format!("  {} {}", kind.name(), eo.count(kind));
-        if line.len() + item.len() > 100 {
-            let _ = writeln!(s, "{line}");
-            line = " ".repeat("anomalies".len());
-        }
-        line.push_str(&item);
-    }
-    let _ = writeln!(s, "{line}");
+    let counts = eo
+        .checked()
+        .filter(|k| !warning(*k))
+        .map(|k| format!("{} {}", k.name(), eo.count(k)));
+    write_wrapped(&mut s, "anomalies", counts);
     let warned: Vec<String> = eo
         .checked()
         .filter(|k| warning(*k) && eo.count(*k) > 0)
@@ -584,7 +593,7 @@ pub fn summary_text(r: &Report) -> String {
         })
         .collect();
     if !skew.is_empty() {
-        let _ = writeln!(s, "skew     max/min load: {}", skew.join("  "));
+        write_wrapped(&mut s, "skew     max/min load:", skew);
     }
     let _ = writeln!(s, "{}", conservation_line(&r.conservation));
     let _ = writeln!(s, "{}", completeness_line(&r.completeness));
