@@ -86,8 +86,12 @@ fn check_shipped_scenario(path: &Path) -> Result<(), String> {
         None if report.exit_code != 0 => return Err(format!("{name} must pass:\n{}", summary())),
         None => {}
     }
-    // The summary is one screen: no line wider than 100 columns.
-    if let Some(wide) = summary().lines().find(|l| l.chars().count() > 100) {
+    // The summary is one screen: no line wider than 100 columns, but for the replay command,
+    // which must stay whole and holds the scenario's path.
+    if let Some(wide) = summary()
+        .lines()
+        .find(|l| !l.starts_with("replay: ") && l.chars().count() > 100)
+    {
         return Err(format!(
             "{name}: summary line wider than 100 columns: {wide}"
         ));
