@@ -460,6 +460,7 @@ checkpoint_interval = "5s"
             broker.clone(),
             role,
             Just("controller".to_string()),
+            Just("txn-coordinator".to_string()),
             (0..JOBS.len()).prop_map(|i| JOBS[i].to_string()),
         ];
         let kind = prop_oneof![
@@ -518,6 +519,8 @@ checkpoint_interval = "5s"
         fn the_exactly_once_configuration_survives_any_schedule((seed, faults) in schedules()) {
             let report = run(BASE, seed, &faults);
             let eo = &report.exactly_once;
+            // Kafka transactions are on under exactly-once, so aborted reads are checked.
+            prop_assert_eq!(eo.aborted_read, Some(0), "seed {}, faults {:?}", seed, faults);
             prop_assert!(
                 eo.lost + eo.duplicated + eo.reordered + eo.phantom + eo.lake_mismatch == 0,
                 "seed {seed}, faults {faults:?}:\n{}",
@@ -532,6 +535,7 @@ checkpoint_interval = "5s"
         let interval = 1u64..=30;
         let mode = prop_oneof![Just("upsert"), Just("changelog")];
         let layout = prop_oneof![Just("merge-on-read"), Just("copy-on-write")];
+        let commit = prop_oneof![Just("interval"), Just("checkpoint")];
         let crash = (1_000u64..28_000, 500u64..12_000, 0..JOBS.len()).prop_map(|(at, d, j)| {
             let mut spec = FaultSpec::new(SimDuration::from_ms(at), FaultKind::Crash);
             spec.target = Some(JOBS[j].to_string());
@@ -543,9 +547,10 @@ checkpoint_interval = "5s"
             interval,
             mode,
             layout,
+            commit,
             prop::collection::vec(crash, 1..4),
         )
-            .prop_map(|(seed, interval, mode, layout, crashes)| {
+            .prop_map(|(seed, interval, mode, layout, commit, crashes)| {
                 // A changelog lake owes its readers every change; hold it to that.
                 let history = if mode == "changelog" {
                     "every-change"
@@ -557,6 +562,7 @@ checkpoint_interval = "5s"
                     &format!(
                         "checkpoint_interval = \"{interval}s\"\n\
                          lake = {{ mode = \"{mode}\", layout = \"{layout}\", buckets = 2 }}\n\
+                         transactions = {{ commit = \"{commit}\" }}\n\
                          [checks]\nlake_history = \"{history}\""
                     ),
                 );

@@ -2,7 +2,7 @@
 //!
 //! Two formats, told apart by their first bytes when read:
 //!
-//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH2`, then
+//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH3`, then
 //!   one frame per observation (a little-endian `u32` length and the observation's postcard
 //!   encoding), then a zero length that marks the end, so a cut-short file is an error and not
 //!   a shorter history.
@@ -27,6 +27,9 @@
 //! {"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}
 //! {"type":"watermark","t_ms":11,"watermark_ms":60000,"window_ms":60000,"late_dropped":0}
 //! {"type":"txn_end","t_ms":6,"txid":1,"event_count":1}
+//! {"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3}
+//! {"type":"abort_marker","t_ms":15,"topic":"enriched","partition":0,"offsets":[4],"change_ids":[1]}
+//! {"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -46,7 +49,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of a decompressed binary history.
-pub const MAGIC: &[u8; 8] = b"NRTSIMH2";
+pub const MAGIC: &[u8; 8] = b"NRTSIMH3";
 /// The first bytes of every zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd level: fast, and histories compress well at it.
@@ -436,6 +439,7 @@ enum Frame {
         partition: u32,
         base_offset: u64,
         change_ids: Vec<u64>,
+        txn: Option<u64>,
     },
     Read {
         t_ms: u64,
@@ -504,6 +508,20 @@ enum Frame {
         txid: u64,
         event_count: u64,
     },
+    KafkaTxn {
+        t_ms: u64,
+        txn: u64,
+        producer: String,
+        committed: bool,
+        timed_out: bool,
+    },
+    AbortMarker {
+        t_ms: u64,
+        topic: TopicName,
+        partition: u32,
+        offsets: Vec<u64>,
+        change_ids: Vec<u64>,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -523,6 +541,7 @@ enum FrameRef<'a> {
         partition: u32,
         base_offset: u64,
         change_ids: &'a [u64],
+        txn: Option<u64>,
     },
     Read {
         t_ms: u64,
@@ -591,6 +610,20 @@ enum FrameRef<'a> {
         txid: u64,
         event_count: u64,
     },
+    KafkaTxn {
+        t_ms: u64,
+        txn: u64,
+        producer: &'a str,
+        committed: bool,
+        timed_out: bool,
+    },
+    AbortMarker {
+        t_ms: u64,
+        topic: TopicName,
+        partition: u32,
+        offsets: &'a [u64],
+        change_ids: &'a [u64],
+    },
 }
 
 impl<'a> From<&'a Observation> for FrameRef<'a> {
@@ -614,6 +647,7 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 partition,
                 base_offset,
                 change_ids,
+                txn,
             } => FrameRef::Produced {
                 t_ms: *t_ms,
                 stage: *stage,
@@ -622,6 +656,7 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 partition: *partition,
                 base_offset: *base_offset,
                 change_ids,
+                txn: *txn,
             },
             Observation::Read {
                 t_ms,
@@ -739,6 +774,32 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 txid: *txid,
                 event_count: *event_count,
             },
+            Observation::KafkaTxn {
+                t_ms,
+                txn,
+                producer,
+                committed,
+                timed_out,
+            } => FrameRef::KafkaTxn {
+                t_ms: *t_ms,
+                txn: *txn,
+                producer,
+                committed: *committed,
+                timed_out: *timed_out,
+            },
+            Observation::AbortMarker {
+                t_ms,
+                topic,
+                partition,
+                offsets,
+                change_ids,
+            } => FrameRef::AbortMarker {
+                t_ms: *t_ms,
+                topic: *topic,
+                partition: *partition,
+                offsets,
+                change_ids,
+            },
         }
     }
 }
@@ -764,6 +825,7 @@ impl From<Frame> for Observation {
                 partition,
                 base_offset,
                 change_ids,
+                txn,
             } => Observation::Produced {
                 t_ms,
                 stage,
@@ -772,6 +834,7 @@ impl From<Frame> for Observation {
                 partition,
                 base_offset,
                 change_ids,
+                txn,
             },
             Frame::Read {
                 t_ms,
@@ -886,6 +949,32 @@ impl From<Frame> for Observation {
                 txid,
                 event_count,
             },
+            Frame::KafkaTxn {
+                t_ms,
+                txn,
+                producer,
+                committed,
+                timed_out,
+            } => Observation::KafkaTxn {
+                t_ms,
+                txn,
+                producer,
+                committed,
+                timed_out,
+            },
+            Frame::AbortMarker {
+                t_ms,
+                topic,
+                partition,
+                offsets,
+                change_ids,
+            } => Observation::AbortMarker {
+                t_ms,
+                topic,
+                partition,
+                offsets,
+                change_ids,
+            },
         }
     }
 }
@@ -895,7 +984,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 14] = [
+    const DOC_EXAMPLES: [&str; 17] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -910,6 +999,9 @@ mod tests {
         r#"{"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}"#,
         r#"{"type":"watermark","t_ms":11,"watermark_ms":60000,"window_ms":60000,"late_dropped":0}"#,
         r#"{"type":"txn_end","t_ms":6,"txid":1,"event_count":1}"#,
+        r#"{"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3}"#,
+        r#"{"type":"abort_marker","t_ms":15,"topic":"enriched","partition":0,"offsets":[4],"change_ids":[1]}"#,
+        r#"{"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}"#,
     ];
 
     #[test]

@@ -205,6 +205,10 @@ pub enum Observation {
         base_offset: u64,
         /// The change each record carries.
         change_ids: Vec<u64>,
+        /// The Kafka transaction the records were written in (the transaction coordinator's
+        /// number), when the producer is transactional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        txn: Option<u64>,
     },
     /// A consumer read records: `change_ids[i]` sits at `base_offset + i`.
     Read {
@@ -323,6 +327,32 @@ pub enum Observation {
         /// The change events the END says the transaction had.
         event_count: u64,
     },
+    /// The transaction coordinator decided a Kafka transaction's outcome.
+    KafkaTxn {
+        /// When.
+        t_ms: u64,
+        /// The coordinator's number for the transaction.
+        txn: u64,
+        /// The producer's `transactional.id`.
+        producer: String,
+        /// Committed (true) or aborted (false).
+        committed: bool,
+        /// Aborted by the coordinator because it outlived its timeout.
+        timed_out: bool,
+    },
+    /// A partition leader wrote an abort marker: the records it aborted there.
+    AbortMarker {
+        /// When.
+        t_ms: u64,
+        /// Topic.
+        topic: TopicName,
+        /// Partition.
+        partition: u32,
+        /// Offsets of the aborted transaction's records on this partition.
+        offsets: Vec<u64>,
+        /// The change each of them carries.
+        change_ids: Vec<u64>,
+    },
     /// The fraud scorer flagged a card payment.
     FraudAlert {
         /// When.
@@ -353,6 +383,8 @@ impl Observation {
             | Observation::Aggregate { t_ms, .. }
             | Observation::Watermark { t_ms, .. }
             | Observation::TxnEnd { t_ms, .. }
+            | Observation::KafkaTxn { t_ms, .. }
+            | Observation::AbortMarker { t_ms, .. }
             | Observation::FraudAlert { t_ms, .. } => *t_ms,
         }
     }

@@ -48,6 +48,21 @@ fn sample() -> Vec<Observation> {
             partition: i as u32,
             base_offset: i * 1000,
             change_ids: ids.clone(),
+            txn: (i % 2 == 0).then_some(i),
+        });
+        out.push(Observation::KafkaTxn {
+            t_ms: i + 1,
+            txn: i,
+            producer: format!("enrich-{i}"),
+            committed: i % 3 != 0,
+            timed_out: i % 5 == 0,
+        });
+        out.push(Observation::AbortMarker {
+            t_ms: i + 1,
+            topic: TopicName::ALL[(i % 5) as usize],
+            partition: i as u32,
+            offsets: vec![i, i + 3],
+            change_ids: ids.iter().take(2).copied().collect(),
         });
         out.push(Observation::Read {
             t_ms: i + 2,

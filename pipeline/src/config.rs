@@ -282,6 +282,75 @@ pub struct PipelineConfig {
     pub spend: SpendConfig,
     /// `persisted` or `in-memory`: the CDC connector's transaction-metadata counters.
     pub tx_metadata: TxMetadata,
+    /// Kafka transactions for the standardize and enrich tasks' outputs.
+    pub transactions: TransactionsConfig,
+}
+
+/// The `[pipeline] transactions` table: Kafka transactions for the stream tasks. Each task is
+/// a transactional producer (its host name is its `transactional.id`); its outputs since the
+/// last commit and its input positions commit in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransactionsConfig {
+    /// Whether the tasks use transactions. Default: on under exactly-once delivery (which
+    /// requires them), off otherwise.
+    pub enabled: Option<bool>,
+    /// `interval` (default: every `commit_interval`, as Kafka Streams commits) or
+    /// `checkpoint` (at each checkpoint, as a stream processor's two-phase Kafka sink does).
+    /// Downstream `read_committed` readers see records only once committed, so the commit
+    /// cadence bounds each hop's latency from below.
+    pub commit: TxnCommit,
+    /// Time between commits under `commit = "interval"`. Default 100ms.
+    pub commit_interval: SimDuration,
+    /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer. Default 60s.
+    pub timeout: SimDuration,
+    /// `restore` (default) or `continue` (a known mistake): what a task does when its
+    /// transaction could not commit.
+    pub on_abort: OnTxnAbort,
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            commit: TxnCommit::Interval,
+            commit_interval: SimDuration::from_ms(100),
+            timeout: SimDuration::from_secs(60),
+            on_abort: OnTxnAbort::Restore,
+        }
+    }
+}
+
+/// When a transactional task commits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnCommit {
+    /// On its own interval.
+    #[default]
+    Interval,
+    /// At each checkpoint.
+    Checkpoint,
+}
+
+/// What a transactional task does when its transaction was aborted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTxnAbort {
+    /// Restart from the positions of the last committed transaction and redo the rest.
+    #[default]
+    Restore,
+    /// Take a new producer epoch and carry on from the current position (a known mistake:
+    /// the aborted transaction's records are never written again).
+    Continue,
+}
+
+impl PipelineConfig {
+    /// Whether the stream tasks use Kafka transactions.
+    pub fn transactional(&self) -> bool {
+        self.transactions
+            .enabled
+            .unwrap_or(self.delivery == Delivery::ExactlyOnce)
+    }
 }
 
 /// Where the CDC connector keeps its transaction-metadata counters (the events emitted so far
@@ -323,6 +392,7 @@ impl Default for PipelineConfig {
             fraud: FraudConfig::default(),
             spend: SpendConfig::default(),
             tx_metadata: TxMetadata::Persisted,
+            transactions: TransactionsConfig::default(),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::canonical::{decode, Encoder, Enriched, RowBody};
 use crate::checkpoint::trigger_at;
-use crate::config::{Delivery, OnMiss, PartitionKey};
+use crate::config::{Delivery, OnMiss, OnTxnAbort, PartitionKey};
 use crate::enrich::{enrich, EnrichOutcome, ReferenceStore};
 use crate::env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 use crate::fraud::{FraudConfig, FraudScorer};
@@ -39,6 +39,17 @@ pub struct TaskSettings {
     pub batch_records: usize,
     /// Whether the CDC connector keeps its transaction-metadata counter in its checkpoint.
     pub tx_counters_persisted: bool,
+    /// Kafka transactions for the stream tasks' outputs, when on.
+    pub transactions: Option<TxnSettings>,
+}
+
+/// How a stream task uses Kafka transactions.
+#[derive(Clone, Debug)]
+pub struct TxnSettings {
+    /// Commit every this many ms; `None` commits at each checkpoint.
+    pub commit_interval_ms: Option<u64>,
+    /// What the task does when its transaction could not commit.
+    pub on_abort: OnTxnAbort,
 }
 
 async fn work(us_per_record: u64, records: usize) {
@@ -90,6 +101,7 @@ async fn produce_recorded<L: Log, E: Env>(
         .collect();
     let tps: Vec<TopicPartition> = batches.iter().map(|b| b.tp).collect();
     let results = log.produce(batches).await;
+    let txn = log.transaction_number();
     let mut first_err = None;
     for ((tp, change_ids), res) in tps.into_iter().zip(ids).zip(results) {
         match res {
@@ -101,6 +113,7 @@ async fn produce_recorded<L: Log, E: Env>(
                 partition: tp.partition,
                 base_offset,
                 change_ids,
+                txn,
             }),
             Ok(Appended::Duplicate | Appended::Unacknowledged) => {}
             Err(e) => {
@@ -111,19 +124,19 @@ async fn produce_recorded<L: Log, E: Env>(
     first_err.map_or(Ok(()), Err)
 }
 
+/// Records a fetch's records as reads, one observation per run of consecutive offsets.
 fn record_read<E: Env>(env: &E, stage: Stage, f: &Fetched) {
-    if f.records.is_empty() {
-        return;
+    for (base_offset, records) in f.runs() {
+        env.record(Observation::Read {
+            t_ms: env.now_ms(),
+            stage,
+            host: env.host().to_string(),
+            topic: f.tp.topic,
+            partition: f.tp.partition,
+            base_offset,
+            change_ids: records.iter().map(|r| r.meta.change_id).collect(),
+        });
     }
-    env.record(Observation::Read {
-        t_ms: env.now_ms(),
-        stage,
-        host: env.host().to_string(),
-        topic: f.tp.topic,
-        partition: f.tp.partition,
-        base_offset: f.base_offset,
-        change_ids: f.records.iter().map(|r| r.meta.change_id).collect(),
-    });
 }
 
 fn record_checkpoint<E: Env>(env: &E, checkpoint_id: u64) {
@@ -294,14 +307,33 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
     let stage = role.stage();
     let input = role.input();
     let mut enc = Encoder::default();
+    let txn = s.transactions.as_ref();
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
-        restore_producer(log, &cp, s.delivery);
+        // A transactional task starts by fencing its previous instance (whose open
+        // transaction the coordinator aborts) and reading the positions its last committed
+        // transaction stored; those outputs and those positions went together.
+        let mut committed = cp.offsets.clone();
+        if txn.is_some() {
+            let started = match log.init_transactions().await {
+                Ok(()) => log.committed_offsets().await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(o) => committed = o,
+                Err(_) => {
+                    pause_ms(s.restart_backoff_ms).await;
+                    continue;
+                }
+            }
+        } else {
+            restore_producer(log, &cp, s.delivery);
+        }
         let mut offsets: BTreeMap<TopicPartition, u64> = partitions
             .iter()
             .map(|&p| {
                 let tp = TopicPartition::new(input, p);
-                (tp, cp.offsets.get(&tp).copied().unwrap_or(0))
+                (tp, committed.get(&tp).copied().unwrap_or(0))
             })
             .collect();
         let redo_tps: Vec<TopicPartition> = match role {
@@ -312,8 +344,9 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
             StreamRole::Standardize => Vec::new(),
         };
         for tp in &redo_tps {
-            offsets.insert(*tp, cp.offsets.get(tp).copied().unwrap_or(0));
+            offsets.insert(*tp, committed.get(tp).copied().unwrap_or(0));
         }
+        let mut last_commit_ms = env.now_ms();
         // Redo replay: when a newer store version is loaded, read redo up to where it ended.
         let mut redo_targets: Option<BTreeMap<TopicPartition, u64>> = None;
         let mut replaying = false;
@@ -345,9 +378,8 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                 if f.tp.topic == TopicName::Redo {
                     ends.insert(f.tp, f.high_watermark);
                 }
-                let next = f.base_offset + f.records.len() as u64;
-                if !f.records.is_empty() {
-                    offsets.insert(f.tp, next);
+                if f.next_offset > f.base_offset {
+                    offsets.insert(f.tp, f.next_offset);
                 }
                 batch.extend(f.records.into_iter().map(|r| (f.tp, r)));
             }
@@ -363,9 +395,15 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                 }
                 work(s.per_record_us, batch.len()).await;
                 let (outputs, routed) = process(&role, batch, &mut enc);
+                if txn.is_some() && !log.in_transaction() && log.begin_transaction().await.is_err()
+                {
+                    break;
+                }
+                // A failure restarts the task; the restart's fencing aborts the transaction.
                 if produce_recorded(log, env, stage, outputs, s.batch_records)
                     .await
                     .is_err()
+                    && !carry_on(log, txn, s.restart_backoff_ms).await
                 {
                     break;
                 }
@@ -395,16 +433,54 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
             // Checkpoint n is triggered at n intervals; the task acknowledges it with its
             // snapshot the first time it sees the trigger.
             let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
+            if let Some(t) = txn {
+                // The outputs since the last commit and the positions past their inputs
+                // commit together: at each checkpoint, or on the task's own interval.
+                let commit_due = match t.commit_interval_ms {
+                    Some(ms) => env.now_ms() >= last_commit_ms + ms,
+                    None => due > cp.id,
+                };
+                if commit_due && (log.in_transaction() || offsets != committed) {
+                    last_commit_ms = env.now_ms();
+                    let ok = log.commit_transaction(&offsets).await.is_ok()
+                        || carry_on(log, Some(t), s.restart_backoff_ms).await;
+                    if !ok {
+                        // Start again from the last committed positions and redo the rest.
+                        break;
+                    }
+                    committed = offsets.clone();
+                }
+            }
             if s.delivery != Delivery::AtMostOnce && due > cp.id {
                 cp.id = due;
-                cp.offsets = offsets.clone();
-                cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
+                // A transactional task's snapshot holds the positions it has committed.
+                cp.offsets = if txn.is_some() {
+                    committed.clone()
+                } else {
+                    offsets.clone()
+                };
+                cp.producer = (s.delivery == Delivery::ExactlyOnce && txn.is_none())
+                    .then(|| log.producer_state());
                 store.save(env.host(), cp.clone());
                 record_checkpoint(env, cp.id);
             }
         }
         pause_ms(s.restart_backoff_ms).await;
     }
+}
+
+/// After a transactional task's transaction failed: under `on_abort = "continue"` (the
+/// defect) the task takes a new producer epoch and carries on past the inputs of the lost
+/// outputs, as if they had been delivered; returns false when it must instead restart from
+/// its last committed positions.
+async fn carry_on<L: Log>(log: &mut L, txn: Option<&TxnSettings>, backoff_ms: u64) -> bool {
+    if txn.is_none_or(|t| t.on_abort != OnTxnAbort::Continue) {
+        return false;
+    }
+    while log.init_transactions().await.is_err() {
+        pause_ms(backoff_ms).await;
+    }
+    true
 }
 
 type Outputs = BTreeMap<TopicPartition, Vec<Record>>;
@@ -625,8 +701,8 @@ async fn fetch_from<L: Log, E: Env>(
     let fetched: Vec<Fetched> = log.fetch(&positions).await.into_iter().flatten().collect();
     for f in &fetched {
         record_read(env, stage, f);
-        if !f.records.is_empty() {
-            offsets.insert(f.tp, f.base_offset + f.records.len() as u64);
+        if f.next_offset > f.base_offset {
+            offsets.insert(f.tp, f.next_offset);
         }
     }
     fetched

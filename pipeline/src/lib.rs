@@ -17,8 +17,8 @@ pub mod standardize;
 
 pub use config::{
     Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeCommitPolicy,
-    LakeConfig, LakeLayout, LakeMode, OnMiss, Parallelism, PartitionKey, PipelineConfig,
-    ProducerConfig, RedoAtEnd, TxMetadata,
+    LakeConfig, LakeLayout, LakeMode, OnMiss, OnTxnAbort, Parallelism, PartitionKey,
+    PipelineConfig, ProducerConfig, RedoAtEnd, TransactionsConfig, TxMetadata, TxnCommit,
 };
 pub use env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};

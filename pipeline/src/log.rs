@@ -28,6 +28,12 @@ pub enum LogError {
     /// The connection failed.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// A newer instance of this transactional producer has started: this one is a zombie.
+    #[error("producer fenced by a newer instance")]
+    Fenced,
+    /// The coordinator aborted the open transaction (it outlived its timeout).
+    #[error("the transaction was aborted by the coordinator")]
+    TransactionAborted,
     /// This backend does not offer the operation.
     #[error("{0} is not offered by this log backend")]
     Unsupported(&'static str),
@@ -58,12 +64,33 @@ pub enum Appended {
 pub struct Fetched {
     /// From where.
     pub tp: TopicPartition,
-    /// Offset of the first record.
+    /// The offset fetched from.
     pub base_offset: u64,
     /// The records, in offset order.
     pub records: Vec<Record>,
-    /// The partition's high watermark at the time of the fetch.
+    /// Each record's offset. Offsets may skip: transaction markers, and for a
+    /// `read_committed` reader aborted records, are read over but not handed out.
+    pub offsets: Vec<u64>,
+    /// Where to fetch from next.
+    pub next_offset: u64,
+    /// The end a reader can reach now: the high watermark, or for a `read_committed` reader
+    /// the last stable offset.
     pub high_watermark: u64,
+}
+
+impl Fetched {
+    /// The records as runs of consecutive offsets: `(first offset, records)`.
+    pub fn runs(&self) -> Vec<(u64, &[Record])> {
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for i in 1..=self.records.len() {
+            if i == self.records.len() || self.offsets[i] != self.offsets[i - 1] + 1 {
+                runs.push((self.offsets[start], &self.records[start..i]));
+                start = i;
+            }
+        }
+        runs
+    }
 }
 
 /// An idempotent producer's identity and next sequence number per partition; part of a task's
@@ -99,9 +126,30 @@ pub trait Log {
     /// Restores the producer's identity and sequence numbers (after a restart).
     fn restore_producer_state(&mut self, state: ProducerState);
 
+    /// Registers the transactional producer with its coordinator: fences any older instance
+    /// and aborts its open transaction. Needed once per start, before the first transaction.
+    async fn init_transactions(&mut self) -> Result<(), LogError> {
+        Err(LogError::Unsupported("transactions"))
+    }
+
     /// Begins a transaction.
     async fn begin_transaction(&mut self) -> Result<(), LogError> {
         Err(LogError::Unsupported("transactions"))
+    }
+
+    /// Whether a transaction is open.
+    fn in_transaction(&self) -> bool {
+        false
+    }
+
+    /// The coordinator's number for the open transaction, once it has written to a partition.
+    fn transaction_number(&self) -> Option<u64> {
+        None
+    }
+
+    /// The input offsets committed with this producer's last committed transaction.
+    async fn committed_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
+        Err(LogError::Unsupported("committed offsets"))
     }
 
     /// Commits the open transaction, with the consumed offsets it covers.

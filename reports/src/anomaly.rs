@@ -1,9 +1,9 @@
 //! The exactly-once anomalies this checker looks for, their counts and their capped examples,
 //! in the shape the report's `exactly_once` section takes.
 //!
-//! Only anomalies the checker actually checks appear here: an anomaly it does not check
-//! (`aborted_read`; `aggregate_mismatch` in a run without spend aggregates) must be absent
-//! from a report, never a 0 that was not measured.
+//! Only anomalies the checker actually checks appear here: an anomaly it cannot check in a
+//! run (`aborted_read` in a run without Kafka transactions, `aggregate_mismatch` in one
+//! without spend aggregates) must be absent from its report, never a 0 that was not measured.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,8 @@ pub enum AnomalyKind {
     Reordered,
     /// A record carrying a change id that no source commit produced.
     Phantom,
+    /// A stage consumed a record of an aborted Kafka transaction.
+    AbortedRead,
     /// A key whose final lake row differs from the source's final row.
     LakeMismatch,
     /// A lake snapshot showed part of a multi-row source transaction.
@@ -33,11 +35,12 @@ pub enum AnomalyKind {
 
 impl AnomalyKind {
     /// Every checked anomaly, in report order.
-    pub const ALL: [AnomalyKind; 8] = [
+    pub const ALL: [AnomalyKind; 9] = [
         AnomalyKind::Lost,
         AnomalyKind::Duplicated,
         AnomalyKind::Reordered,
         AnomalyKind::Phantom,
+        AnomalyKind::AbortedRead,
         AnomalyKind::LakeMismatch,
         AnomalyKind::TornTransaction,
         AnomalyKind::InconsistentOffsets,
@@ -51,6 +54,7 @@ impl AnomalyKind {
             AnomalyKind::Duplicated => "duplicated",
             AnomalyKind::Reordered => "reordered",
             AnomalyKind::Phantom => "phantom",
+            AnomalyKind::AbortedRead => "aborted_read",
             AnomalyKind::LakeMismatch => "lake_mismatch",
             AnomalyKind::TornTransaction => "torn_transaction",
             AnomalyKind::InconsistentOffsets => "inconsistent_offsets",
@@ -91,6 +95,10 @@ pub struct ExactlyOnce {
     pub reordered: u64,
     /// Distinct change ids no source commit produced.
     pub phantom: u64,
+    /// Records of aborted Kafka transactions that a stage read; absent when the run used no
+    /// transactions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_read: Option<u64>,
     /// Keys whose final lake state is wrong.
     pub lake_mismatch: u64,
     /// Source transactions a lake snapshot showed only in part.
@@ -115,6 +123,7 @@ impl ExactlyOnce {
             AnomalyKind::Duplicated => self.duplicated,
             AnomalyKind::Reordered => self.reordered,
             AnomalyKind::Phantom => self.phantom,
+            AnomalyKind::AbortedRead => self.aborted_read.unwrap_or(0),
             AnomalyKind::LakeMismatch => self.lake_mismatch,
             AnomalyKind::TornTransaction => self.torn_transaction,
             AnomalyKind::InconsistentOffsets => self.inconsistent_offsets,
@@ -128,6 +137,7 @@ impl ExactlyOnce {
             AnomalyKind::Duplicated => &mut self.duplicated,
             AnomalyKind::Reordered => &mut self.reordered,
             AnomalyKind::Phantom => &mut self.phantom,
+            AnomalyKind::AbortedRead => self.aborted_read.get_or_insert(0),
             AnomalyKind::LakeMismatch => &mut self.lake_mismatch,
             AnomalyKind::TornTransaction => &mut self.torn_transaction,
             AnomalyKind::InconsistentOffsets => &mut self.inconsistent_offsets,
@@ -137,9 +147,11 @@ impl ExactlyOnce {
 
     /// The anomalies this report checked, in report order.
     pub fn checked(&self) -> impl Iterator<Item = AnomalyKind> + '_ {
-        AnomalyKind::ALL
-            .into_iter()
-            .filter(|k| *k != AnomalyKind::AggregateMismatch || self.aggregate_mismatch.is_some())
+        AnomalyKind::ALL.into_iter().filter(|k| match k {
+            AnomalyKind::AggregateMismatch => self.aggregate_mismatch.is_some(),
+            AnomalyKind::AbortedRead => self.aborted_read.is_some(),
+            _ => true,
+        })
     }
 
     /// The sum of all anomaly counts.
@@ -224,7 +236,7 @@ mod tests {
         for k in AnomalyKind::ALL {
             assert_eq!(AnomalyKind::from_name(k.name()), Some(k));
         }
-        assert_eq!(AnomalyKind::from_name("aborted_read"), None);
+        assert_eq!(AnomalyKind::from_name("aborted"), None);
         assert_eq!(
             AnomalyKind::from_name("torn_transaction"),
             Some(AnomalyKind::TornTransaction)

@@ -237,6 +237,17 @@ pub struct Checker {
     txns: Vec<(u64, u64, u32)>,
     /// The last `event_count` each END announced, by transaction.
     announced: BTreeMap<u64, u64>,
+    /// Whether the run used Kafka transactions (then `aborted_read` is checked).
+    kafka_txns_seen: bool,
+    /// Per Kafka transaction not yet committed, the records written in it: (topic,
+    /// partition, offset, change). Dropped when it commits.
+    txn_records: BTreeMap<u64, Vec<(TopicName, u32, u64, u64)>>,
+    /// Kafka transactions the coordinator aborted.
+    txn_aborted: BTreeSet<u64>,
+    /// Records abort markers aborted, as the partition leaders reported them: (topic,
+    /// partition, offset). These include records whose producer never learnt they were
+    /// written (it crashed first).
+    aborted_records: BTreeMap<(TopicName, u32, u64), u64>,
 }
 
 impl Checker {
@@ -274,6 +285,10 @@ impl Checker {
             aggregates_reconciled: 0,
             txns: Vec::new(),
             announced: BTreeMap::new(),
+            kafka_txns_seen: false,
+            txn_records: BTreeMap::new(),
+            txn_aborted: BTreeSet::new(),
+            aborted_records: BTreeMap::new(),
         }
     }
 
@@ -302,8 +317,17 @@ impl Checker {
                 partition,
                 base_offset,
                 change_ids,
+                txn,
                 ..
             } => {
+                if let Some(n) = txn {
+                    self.kafka_txns_seen = true;
+                    self.txn_records.entry(*n).or_default().extend(
+                        (*base_offset..)
+                            .zip(change_ids)
+                            .map(|(o, id)| (*topic, *partition, o, *id)),
+                    );
+                }
                 *self.partition_load.entry((*topic, *partition)).or_insert(0) +=
                     change_ids.len() as u64;
                 self.produced(*t_ms, *topic, *partition, *base_offset, change_ids)
@@ -328,6 +352,29 @@ impl Checker {
                 }
             }
             Observation::FraudAlert { .. } => self.fraud_alerts += 1,
+            Observation::AbortMarker {
+                topic,
+                partition,
+                offsets,
+                change_ids,
+                ..
+            } => {
+                self.kafka_txns_seen = true;
+                self.aborted_records.extend(
+                    offsets
+                        .iter()
+                        .zip(change_ids)
+                        .map(|(o, id)| ((*topic, *partition, *o), *id)),
+                );
+            }
+            Observation::KafkaTxn { txn, committed, .. } => {
+                self.kafka_txns_seen = true;
+                if *committed {
+                    self.txn_records.remove(txn);
+                } else {
+                    self.txn_aborted.insert(*txn);
+                }
+            }
             Observation::TxnEnd {
                 txid, event_count, ..
             } => {
@@ -738,6 +785,7 @@ impl Checker {
 
     /// Ends the history: judges what every change and key came to, and returns the analysis.
     pub fn finish(mut self) -> Analysis {
+        self.judge_aborted_reads();
         let mut counts = Counts::default();
         let mut latency = LatencyPaths::default();
         let bounds = self.opts.tiers;
@@ -955,6 +1003,44 @@ impl Checker {
             };
             self.exactly_once
                 .record(AnomalyKind::AggregateMismatch, ex, self.opts.max_examples);
+        }
+    }
+
+    /// Every record an aborted Kafka transaction wrote must have been read by no stage: a
+    /// `read_committed` reader is never handed one, a `read_uncommitted` reader is.
+    fn judge_aborted_reads(&mut self) {
+        if !self.kafka_txns_seen {
+            return;
+        }
+        self.exactly_once.aborted_read.get_or_insert(0);
+        // What the producers' acknowledgements place in aborted transactions, and what the
+        // partition leaders' abort markers say they aborted.
+        let mut aborted = std::mem::take(&mut self.aborted_records);
+        for txn in &self.txn_aborted {
+            for &(topic, partition, offset, id) in self.txn_records.get(txn).into_iter().flatten() {
+                aborted.insert((topic, partition, offset), id);
+            }
+        }
+        let mut found = Vec::new();
+        for ((topic, partition, offset), id) in aborted {
+            // Read there, and the same record (a truncated log may have put another there).
+            let read = self
+                .read_at
+                .get(&(topic, partition))
+                .and_then(|seen| seen.get(offset as usize));
+            if read == Some(&id) {
+                found.push((topic, partition, offset, id));
+            }
+        }
+        for (topic, partition, offset, id) in found {
+            let key = self.key_name_of(id);
+            let at = format!(
+                "{} p{partition}@{offset}, written in an aborted transaction",
+                topic.name()
+            );
+            let ex = self.example(AnomalyKind::AbortedRead, id, key, at);
+            self.exactly_once
+                .record(AnomalyKind::AbortedRead, ex, self.opts.max_examples);
         }
     }
 

@@ -321,7 +321,8 @@ pub fn evaluate_slo(name: &str, limit_ms: u64, latency: &LatencyReport) -> SloRe
 }
 
 /// Judges a scenario's `[expect]`: the exit code must match (when given) and every listed
-/// anomaly must have been found; an anomaly this checker does not check cannot be met.
+/// anomaly must have been found; an anomaly this checker or this run does not check cannot
+/// be met.
 pub fn judge_expectation(
     expect: &Expect,
     exit_code: i32,
@@ -338,6 +339,10 @@ pub fn judge_expectation(
     for name in &expect.anomalies {
         match AnomalyKind::from_name(name) {
             Some(kind) if exactly_once.count(kind) > 0 => {}
+            Some(kind) if !exactly_once.checked().any(|k| k == kind) => reasons.push(format!(
+                "expected anomaly {name}, which this run does not check (aborted_read needs \
+                 Kafka transactions, aggregate_mismatch a spend aggregator)"
+            )),
             Some(_) => reasons.push(format!("expected anomaly {name}, none was found")),
             None => reasons.push(format!(
                 "expected anomaly {name:?}, which this checker does not check"

@@ -70,6 +70,7 @@ fn produced(t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64])
         partition,
         base_offset: base,
         change_ids: ids.to_vec(),
+        txn: None,
     }
 }
 
@@ -1676,4 +1677,98 @@ fn transaction_ends_are_held_against_the_source_and_the_enriched_topic() {
         a.completeness.examples,
         ["transaction 1: 1 of its 2 events never reached enriched"]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka transactions: aborted reads.
+
+/// A produce acknowledgement tagged with Kafka transaction `n`.
+fn in_txn(n: u64, mut o: Observation) -> Observation {
+    if let Observation::Produced { txn, .. } = &mut o {
+        *txn = Some(n);
+    }
+    o
+}
+
+/// Changes 1..=5 to enriched partition 0 through transactions: transaction 1 writes changes 1
+/// and 2 at offsets 0 and 1 and is aborted (its marker at 2); transaction 2 writes all five at
+/// 3..=7 and commits. `read_aborted` makes the lake sink read offsets 0 and 1 as well, as a
+/// `read_uncommitted` reader does.
+fn transactional(read_aborted: bool, acknowledged: bool) -> Vec<Observation> {
+    let all = [1, 2, 3, 4, 5];
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(220, TopicName::Standard, 0, 0, &all));
+    if acknowledged {
+        h.push(in_txn(1, produced(225, TopicName::Enriched, 0, 0, &[1, 2])));
+        h.push(Observation::KafkaTxn {
+            t_ms: 226,
+            txn: 1,
+            producer: "enrich-0".to_string(),
+            committed: false,
+            timed_out: false,
+        });
+    } else {
+        // The producer crashed before the acknowledgement: only the leader knows.
+        h.push(Observation::AbortMarker {
+            t_ms: 226,
+            topic: TopicName::Enriched,
+            partition: 0,
+            offsets: vec![0, 1],
+            change_ids: vec![1, 2],
+        });
+    }
+    if read_aborted {
+        h.push(read(227, TopicName::Enriched, 0, 0, &[1, 2]));
+    }
+    h.push(in_txn(2, produced(230, TopicName::Enriched, 0, 3, &all)));
+    h.push(Observation::KafkaTxn {
+        t_ms: 231,
+        txn: 2,
+        producer: "enrich-0".to_string(),
+        committed: true,
+        timed_out: false,
+    });
+    h.push(read(240, TopicName::Enriched, 0, 3, &all));
+    h.push(lake(300, 1, &lake_rows(&all)));
+    h.push(run_end(400, true));
+    h
+}
+
+#[test]
+fn a_reader_of_an_aborted_transaction_is_caught() {
+    for acknowledged in [true, false] {
+        let a = check(&transactional(true, acknowledged));
+        let eo = &a.exactly_once;
+        assert_eq!(eo.aborted_read, Some(2), "acknowledged: {acknowledged}");
+        let ex: Vec<_> = eo
+            .examples
+            .iter()
+            .filter(|e| e.anomaly == "aborted_read")
+            .collect();
+        assert_eq!(ex[0].change_id, Some(1));
+        assert!(
+            ex[0].location.contains("enriched p0@0") && ex[0].location.contains("aborted"),
+            "{}",
+            ex[0].location
+        );
+        // The aborted copies and the committed ones sit at different offsets.
+        assert_eq!(eo.duplicated, 2);
+        assert!(!eo.is_clean());
+    }
+}
+
+#[test]
+fn a_read_committed_reader_skipping_aborted_records_is_clean() {
+    for acknowledged in [true, false] {
+        let a = check(&transactional(false, acknowledged));
+        let eo = &a.exactly_once;
+        assert_eq!(eo.aborted_read, Some(0), "measured, and none");
+        assert!(eo.is_clean(), "{:?}", eo.examples);
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(&report(&a, &[], None))).unwrap();
+        assert_eq!(json["exactly_once"]["aborted_read"], 0);
+    }
+    // Without transactions the anomaly is not measured, so it is absent.
+    assert_eq!(check(&clean()).exactly_once.aborted_read, None);
 }

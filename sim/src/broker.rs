@@ -4,13 +4,15 @@
 //! the controller, and heartbeats to the controller to learn the cluster's metadata.
 
 use crate::cluster::ClusterMeta;
-use crate::host_env::sim_instant;
+use crate::host_env::{sim_instant, sim_now_ms};
 use crate::partition_log::{LeaderAppend, PartitionLog};
+use crate::progress::Recorder;
 use crate::wire::{
     self, Connection, FetchPart, FetchResult, Message, PartError, ProducePart, ProduceResult,
     Request, Response, SharedArena, BROKER_PORT, CONTROLLER_PORT,
 };
 use crate::PlatformConfig;
+use nrtsim_history::Observation;
 use nrtsim_pipeline::{Acks, Isolation, TopicPartition};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -103,6 +105,8 @@ pub struct BrokerSetup {
     pub append_us: u64,
     /// Injected produce errors.
     pub errors: Rc<RefCell<ProduceErrors>>,
+    /// Where abort markers are recorded, with the records they abort.
+    pub recorder: Rc<RefCell<Recorder>>,
 }
 
 #[derive(Clone, Copy)]
@@ -213,6 +217,15 @@ async fn serve(broker: Rc<Broker>, mut stream: TcpStream) {
                 )
                 .await,
             ),
+            Request::WriteTxnMarkers {
+                pid,
+                epoch,
+                commit,
+                partitions,
+                timeout_ms,
+            } => Response::WriteTxnMarkers(
+                write_markers(&broker, pid, epoch, commit, &partitions, timeout_ms).await,
+            ),
             _ => return,
         };
         if wire::send(&arena, &mut stream, Message::Response(reply))
@@ -274,6 +287,7 @@ async fn produce(
                             LeaderAppend::OutOfOrder => {
                                 ProduceResult::Error(PartError::OutOfOrderSequence)
                             }
+                            LeaderAppend::Fenced => ProduceResult::Error(PartError::Fenced),
                         }
                     }
                 }
@@ -323,6 +337,90 @@ async fn produce(
     results
 }
 
+/// Writes a transaction's markers on the partitions this broker leads and waits until they
+/// are replicated to the ISR (a marker that a new leader lacked would leave the transaction
+/// open there for ever). `true` per partition once it is.
+async fn write_markers(
+    broker: &Broker,
+    pid: u64,
+    producer_epoch: u32,
+    commit: bool,
+    partitions: &[TopicPartition],
+    timeout_ms: u64,
+) -> Vec<bool> {
+    let mut done = vec![false; partitions.len()];
+    let mut waits = Vec::new();
+    for (i, tp) in partitions.iter().enumerate() {
+        let Some(epoch) = broker.live.borrow().leads(tp) else {
+            continue;
+        };
+        // Markers are written as acks=all writes are, refused while the ISR is below
+        // min.insync.replicas: a marker only the leader held could be lost with it, leaving
+        // the transaction open there (or, closed by a later marker, decided the wrong way).
+        let isr = broker.live.borrow().view.get(tp).map_or(0, |m| m.isr.len());
+        if (isr as u32) < broker.setup.platform.min_insync_replicas {
+            continue;
+        }
+        let mut disk = broker.setup.disk.borrow_mut();
+        let log = disk.logs.entry(*tp).or_default();
+        match log.append_marker(epoch, pid, producer_epoch, commit) {
+            Some(offset) => {
+                if !commit {
+                    let (offsets, change_ids): (Vec<u64>, Vec<u64>) =
+                        log.aborted_by(offset).into_iter().unzip();
+                    if !offsets.is_empty() {
+                        broker
+                            .setup
+                            .recorder
+                            .borrow_mut()
+                            .record(Observation::AbortMarker {
+                                t_ms: sim_now_ms(),
+                                topic: tp.topic,
+                                partition: tp.partition,
+                                offsets,
+                                change_ids,
+                            });
+                    }
+                }
+                waits.push((i, *tp, epoch, offset + 1));
+            }
+            // The producer has moved to a newer epoch here: nothing of this one is open.
+            None => done[i] = true,
+        }
+    }
+    if waits.is_empty() {
+        return done;
+    }
+    for (_, tp, _, _) in &waits {
+        advance_hw(broker, tp);
+    }
+    broker.changed.notify_waiters();
+    let deadline = sim_instant() + Duration::from_millis(timeout_ms);
+    for (i, tp, epoch, end) in waits {
+        loop {
+            let notified = broker.changed.notified();
+            {
+                let live = broker.live.borrow();
+                if live.leads(&tp) != Some(epoch) {
+                    break;
+                }
+                if live.hw.get(&tp).copied().unwrap_or(0) >= end {
+                    done[i] = true;
+                    break;
+                }
+            }
+            if sim_instant() >= deadline {
+                break;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+    done
+}
+
 /// Recomputes a led partition's high watermark from the ISR's log ends; never moves it back.
 fn advance_hw(broker: &Broker, tp: &TopicPartition) {
     let mut live = broker.live.borrow_mut();
@@ -363,7 +461,7 @@ async fn fetch(
     parts: &[FetchPart],
     max_wait_ms: u64,
     max_records: usize,
-    _isolation: Isolation,
+    isolation: Isolation,
 ) -> Vec<(TopicPartition, FetchResult)> {
     if let Some(r) = replica {
         let now = sim_instant();
@@ -377,10 +475,10 @@ async fn fetch(
         let notified = broker.changed.notified();
         let results: Vec<(TopicPartition, FetchResult)> = parts
             .iter()
-            .map(|p| (p.tp, fetch_one(broker, replica, p, max_records)))
+            .map(|p| (p.tp, fetch_one(broker, replica, p, max_records, isolation)))
             .collect();
-        let ready = results.iter().any(|(_, r)| match r {
-            FetchResult::Records { records, .. } => !records.is_empty(),
+        let ready = results.iter().zip(parts).any(|((_, r), p)| match r {
+            FetchResult::Records { next_offset, .. } => *next_offset > p.offset,
             _ => true,
         });
         if ready || sim_instant() >= deadline {
@@ -431,7 +529,13 @@ fn note_follower(broker: &Broker, replica: u32, part: &FetchPart, now: Instant) 
     advance_hw(broker, &part.tp);
 }
 
-fn fetch_one(broker: &Broker, replica: Option<u32>, p: &FetchPart, max: usize) -> FetchResult {
+fn fetch_one(
+    broker: &Broker,
+    replica: Option<u32>,
+    p: &FetchPart,
+    max: usize,
+    isolation: Isolation,
+) -> FetchResult {
     let live = broker.live.borrow();
     if live.leads(&p.tp).is_none() {
         return FetchResult::Error(PartError::NotLeader);
@@ -449,12 +553,33 @@ fn fetch_one(broker: &Broker, replica: Option<u32>, p: &FetchPart, max: usize) -
     if p.offset > log.leo() {
         return FetchResult::Error(PartError::OffsetOutOfRange);
     }
-    // Followers read to the log end; consumers only what every in-sync replica has.
-    let end = if replica.is_some() { log.leo() } else { hw };
+    if replica.is_some() {
+        // Followers read to the log end, markers and all.
+        let records = log.read(p.offset, log.leo(), max).to_vec();
+        return FetchResult::Records {
+            base_offset: p.offset,
+            next_offset: p.offset + records.len() as u64,
+            records,
+            offsets: Vec::new(),
+            high_watermark: hw,
+        };
+    }
+    // Consumers read only what every in-sync replica has; read_committed readers only up to
+    // the last stable offset, and nothing of an aborted transaction.
+    let committed_only = isolation == Isolation::ReadCommitted;
+    let end = if committed_only {
+        log.last_stable_offset(hw)
+    } else {
+        hw
+    };
+    let read = log.read_for_consumer(p.offset, end, max, committed_only);
+    let (offsets, records) = read.records.into_iter().unzip();
     FetchResult::Records {
         base_offset: p.offset,
-        records: log.read(p.offset, end, max).to_vec(),
-        high_watermark: hw,
+        records,
+        offsets,
+        next_offset: read.next_offset,
+        high_watermark: end,
     }
 }
 
@@ -575,6 +700,7 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
                             base_offset,
                             records,
                             high_watermark,
+                            ..
                         } => {
                             if base_offset == log.leo() && !records.is_empty() {
                                 log.append_follower(&records);

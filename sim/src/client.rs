@@ -1,12 +1,15 @@
 //! The Kafka client every simulated job uses: [`Log`] over the simulated brokers. It finds
 //! leaders in the cluster metadata, sends one request per leader concurrently, retries
 //! retriable failures with backoff as the producer is configured, and numbers records for the
-//! brokers' de-duplication when the producer is idempotent.
+//! brokers' de-duplication when the producer is idempotent. A transactional client also
+//! talks to the transaction coordinator: it registers each partition before writing to it,
+//! and ends each transaction with the input offsets it covers.
 
 use crate::cluster::ClusterMeta;
+use crate::partition_log::ProducerBatch;
 use crate::wire::{
     Connection, FetchPart, FetchResult, PartError, ProducePart, ProduceResult, Request, Response,
-    SharedArena, BROKER_PORT,
+    SharedArena, TxnError, BROKER_PORT, TXN_COORDINATOR_PORT,
 };
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::{
@@ -30,6 +33,31 @@ pub struct SimLog {
     /// Producer ids that met a gap in their sequence numbers: as in Kafka, that is fatal for
     /// the producer, which carries on under a new id and never uses the old one again.
     retired: BTreeSet<u64>,
+    /// The transactional side, when the client has a `transactional.id`.
+    txn: Option<TxnClient>,
+}
+
+/// A transactional producer's dealings with the coordinator.
+struct TxnClient {
+    id: String,
+    timeout_ms: u64,
+    conn: Connection,
+    /// The epoch `InitProducerId` gave (none before it succeeded).
+    epoch: Option<u32>,
+    /// Whether a transaction has begun.
+    open: bool,
+    /// The coordinator's number for the open transaction, once it has a partition.
+    number: Option<u64>,
+    /// Partitions registered with the open transaction.
+    added: BTreeSet<TopicPartition>,
+}
+
+fn txn_error(e: TxnError) -> LogError {
+    match e {
+        TxnError::Fenced => LogError::Fenced,
+        TxnError::Aborted => LogError::TransactionAborted,
+        TxnError::Concurrent => LogError::Timeout,
+    }
 }
 
 impl SimLog {
@@ -53,6 +81,130 @@ impl SimLog {
                 next_seq: BTreeMap::new(),
             },
             retired: BTreeSet::new(),
+            txn: None,
+        }
+    }
+
+    /// Makes the client transactional under `transactional_id`, with transactions aborted by
+    /// the coordinator after `timeout_ms`. [`Log::init_transactions`] must succeed before the
+    /// first transaction.
+    pub fn transactional(mut self, transactional_id: &str, timeout_ms: u64) -> Self {
+        self.txn = Some(TxnClient {
+            id: transactional_id.to_string(),
+            timeout_ms,
+            conn: Connection::new(self.arena.clone(), "txn-coordinator", TXN_COORDINATOR_PORT),
+            epoch: None,
+            open: false,
+            number: None,
+            added: BTreeSet::new(),
+        });
+        self
+    }
+
+    /// Calls the transaction coordinator, retrying timeouts and concurrent-transaction
+    /// refusals as the producer's retries allow.
+    async fn call_coordinator(&mut self, make: impl Fn() -> Request) -> Result<Response, LogError> {
+        let timeout = self.producer.request_timeout.to_std();
+        let backoff = self.producer.retry_backoff.to_std();
+        let retries = self.producer.retries;
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or(LogError::Unsupported("transactions"))?;
+        let mut attempt = 0;
+        loop {
+            let err = match txn.conn.call(make(), timeout).await {
+                Ok(Response::InitProducerId(Err(TxnError::Concurrent)))
+                | Ok(Response::AddPartitionsToTxn(Err(TxnError::Concurrent)))
+                | Ok(Response::EndTxn(Err(TxnError::Concurrent))) => LogError::Timeout,
+                Ok(r) => return Ok(r),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => LogError::Timeout,
+                Err(e) => LogError::Connection(e.to_string()),
+            };
+            if attempt >= retries {
+                return Err(err);
+            }
+            attempt += 1;
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Registers with the open transaction the partitions of `batches` it does not have yet.
+    async fn add_partitions(&mut self, batches: &[ProduceBatch]) -> Result<(), LogError> {
+        let (id, pid, epoch, new) = {
+            let Some(txn) = self.txn.as_ref() else {
+                return Ok(());
+            };
+            if !txn.open {
+                return Err(LogError::Unsupported("producing outside a transaction"));
+            }
+            let epoch = txn.epoch.ok_or(LogError::Fenced)?;
+            let new: Vec<TopicPartition> = batches
+                .iter()
+                .map(|b| b.tp)
+                .filter(|tp| !txn.added.contains(tp))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            (txn.id.clone(), self.state.producer_id, epoch, new)
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let answer = self
+            .call_coordinator(|| Request::AddPartitionsToTxn {
+                transactional_id: id.clone(),
+                pid,
+                epoch,
+                partitions: new.clone(),
+            })
+            .await?;
+        match answer {
+            Response::AddPartitionsToTxn(Ok(number)) => {
+                let txn = self.txn.as_mut().expect("transactional");
+                txn.number = Some(number);
+                txn.added.extend(new);
+                Ok(())
+            }
+            Response::AddPartitionsToTxn(Err(e)) => Err(txn_error(e)),
+            _ => Err(LogError::Connection("unexpected response".into())),
+        }
+    }
+
+    /// Ends the open transaction with the coordinator.
+    async fn end_transaction(
+        &mut self,
+        commit: bool,
+        offsets: &BTreeMap<TopicPartition, u64>,
+    ) -> Result<(), LogError> {
+        let (id, pid, epoch) = {
+            let txn = self
+                .txn
+                .as_ref()
+                .ok_or(LogError::Unsupported("transactions"))?;
+            (
+                txn.id.clone(),
+                self.state.producer_id,
+                txn.epoch.ok_or(LogError::Fenced)?,
+            )
+        };
+        let answer = self
+            .call_coordinator(|| Request::EndTxn {
+                transactional_id: id.clone(),
+                pid,
+                epoch,
+                commit,
+                offsets: offsets.clone(),
+            })
+            .await;
+        let txn = self.txn.as_mut().expect("transactional");
+        txn.open = false;
+        txn.number = None;
+        txn.added.clear();
+        match answer? {
+            Response::EndTxn(Ok(())) => Ok(()),
+            Response::EndTxn(Err(e)) => Err(txn_error(e)),
+            _ => Err(LogError::Connection("unexpected response".into())),
         }
     }
 
@@ -258,6 +410,7 @@ fn part_error(tp: TopicPartition, e: PartError) -> LogError {
         PartError::OutOfOrderSequence => LogError::OutOfOrderSequence(tp),
         PartError::Timeout => LogError::Timeout,
         PartError::OffsetOutOfRange => LogError::OffsetOutOfRange(tp),
+        PartError::Fenced => LogError::Fenced,
     }
 }
 
@@ -272,7 +425,14 @@ impl Log for SimLog {
     }
 
     async fn produce(&mut self, batches: Vec<ProduceBatch>) -> Vec<Result<Appended, LogError>> {
+        if let Err(e) = self.add_partitions(&batches).await {
+            return vec![Err(e); batches.len()];
+        }
         let pid = self.state.producer_id;
+        let (epoch, transactional) = match &self.txn {
+            Some(t) => (t.epoch.unwrap_or(0), true),
+            None => (0, false),
+        };
         // Sequence numbers are fixed when a batch is made, so every retry carries the same ones.
         let mut pending: Vec<(usize, ProducePart)> = batches
             .into_iter()
@@ -282,7 +442,12 @@ impl Log for SimLog {
                     let seq = self.state.next_seq.entry(b.tp).or_insert(0);
                     let base = *seq;
                     *seq += b.records.len() as u64;
-                    (pid, base)
+                    ProducerBatch {
+                        pid,
+                        epoch,
+                        base_seq: base,
+                        transactional,
+                    }
                 });
                 (
                     i,
@@ -395,13 +560,17 @@ impl Log for SimLog {
                             FetchResult::Records {
                                 base_offset,
                                 records,
+                                offsets,
+                                next_offset,
                                 high_watermark,
                             } => {
-                                any_records |= !records.is_empty();
+                                any_records |= next_offset > base_offset;
                                 Ok(Fetched {
                                     tp,
                                     base_offset,
                                     records: records.into_iter().map(|s| s.record).collect(),
+                                    offsets,
+                                    next_offset,
                                     high_watermark,
                                 })
                             }
@@ -431,7 +600,8 @@ impl Log for SimLog {
     }
 
     fn restore_producer_state(&mut self, state: ProducerState) {
-        if self.state.producer_id == 0 {
+        if self.state.producer_id == 0 || self.txn.is_some() {
+            // A transactional producer's identity comes from the coordinator.
             return;
         }
         if self.retired.contains(&state.producer_id) {
@@ -439,6 +609,82 @@ impl Log for SimLog {
             self.state.next_seq.clear();
         } else {
             self.state = state;
+        }
+    }
+
+    async fn init_transactions(&mut self) -> Result<(), LogError> {
+        let (id, timeout_ms) = match &self.txn {
+            Some(t) => (t.id.clone(), t.timeout_ms),
+            None => return Err(LogError::Unsupported("transactions")),
+        };
+        let answer = self
+            .call_coordinator(|| Request::InitProducerId {
+                transactional_id: id.clone(),
+                timeout_ms,
+            })
+            .await?;
+        match answer {
+            Response::InitProducerId(Ok((pid, epoch))) => {
+                self.state = ProducerState {
+                    producer_id: pid,
+                    next_seq: BTreeMap::new(),
+                };
+                let txn = self.txn.as_mut().expect("transactional");
+                txn.epoch = Some(epoch);
+                txn.open = false;
+                txn.number = None;
+                txn.added.clear();
+                Ok(())
+            }
+            Response::InitProducerId(Err(e)) => Err(txn_error(e)),
+            _ => Err(LogError::Connection("unexpected response".into())),
+        }
+    }
+
+    async fn begin_transaction(&mut self) -> Result<(), LogError> {
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or(LogError::Unsupported("transactions"))?;
+        if txn.epoch.is_none() {
+            return Err(LogError::Fenced);
+        }
+        txn.open = true;
+        Ok(())
+    }
+
+    async fn commit_transaction(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, u64>,
+    ) -> Result<(), LogError> {
+        self.end_transaction(true, offsets).await
+    }
+
+    async fn abort_transaction(&mut self) -> Result<(), LogError> {
+        self.end_transaction(false, &BTreeMap::new()).await
+    }
+
+    fn transaction_number(&self) -> Option<u64> {
+        self.txn.as_ref().and_then(|t| t.number)
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.txn.as_ref().is_some_and(|t| t.open)
+    }
+
+    async fn committed_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
+        let id = match &self.txn {
+            Some(t) => t.id.clone(),
+            None => return Err(LogError::Unsupported("committed offsets")),
+        };
+        match self
+            .call_coordinator(|| Request::FetchOffsets {
+                transactional_id: id.clone(),
+            })
+            .await?
+        {
+            Response::FetchOffsets(offsets) => Ok(offsets),
+            _ => Err(LogError::Connection("unexpected response".into())),
         }
     }
 }

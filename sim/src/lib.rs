@@ -10,6 +10,7 @@ pub mod drain;
 pub mod host_env;
 pub mod partition_log;
 pub mod progress;
+pub mod txn_coordinator;
 pub mod wire;
 pub mod world;
 

@@ -1,19 +1,56 @@
 //! One replica's log of one partition: records with offsets and leader epochs, the epoch cache
-//! used to find where a follower's log diverges from a new leader's, and the idempotent
-//! producers' last sequence numbers.
+//! used to find where a follower's log diverges from a new leader's, the idempotent producers'
+//! epochs and last sequence numbers, and the transactions: which are open (they hold back the
+//! last stable offset), which were aborted (the index `read_committed` readers filter by), and
+//! the commit and abort markers that end them.
 
-use nrtsim_pipeline::Record;
+use nrtsim_pipeline::{Record, RecordMeta};
 use std::collections::BTreeMap;
+
+/// The producer that wrote a batch, as the batch header carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerBatch {
+    /// Producer id.
+    pub pid: u64,
+    /// Producer epoch: bumped by each `InitProducerId`, so an older instance is fenced.
+    pub epoch: u32,
+    /// Sequence number of the batch's first record.
+    pub base_seq: u64,
+    /// Whether the batch belongs to a transaction.
+    pub transactional: bool,
+}
+
+/// What a stored record says about its producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerMark {
+    /// Producer id.
+    pub pid: u64,
+    /// Producer epoch.
+    pub epoch: u32,
+    /// The record's sequence number (unused by control records).
+    pub seq: u64,
+    /// Written inside a transaction.
+    pub transactional: bool,
+}
+
+/// A control record: the marker that ends a producer's transaction on this partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// Commit (true) or abort (false).
+    pub commit: bool,
+}
 
 /// A record as a replica stores it.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
     /// The leader epoch it was appended in.
     pub epoch: u32,
-    /// The record (its payload is shared between replicas).
+    /// The record (its payload is shared between replicas); empty for a control record.
     pub record: Record,
     /// The idempotent producer that wrote it, with its sequence number.
-    pub producer: Option<(u64, u64)>,
+    pub producer: Option<ProducerMark>,
+    /// Set on a transaction marker, which is not data and no consumer is handed.
+    pub control: Option<Marker>,
 }
 
 /// What a leader append did.
@@ -35,6 +72,26 @@ pub enum LeaderAppend {
     },
     /// The sequence numbers skip ahead of what the broker has.
     OutOfOrder,
+    /// The producer's epoch is older than one the log has seen: a zombie instance, fenced.
+    Fenced,
+}
+
+/// Records handed to a consumer: data only, each with its offset.
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerRead {
+    /// `(offset, record)` in offset order.
+    pub records: Vec<(u64, StoredRecord)>,
+    /// The offset to fetch from next (past any control or filtered records read over).
+    pub next_offset: u64,
+}
+
+/// An aborted transaction's span on this partition: records of `pid` from `first` up to the
+/// abort marker at `marker` belong to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AbortedTxn {
+    pid: u64,
+    first: u64,
+    marker: u64,
 }
 
 /// A replica's log.
@@ -43,12 +100,24 @@ pub struct PartitionLog {
     records: Vec<StoredRecord>,
     /// (epoch, start offset), increasing.
     epochs: Vec<(u32, u64)>,
-    /// Per producer id: the last sequence number appended, and that record's offset.
-    producers: BTreeMap<u64, (u64, u64)>,
+    /// Per producer id: its epoch, the last sequence number appended in that epoch (none yet
+    /// after a marker or a new epoch), and the offset of its newest record.
+    producers: BTreeMap<u64, ProducerEntry>,
+    /// Open transactions: producer id → offset of its first record in the transaction.
+    open: BTreeMap<u64, u64>,
+    /// Aborted transactions, by marker offset.
+    aborted: Vec<AbortedTxn>,
     /// The high watermark as last checkpointed to disk.
     pub hw_checkpoint: u64,
     /// The log end at the last flush: what survives a power loss.
     pub flushed: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ProducerEntry {
+    epoch: u32,
+    last_seq: Option<u64>,
+    last_offset: u64,
 }
 
 impl PartitionLog {
@@ -85,28 +154,42 @@ impl PartitionLog {
         &mut self,
         epoch: u32,
         records: &[Record],
-        producer: Option<(u64, u64)>,
+        producer: Option<ProducerBatch>,
     ) -> LeaderAppend {
         self.begin_epoch(epoch);
         let mut skip = 0u64;
-        if let Some((pid, base_seq)) = producer {
-            let next = self.producers.get(&pid).map_or(0, |(s, _)| s + 1);
-            if base_seq > next {
+        if let Some(b) = producer {
+            let known = self.producers.get(&b.pid).copied();
+            if known.is_some_and(|p| p.epoch > b.epoch) {
+                return LeaderAppend::Fenced;
+            }
+            // A new epoch numbers from zero again.
+            let next = known
+                .filter(|p| p.epoch == b.epoch)
+                .and_then(|p| p.last_seq)
+                .map_or(0, |s| s + 1);
+            if b.base_seq > next {
                 return LeaderAppend::OutOfOrder;
             }
-            skip = next - base_seq;
+            skip = next.saturating_sub(b.base_seq);
             if skip >= records.len() as u64 {
-                let end = self.producers.get(&pid).map_or(0, |(_, offset)| offset + 1);
+                let end = known.map_or(0, |p| p.last_offset + 1);
                 return LeaderAppend::Duplicate { end };
             }
         }
         let base_offset = self.leo();
         for (i, r) in records.iter().enumerate().skip(skip as usize) {
-            let producer = producer.map(|(pid, base)| (pid, base + i as u64));
+            let producer = producer.map(|b| ProducerMark {
+                pid: b.pid,
+                epoch: b.epoch,
+                seq: b.base_seq + i as u64,
+                transactional: b.transactional,
+            });
             self.push(StoredRecord {
                 epoch,
                 record: r.clone(),
                 producer,
+                control: None,
             });
         }
         LeaderAppend::Appended {
@@ -123,11 +206,135 @@ impl PartitionLog {
         }
     }
 
+    /// Appends, as leader in `epoch`, the marker that ends producer `pid`'s transaction here.
+    /// Returns the marker's offset, or `None` when the producer's epoch has moved past
+    /// `producer_epoch` (the marker is stale).
+    pub fn append_marker(
+        &mut self,
+        epoch: u32,
+        pid: u64,
+        producer_epoch: u32,
+        commit: bool,
+    ) -> Option<u64> {
+        if self
+            .producers
+            .get(&pid)
+            .is_some_and(|p| p.epoch > producer_epoch)
+        {
+            return None;
+        }
+        self.begin_epoch(epoch);
+        let offset = self.leo();
+        self.push(StoredRecord {
+            epoch,
+            record: control_placeholder(),
+            producer: Some(ProducerMark {
+                pid,
+                epoch: producer_epoch,
+                seq: 0,
+                transactional: true,
+            }),
+            control: Some(Marker { commit }),
+        });
+        Some(offset)
+    }
+
     fn push(&mut self, r: StoredRecord) {
-        if let Some((pid, seq)) = r.producer {
-            self.producers.insert(pid, (seq, self.leo()));
+        let offset = self.leo();
+        if let Some(p) = r.producer {
+            let entry = self.producers.entry(p.pid).or_insert(ProducerEntry {
+                epoch: p.epoch,
+                last_seq: None,
+                last_offset: offset,
+            });
+            if p.epoch > entry.epoch {
+                entry.epoch = p.epoch;
+                entry.last_seq = None;
+            }
+            entry.last_offset = offset;
+            match r.control {
+                Some(marker) => {
+                    // A transaction ends; the producer's next one may number afresh only in a
+                    // new epoch, so the sequence carries on.
+                    if let Some(first) = self.open.remove(&p.pid) {
+                        if !marker.commit {
+                            self.aborted.push(AbortedTxn {
+                                pid: p.pid,
+                                first,
+                                marker: offset,
+                            });
+                        }
+                    }
+                }
+                None => {
+                    entry.last_seq = Some(p.seq);
+                    if p.transactional {
+                        self.open.entry(p.pid).or_insert(offset);
+                    }
+                }
+            }
         }
         self.records.push(r);
+    }
+
+    /// The last stable offset: below the first record of any open transaction, and never
+    /// past `hw`.
+    pub fn last_stable_offset(&self, hw: u64) -> u64 {
+        self.open.values().copied().fold(hw, u64::min)
+    }
+
+    /// The offsets of the records the abort marker at `marker` aborted, with the change each
+    /// carries.
+    pub fn aborted_by(&self, marker: u64) -> Vec<(u64, u64)> {
+        let Some(a) = self.aborted.iter().find(|a| a.marker == marker) else {
+            return Vec::new();
+        };
+        (a.first..a.marker)
+            .filter(|&o| {
+                let r = &self.records[o as usize];
+                r.control.is_none() && r.producer.is_some_and(|p| p.pid == a.pid)
+            })
+            .map(|o| (o, self.records[o as usize].record.meta.change_id))
+            .collect()
+    }
+
+    /// Whether the record at `offset`, written by `pid`, belongs to an aborted transaction.
+    fn is_aborted(&self, pid: u64, offset: u64) -> bool {
+        self.aborted
+            .iter()
+            .any(|a| a.pid == pid && a.first <= offset && offset < a.marker)
+    }
+
+    /// What a consumer fetching from `offset` is handed, up to `end` (the high watermark for
+    /// `read_uncommitted`, the last stable offset for `read_committed`) and at most `max`
+    /// records: markers are never handed out, and with `committed_only` neither are records
+    /// of aborted transactions.
+    pub fn read_for_consumer(
+        &self,
+        offset: u64,
+        end: u64,
+        max: usize,
+        committed_only: bool,
+    ) -> ConsumerRead {
+        let end = end.min(self.leo());
+        let mut out = ConsumerRead {
+            records: Vec::new(),
+            next_offset: offset,
+        };
+        let mut o = offset;
+        while o < end && out.records.len() < max {
+            let r = &self.records[o as usize];
+            let skip = r.control.is_some()
+                || (committed_only
+                    && r.producer
+                        .is_some_and(|p| p.transactional && self.is_aborted(p.pid, o)));
+            if !skip {
+                out.records.push((o, r.clone()));
+            }
+            o += 1;
+        }
+        out.next_offset = o.max(offset);
+        out
     }
 
     /// Drops every record at or after `offset`.
@@ -135,13 +342,13 @@ impl PartitionLog {
         if offset >= self.leo() {
             return;
         }
-        self.records.truncate(offset as usize);
+        let kept: Vec<StoredRecord> = self.records.drain(..).take(offset as usize).collect();
         self.epochs.retain(|(_, start)| *start < offset);
         self.producers.clear();
-        for (offset, r) in self.records.iter().enumerate() {
-            if let Some((pid, seq)) = r.producer {
-                self.producers.insert(pid, (seq, offset as u64));
-            }
+        self.open.clear();
+        self.aborted.clear();
+        for r in kept {
+            self.push(r);
         }
         self.hw_checkpoint = self.hw_checkpoint.min(offset);
         self.flushed = self.flushed.min(offset);
@@ -168,10 +375,23 @@ impl PartitionLog {
     }
 }
 
+/// The empty record a marker carries in place of data.
+fn control_placeholder() -> Record {
+    Record {
+        key: 0,
+        value: Default::default(),
+        meta: RecordMeta {
+            change_id: 0,
+            txid: 0,
+            commit_ms: 0,
+            attempt: 0,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nrtsim_pipeline::RecordMeta;
 
     fn recs(n: u64) -> Vec<Record> {
         (0..n)
@@ -188,27 +408,106 @@ mod tests {
             .collect()
     }
 
+    fn idem(pid: u64, base_seq: u64) -> Option<ProducerBatch> {
+        Some(ProducerBatch {
+            pid,
+            epoch: 0,
+            base_seq,
+            transactional: false,
+        })
+    }
+
+    fn txn(pid: u64, epoch: u32, base_seq: u64) -> Option<ProducerBatch> {
+        Some(ProducerBatch {
+            pid,
+            epoch,
+            base_seq,
+            transactional: true,
+        })
+    }
+
+    fn offsets(read: &ConsumerRead) -> Vec<u64> {
+        read.records.iter().map(|(o, _)| *o).collect()
+    }
+
+    #[test]
+    fn the_last_stable_offset_waits_for_open_transactions() {
+        let mut log = PartitionLog::default();
+        log.append_leader(0, &recs(2), None); // 0, 1: plain records
+        log.append_leader(0, &recs(3), txn(9, 0, 0)); // 2..5: open transaction
+        assert_eq!(log.last_stable_offset(5), 2);
+        // read_committed stops at the LSO; read_uncommitted reads to the high watermark.
+        assert_eq!(offsets(&log.read_for_consumer(0, 2, 100, true)), vec![0, 1]);
+        assert_eq!(log.read_for_consumer(0, 5, 100, false).records.len(), 5);
+        assert_eq!(log.append_marker(0, 9, 0, true), Some(5));
+        assert_eq!(log.last_stable_offset(6), 6);
+        // The marker is read over but never handed out.
+        let read = log.read_for_consumer(0, 6, 100, true);
+        assert_eq!(offsets(&read), vec![0, 1, 2, 3, 4]);
+        assert_eq!(read.next_offset, 6);
+    }
+
+    #[test]
+    fn aborted_transactions_are_filtered_for_read_committed_only() {
+        let mut log = PartitionLog::default();
+        log.append_leader(0, &recs(2), txn(9, 0, 0)); // 0, 1
+        log.append_leader(0, &recs(1), txn(4, 0, 0)); // 2: another producer, committed
+        log.append_marker(0, 9, 0, false); // 3: abort
+        log.append_marker(0, 4, 0, true); // 4: commit
+        assert_eq!(log.aborted_by(3), vec![(0, 0), (1, 1)]);
+        assert!(log.aborted_by(4).is_empty());
+        assert_eq!(offsets(&log.read_for_consumer(0, 5, 100, true)), vec![2]);
+        assert_eq!(
+            offsets(&log.read_for_consumer(0, 5, 100, false)),
+            vec![0, 1, 2]
+        );
+        // The index survives truncation and rebuild, as a follower's would.
+        log.truncate_to(4);
+        assert_eq!(log.last_stable_offset(4), 2);
+        assert_eq!(
+            offsets(&log.read_for_consumer(0, 2, 100, true)),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn a_newer_epoch_fences_the_older_producer() {
+        let mut log = PartitionLog::default();
+        log.append_leader(0, &recs(2), txn(9, 0, 0));
+        log.append_marker(0, 9, 1, false);
+        // The new instance (epoch 1) numbers from zero; the zombie (epoch 0) is refused.
+        assert!(matches!(
+            log.append_leader(0, &recs(1), txn(9, 1, 0)),
+            LeaderAppend::Appended { .. }
+        ));
+        assert_eq!(
+            log.append_leader(0, &recs(1), txn(9, 0, 2)),
+            LeaderAppend::Fenced
+        );
+        assert_eq!(log.append_marker(0, 9, 0, true), None);
+    }
+
     #[test]
     fn idempotent_appends_drop_duplicates_and_refuse_gaps() {
         let mut log = PartitionLog::default();
         assert_eq!(
-            log.append_leader(0, &recs(3), Some((7, 0))),
+            log.append_leader(0, &recs(3), idem(7, 0)),
             LeaderAppend::Appended {
                 base_offset: 0,
                 count: 3
             }
         );
         assert_eq!(
-            log.append_leader(0, &recs(3), Some((7, 0))),
+            log.append_leader(0, &recs(3), idem(7, 0)),
             LeaderAppend::Duplicate { end: 3 }
         );
         assert_eq!(
-            log.append_leader(0, &recs(2), Some((7, 5))),
+            log.append_leader(0, &recs(2), idem(7, 5)),
             LeaderAppend::OutOfOrder
         );
         // Overlapping retry: two old records, one new.
         assert_eq!(
-            log.append_leader(0, &recs(3), Some((7, 1))),
+            log.append_leader(0, &recs(3), idem(7, 1)),
             LeaderAppend::Appended {
                 base_offset: 3,
                 count: 1
@@ -230,12 +529,12 @@ mod tests {
         assert_eq!(leader.end_offset_for_epoch(1), 5);
         assert_eq!(leader.end_offset_for_epoch(2), 8);
         let mut f = PartitionLog::default();
-        f.append_leader(0, &recs(7), Some((1, 0)));
+        f.append_leader(0, &recs(7), idem(1, 0));
         f.truncate_to(5);
         assert_eq!(f.leo(), 5);
         assert_eq!(f.last_epoch(), Some(0));
         assert_eq!(
-            f.append_leader(0, &recs(1), Some((1, 5))),
+            f.append_leader(0, &recs(1), idem(1, 5)),
             LeaderAppend::Appended {
                 base_offset: 5,
                 count: 1

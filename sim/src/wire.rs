@@ -5,7 +5,7 @@
 //! shared between replicas instead of copied.
 
 use crate::cluster::ClusterMeta;
-use crate::partition_log::StoredRecord;
+use crate::partition_log::{ProducerBatch, StoredRecord};
 use nrtsim_pipeline::{Acks, Isolation, Record, TopicPartition};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,14 +19,16 @@ use turmoil::net::TcpStream;
 pub const BROKER_PORT: u16 = 9092;
 /// The port the controller serves brokers on.
 pub const CONTROLLER_PORT: u16 = 9093;
+/// The port the transaction coordinator serves producers on.
+pub const TXN_COORDINATOR_PORT: u16 = 9094;
 
 /// A produce request's per-partition part.
 #[derive(Clone, Debug)]
 pub struct ProducePart {
     /// Target partition.
     pub tp: TopicPartition,
-    /// Idempotent producer id and base sequence number.
-    pub producer: Option<(u64, u64)>,
+    /// The idempotent (or transactional) producer and the batch's base sequence number.
+    pub producer: Option<ProducerBatch>,
     /// The records.
     pub records: Vec<Record>,
 }
@@ -87,6 +89,68 @@ pub enum Request {
         /// The ISR it wants.
         isr: Vec<u32>,
     },
+    /// The transaction coordinator writes a transaction's markers on a partition leader.
+    WriteTxnMarkers {
+        /// Producer id.
+        pid: u64,
+        /// Producer epoch.
+        epoch: u32,
+        /// Commit or abort.
+        commit: bool,
+        /// The partitions the transaction touched that this broker leads.
+        partitions: Vec<TopicPartition>,
+        /// How long the broker may wait for the markers to replicate.
+        timeout_ms: u64,
+    },
+    /// A transactional producer's start: the coordinator fences any older instance (bumping
+    /// the epoch) and aborts its open transaction.
+    InitProducerId {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// `transaction.timeout.ms`.
+        timeout_ms: u64,
+    },
+    /// Partitions a transaction is about to write to.
+    AddPartitionsToTxn {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// Producer id.
+        pid: u64,
+        /// Producer epoch.
+        epoch: u32,
+        /// New partitions.
+        partitions: Vec<TopicPartition>,
+    },
+    /// Commits or aborts the open transaction, with the consumer offsets it covers.
+    EndTxn {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// Producer id.
+        pid: u64,
+        /// Producer epoch.
+        epoch: u32,
+        /// Commit or abort.
+        commit: bool,
+        /// Input positions committed with the transaction (consume-transform-produce).
+        offsets: BTreeMap<TopicPartition, u64>,
+    },
+    /// The input positions last committed in a transaction of `transactional_id`.
+    FetchOffsets {
+        /// The producer's `transactional.id` (its consumer group, here).
+        transactional_id: String,
+    },
+}
+
+/// Why the transaction coordinator refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnError {
+    /// A newer instance holds the `transactional.id` (Kafka's PRODUCER_FENCED).
+    Fenced,
+    /// The open transaction was aborted by the coordinator (it timed out); the producer must
+    /// start again from its last committed input positions.
+    Aborted,
+    /// The previous transaction is still being completed; retry.
+    Concurrent,
 }
 
 /// Per-partition errors, as Kafka names them.
@@ -106,6 +170,8 @@ pub enum PartError {
     Timeout,
     /// The offset is beyond the log end.
     OffsetOutOfRange,
+    /// The producer's epoch is older than the partition has seen: a fenced instance.
+    Fenced,
 }
 
 /// A produce result for one partition.
@@ -124,11 +190,16 @@ pub enum ProduceResult {
 pub enum FetchResult {
     /// Records from `base_offset`, and the high watermark.
     Records {
-        /// First record's offset.
+        /// The offset fetched from.
         base_offset: u64,
-        /// The records.
+        /// The records: every one from `base_offset` for a follower; for a consumer, data
+        /// only, at `offsets`.
         records: Vec<StoredRecord>,
-        /// High watermark.
+        /// A consumer's records' offsets (empty for a follower).
+        offsets: Vec<u64>,
+        /// Where to fetch next.
+        next_offset: u64,
+        /// High watermark, or for a `read_committed` consumer the last stable offset.
         high_watermark: u64,
     },
     /// The follower's log diverges: truncate to this offset, then fetch again.
@@ -151,6 +222,16 @@ pub enum Response {
     Heartbeat(Option<Box<ClusterMeta>>),
     /// Whether an ISR change was accepted.
     AlterIsr(bool),
+    /// Per partition, in request order: whether the marker is written and replicated.
+    WriteTxnMarkers(Vec<bool>),
+    /// The producer id and its new epoch.
+    InitProducerId(Result<(u64, u32), TxnError>),
+    /// The number the coordinator gave the open transaction.
+    AddPartitionsToTxn(Result<u64, TxnError>),
+    /// Whether the transaction ended as asked.
+    EndTxn(Result<(), TxnError>),
+    /// The committed input positions.
+    FetchOffsets(BTreeMap<TopicPartition, u64>),
 }
 
 /// A message in the arena.

@@ -11,6 +11,7 @@ use crate::controller::{run_controller, ControllerSetup};
 use crate::drain::{DrainProbe, Reader};
 use crate::host_env::{sim_now_ms, SharedCheckpoints, SharedSource, SimEnv};
 use crate::progress::Recorder;
+use crate::txn_coordinator::{run_txn_coordinator, TxnCoordinatorSetup, TxnStore};
 use crate::wire::SharedArena;
 use crate::{LatencyRange, NetworkConfig, PlatformConfig};
 use nrtsim_history::{Observation, Payment, RunHeader, SourceChange, TopicName};
@@ -18,13 +19,13 @@ use nrtsim_pipeline::enrich::ReferenceStore;
 use nrtsim_pipeline::fraud::FraudConfig;
 use nrtsim_pipeline::jobs::{
     run_cdc, run_fraud_scorer, run_lake_sink, run_spend_aggregator, run_stream_task, StreamRole,
-    TaskSettings,
+    TaskSettings, TxnSettings,
 };
 use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::spend::SpendConfig;
 use nrtsim_pipeline::{
     CheckpointStore, CostConfig, Delivery, LakeCommitPolicy, PipelineConfig, RedoAtEnd,
-    TopicPartition, TxMetadata,
+    TopicPartition, TxMetadata, TxnCommit,
 };
 use nrtsim_workloads::reference::ReferenceData;
 use nrtsim_workloads::{Op, Row, SeedTree, Workload, WorkloadConfig};
@@ -86,6 +87,9 @@ pub fn host_names(platform: &PlatformConfig, pipeline: &PipelineConfig) -> Vec<S
         .map(|b| format!("broker-{b}"))
         .collect();
     hosts.push("controller".into());
+    if pipeline.transactional() {
+        hosts.push("txn-coordinator".into());
+    }
     hosts.push("cdc".into());
     let p = &pipeline.parallelism;
     for (job, n) in [
@@ -179,6 +183,7 @@ impl World {
                 platform: spec.platform.clone(),
                 append_us: spec.costs.broker_append_per_record.us,
                 errors: self.produce_errors.clone(),
+                recorder: self.recorder.clone(),
             };
             self.sim
                 .host(format!("broker-{b}"), move || run_broker(setup.clone()));
@@ -190,6 +195,18 @@ impl World {
         };
         self.sim
             .host("controller", move || run_controller(setup.clone()));
+        if spec.pipeline.transactional() {
+            let setup = TxnCoordinatorSetup {
+                store: Rc::new(RefCell::new(TxnStore::default())),
+                meta: self.meta.clone(),
+                arena: arena.clone(),
+                recorder: self.recorder.clone(),
+                request_timeout_ms: spec.pipeline.producer.request_timeout.ms(),
+            };
+            self.sim.host("txn-coordinator", move || {
+                run_txn_coordinator(setup.clone())
+            });
+        }
     }
 
     fn add_jobs(&mut self, spec: &RunSpec, seeds: &SeedTree, arena: &SharedArena) {
@@ -219,6 +236,11 @@ impl World {
             partition_key: pipeline.partition_key,
             tx_counters_persisted: pipeline.tx_metadata == TxMetadata::Persisted,
             batch_records: pipeline.producer.batch_records as usize,
+            transactions: pipeline.transactional().then(|| TxnSettings {
+                commit_interval_ms: (pipeline.transactions.commit == TxnCommit::Interval)
+                    .then(|| pipeline.transactions.commit_interval.ms().max(1)),
+                on_abort: pipeline.transactions.on_abort,
+            }),
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
         // producer id is the task's own (restored with its checkpoint); otherwise every start
@@ -288,8 +310,15 @@ impl World {
                 let refdata = refdata.clone();
                 let is_enrich = job == "enrich";
                 let host = name.clone();
+                let txn_timeout_ms = pipeline
+                    .transactional()
+                    .then(|| pipeline.transactions.timeout.ms());
                 self.sim.host(name, move || {
                     let mut log = client(i, &host);
+                    if let Some(timeout_ms) = txn_timeout_ms {
+                        // The task's host name is its transactional.id.
+                        log = log.transactional(&host, timeout_ms);
+                    }
                     let env = SimEnv::new(&host, recorder.clone());
                     let role = if is_enrich {
                         StreamRole::Enrich {

@@ -130,6 +130,7 @@ fn host_names_follow_the_platform() {
             "broker-0",
             "broker-1",
             "controller",
+            "txn-coordinator",
             "cdc",
             "standardize-0",
             "standardize-1",
