@@ -38,4 +38,6 @@ pub trait Control {
     fn release(&mut self, a: &[String], b: &[String]);
     /// Sets the latency of the links between the two sides; `None` restores the network default.
     fn set_latency(&mut self, a: &[String], b: &[String], latency: Option<FaultLatency>);
+    /// Starts the standby instance of stream task `host` (the first one keeps running).
+    fn fail_over(&mut self, host: &str);
 }

@@ -226,6 +226,9 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
                     let rate = spec.rate.unwrap_or(0.0);
                     hosts.iter().for_each(|h| ctl.set_produce_errors(h, rate))
                 }
+                (Resolved::Hosts(hosts), FaultKind::Failover) => {
+                    hosts.iter().for_each(|h| ctl.fail_over(h))
+                }
                 (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.crash(h)),
                 (Resolved::Sides(a, b), FaultKind::Partition) => ctl.partition(a, b),
                 (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.partition_oneway(a, b),
@@ -236,7 +239,8 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
                     FaultKind::Crash
                     | FaultKind::BrokerCrash
                     | FaultKind::PowerLoss
-                    | FaultKind::ProduceErrors,
+                    | FaultKind::ProduceErrors
+                    | FaultKind::Failover,
                 )
                 | (Resolved::Nothing, _) => {}
             }
@@ -251,6 +255,8 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
         (Resolved::Hosts(hosts), FaultKind::ProduceErrors) => {
             hosts.iter().for_each(|h| ctl.set_produce_errors(h, 0.0))
         }
+        // Permanent: nothing to heal.
+        (Resolved::Hosts(_), FaultKind::Failover) => {}
         (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.restart(h)),
         (Resolved::Sides(a, b), FaultKind::Partition) => ctl.repair(a, b),
         (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.repair_oneway(a, b),
@@ -261,7 +267,8 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
             FaultKind::Crash
             | FaultKind::BrokerCrash
             | FaultKind::PowerLoss
-            | FaultKind::ProduceErrors,
+            | FaultKind::ProduceErrors
+            | FaultKind::Failover,
         )
         | (Resolved::Nothing, _) => {}
     }
@@ -274,7 +281,8 @@ fn resolve<C: Control + ?Sized>(spec: &FaultSpec, ctl: &C) -> Result<(Resolved, 
         FaultKind::Crash
         | FaultKind::BrokerCrash
         | FaultKind::PowerLoss
-        | FaultKind::ProduceErrors => {
+        | FaultKind::ProduceErrors
+        | FaultKind::Failover => {
             let text = spec.target.as_deref().ok_or("the fault has no `target`")?;
             let (hosts, description) = resolve_side(&Side::new([text]), ctl)?;
             Ok((Resolved::Hosts(hosts), description))

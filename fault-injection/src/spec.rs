@@ -29,11 +29,15 @@ pub enum FaultKind {
     /// Brokers append a `rate` share of produce batches but answer them with a retriable error
     /// (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND), so producers retry what already landed.
     ProduceErrors,
+    /// The job manager gives up on a stream task and starts a second instance of it on a
+    /// standby host, while the first, unaware, may still be running: a zombie once it is
+    /// reachable again. Permanent: the standby keeps the task.
+    Failover,
 }
 
 impl FaultKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Crash,
         FaultKind::BrokerCrash,
         FaultKind::PowerLoss,
@@ -42,6 +46,7 @@ impl FaultKind {
         FaultKind::Hold,
         FaultKind::Latency,
         FaultKind::ProduceErrors,
+        FaultKind::Failover,
     ];
 
     /// The kind as a scenario spells it, such as `broker-crash`.
@@ -55,13 +60,17 @@ impl FaultKind {
             FaultKind::Hold => "hold",
             FaultKind::Latency => "latency",
             FaultKind::ProduceErrors => "produce-errors",
+            FaultKind::Failover => "failover",
         }
     }
 
     /// Which of the optional fields this kind needs (all of them required).
     fn required_fields(self) -> &'static [&'static str] {
         match self {
-            FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss => &["target"],
+            FaultKind::Crash
+            | FaultKind::BrokerCrash
+            | FaultKind::PowerLoss
+            | FaultKind::Failover => &["target"],
             FaultKind::Partition | FaultKind::Hold => &["between"],
             FaultKind::Latency => &["between", "latency"],
             FaultKind::PartitionOneway => &["from", "to"],
@@ -313,6 +322,12 @@ impl FaultSpec {
                 ));
             }
         }
+        if self.kind == FaultKind::Failover && self.duration.is_some() {
+            return Err(FaultSpecError::new(
+                "duration",
+                "a `failover` fault is permanent (the standby keeps the task); leave `duration` out",
+            ));
+        }
         if self.duration == Some(SimDuration::from_us(0)) {
             return Err(FaultSpecError::new(
                 "duration",
@@ -351,6 +366,16 @@ impl FaultSpec {
                     format!(
                         "a `broker-crash` must target brokers: a broker-N name, a glob that \
                          matches only brokers, leader-of:TOPIC/P or follower-of:TOPIC/P; got {text:?}"
+                    ),
+                ));
+            }
+            let stream_task = |t: &str| t.starts_with("standardize-") || t.starts_with("enrich-");
+            if self.kind == FaultKind::Failover && !stream_task(text) {
+                return Err(FaultSpecError::new(
+                    &field,
+                    format!(
+                        "a `failover` targets one stream task by name (standardize-N or \
+                         enrich-N); got {text:?}"
                     ),
                 ));
             }

@@ -65,4 +65,8 @@ impl Control for World {
         });
         World::set_latency(self, a, b, range);
     }
+
+    fn fail_over(&mut self, host: &str) {
+        World::fail_over(self, host);
+    }
 }

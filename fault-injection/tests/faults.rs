@@ -100,6 +100,9 @@ impl Control for FakeSim {
         self.calls
             .push(format!("latency {} | {} = {l}", list(a), list(b)));
     }
+    fn fail_over(&mut self, host: &str) {
+        self.calls.push(format!("failover {host}"));
+    }
 }
 
 fn d(text: &str) -> SimDuration {
@@ -324,4 +327,28 @@ fn events_become_history_observations() {
             phase: FaultPhase::End,
         }
     );
+}
+
+#[test]
+fn a_failover_starts_the_standby_once_and_never_heals() {
+    let mut sim = FakeSim::new();
+    let mut spec = FaultSpec::new(d("23s"), FaultKind::Failover);
+    spec.target = Some("enrich-0".into());
+    let mut injector = Injector::new(vec![spec.clone()]);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "failover");
+    assert_eq!(sim.take_calls(), ["failover enrich-0"]);
+    assert!(injector.is_finished());
+
+    // Permanent: a duration is refused, and so is a target other than a stream task.
+    let mut timed = spec.clone();
+    timed.duration = Some(d("5s"));
+    assert_eq!(timed.validate().unwrap_err().field, "duration");
+    let mut broker = spec;
+    broker.target = Some("broker-1".into());
+    let hosts: Vec<String> = ["broker-1", "enrich-0"].map(String::from).to_vec();
+    let err = broker.check_hosts(&hosts, 4).unwrap_err();
+    assert_eq!(err.field, "target");
+    assert!(err.message.contains("stream task"), "{}", err.message);
 }

@@ -307,6 +307,21 @@ pub struct TransactionsConfig {
     /// `restore` (default) or `continue` (a known mistake): what a task does when its
     /// transaction could not commit.
     pub on_abort: OnTxnAbort,
+    /// `task` (default): a task's `transactional.id` is its name, the same for any instance
+    /// of it, so a new instance fences the old; `instance` (a known mistake): each instance
+    /// has its own, and nothing stops a zombie.
+    pub id: TxnIdScope,
+}
+
+/// What a stream task's `transactional.id` is bound to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnIdScope {
+    /// The task: every instance of it shares one id.
+    #[default]
+    Task,
+    /// The instance (host): a second instance of a task has an id of its own.
+    Instance,
 }
 
 impl Default for TransactionsConfig {
@@ -317,6 +332,7 @@ impl Default for TransactionsConfig {
             commit_interval: SimDuration::from_ms(100),
             timeout: SimDuration::from_secs(60),
             on_abort: OnTxnAbort::Restore,
+            id: TxnIdScope::Task,
         }
     }
 }

@@ -400,12 +400,15 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     break;
                 }
                 // A failure restarts the task; the restart's fencing aborts the transaction.
-                if produce_recorded(log, env, stage, outputs, s.batch_records)
-                    .await
-                    .is_err()
-                    && !carry_on(log, txn, s.restart_backoff_ms).await
-                {
-                    break;
+                if let Err(e) = produce_recorded(log, env, stage, outputs, s.batch_records).await {
+                    if e == LogError::Fenced {
+                        // A newer instance of this task holds its transactional.id: this one
+                        // is a zombie, and stops.
+                        return;
+                    }
+                    if !carry_on(log, txn, s.restart_backoff_ms).await {
+                        break;
+                    }
                 }
                 for r in routed {
                     env.record(Observation::Routed {
@@ -442,8 +445,11 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                 };
                 if commit_due && (log.in_transaction() || offsets != committed) {
                     last_commit_ms = env.now_ms();
-                    let ok = log.commit_transaction(&offsets).await.is_ok()
-                        || carry_on(log, Some(t), s.restart_backoff_ms).await;
+                    let ok = match log.commit_transaction(&offsets).await {
+                        Ok(()) => true,
+                        Err(LogError::Fenced) => return,
+                        Err(_) => carry_on(log, Some(t), s.restart_backoff_ms).await,
+                    };
                     if !ok {
                         // Start again from the last committed positions and redo the rest.
                         break;

@@ -19,6 +19,7 @@ pub use config::{
     Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeCommitPolicy,
     LakeConfig, LakeLayout, LakeMode, OnMiss, OnTxnAbort, Parallelism, PartitionKey,
     PipelineConfig, ProducerConfig, RedoAtEnd, TransactionsConfig, TxMetadata, TxnCommit,
+    TxnIdScope,
 };
 pub use env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};

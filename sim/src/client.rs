@@ -40,6 +40,8 @@ pub struct SimLog {
 /// A transactional producer's dealings with the coordinator.
 struct TxnClient {
     id: String,
+    /// The consumer whose positions commit with its transactions.
+    group: String,
     timeout_ms: u64,
     conn: Connection,
     /// The epoch `InitProducerId` gave (none before it succeeded).
@@ -88,9 +90,10 @@ impl SimLog {
     /// Makes the client transactional under `transactional_id`, with transactions aborted by
     /// the coordinator after `timeout_ms`. [`Log::init_transactions`] must succeed before the
     /// first transaction.
-    pub fn transactional(mut self, transactional_id: &str, timeout_ms: u64) -> Self {
+    pub fn transactional(mut self, transactional_id: &str, group: &str, timeout_ms: u64) -> Self {
         self.txn = Some(TxnClient {
             id: transactional_id.to_string(),
+            group: group.to_string(),
             timeout_ms,
             conn: Connection::new(self.arena.clone(), "txn-coordinator", TXN_COORDINATOR_PORT),
             epoch: None,
@@ -177,13 +180,14 @@ impl SimLog {
         commit: bool,
         offsets: &BTreeMap<TopicPartition, u64>,
     ) -> Result<(), LogError> {
-        let (id, pid, epoch) = {
+        let (id, group, pid, epoch) = {
             let txn = self
                 .txn
                 .as_ref()
                 .ok_or(LogError::Unsupported("transactions"))?;
             (
                 txn.id.clone(),
+                txn.group.clone(),
                 self.state.producer_id,
                 txn.epoch.ok_or(LogError::Fenced)?,
             )
@@ -194,6 +198,7 @@ impl SimLog {
                 pid,
                 epoch,
                 commit,
+                group: group.clone(),
                 offsets: offsets.clone(),
             })
             .await;
@@ -673,13 +678,13 @@ impl Log for SimLog {
     }
 
     async fn committed_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
-        let id = match &self.txn {
-            Some(t) => t.id.clone(),
+        let group = match &self.txn {
+            Some(t) => t.group.clone(),
             None => return Err(LogError::Unsupported("committed offsets")),
         };
         match self
             .call_coordinator(|| Request::FetchOffsets {
-                transactional_id: id.clone(),
+                group: group.clone(),
             })
             .await?
         {

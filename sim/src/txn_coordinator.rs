@@ -64,8 +64,8 @@ pub struct TxnMeta {
     /// The epoch whose transaction the coordinator aborted on timeout: that producer is told
     /// its transaction was aborted, not that it was fenced.
     pub timed_out_epoch: Option<u32>,
-    /// Offsets to commit with the transaction being committed.
-    pub pending_offsets: BTreeMap<TopicPartition, u64>,
+    /// Offsets to commit with the transaction being committed, and whose.
+    pub pending_offsets: (String, BTreeMap<TopicPartition, u64>),
 }
 
 /// The coordinator's durable state.
@@ -75,7 +75,7 @@ pub struct TxnStore {
     next_txn: u64,
     /// Per `transactional.id`.
     pub ids: BTreeMap<String, TxnMeta>,
-    /// Input offsets committed in transactions, per `transactional.id`.
+    /// Input offsets committed in transactions, per consumer.
     pub offsets: BTreeMap<String, BTreeMap<TopicPartition, u64>>,
 }
 
@@ -164,17 +164,26 @@ async fn serve(coord: Rc<Coordinator>, mut stream: TcpStream) {
                 pid,
                 epoch,
                 commit,
+                group,
                 offsets,
             } => Response::EndTxn(
-                end_txn(&coord, &transactional_id, pid, epoch, commit, offsets).await,
+                end_txn(
+                    &coord,
+                    &transactional_id,
+                    pid,
+                    epoch,
+                    commit,
+                    (group, offsets),
+                )
+                .await,
             ),
-            Request::FetchOffsets { transactional_id } => Response::FetchOffsets(
+            Request::FetchOffsets { group } => Response::FetchOffsets(
                 coord
                     .setup
                     .store
                     .borrow()
                     .offsets
-                    .get(&transactional_id)
+                    .get(&group)
                     .cloned()
                     .unwrap_or_default(),
             ),
@@ -217,7 +226,7 @@ async fn init(coord: &Coordinator, id: &str, timeout_ms: u64) -> Result<(u64, u3
                 started_ms: 0,
                 timeout_ms,
                 timed_out_epoch: None,
-                pending_offsets: BTreeMap::new(),
+                pending_offsets: Default::default(),
             }
         });
         match meta.state {
@@ -285,7 +294,7 @@ async fn end_txn(
     pid: u64,
     epoch: u32,
     commit: bool,
-    offsets: BTreeMap<TopicPartition, u64>,
+    offsets: (String, BTreeMap<TopicPartition, u64>),
 ) -> Result<(), TxnError> {
     {
         let mut store = coord.setup.store.borrow_mut();
@@ -305,12 +314,9 @@ async fn end_txn(
             // Nothing written since the last transaction ended (or a retry of a commit that
             // completed): only the offsets, if committing.
             _ => {
+                let (group, offsets) = offsets;
                 if commit && !offsets.is_empty() {
-                    store
-                        .offsets
-                        .entry(id.to_string())
-                        .or_default()
-                        .extend(offsets);
+                    store.offsets.entry(group).or_default().extend(offsets);
                 }
                 return Ok(());
             }
@@ -404,7 +410,7 @@ async fn complete(coord: &Coordinator, id: &str) {
         let mut store = coord.setup.store.borrow_mut();
         let store = &mut *store;
         let meta = store.ids.get_mut(id).expect("known");
-        let offsets = std::mem::take(&mut meta.pending_offsets);
+        let (group, offsets) = std::mem::take(&mut meta.pending_offsets);
         meta.partitions.clear();
         meta.state = if commit {
             TxnState::CompleteCommit
@@ -412,11 +418,7 @@ async fn complete(coord: &Coordinator, id: &str) {
             TxnState::CompleteAbort
         };
         if commit && !offsets.is_empty() {
-            store
-                .offsets
-                .entry(id.to_string())
-                .or_default()
-                .extend(offsets);
+            store.offsets.entry(group).or_default().extend(offsets);
         }
     }
     coord.completing.borrow_mut().remove(id);

@@ -131,13 +131,15 @@ pub enum Request {
         epoch: u32,
         /// Commit or abort.
         commit: bool,
+        /// The consumer whose input positions commit with the transaction.
+        group: String,
         /// Input positions committed with the transaction (consume-transform-produce).
         offsets: BTreeMap<TopicPartition, u64>,
     },
-    /// The input positions last committed in a transaction of `transactional_id`.
+    /// The input positions `group` last committed in a transaction.
     FetchOffsets {
-        /// The producer's `transactional.id` (its consumer group, here).
-        transactional_id: String,
+        /// The consumer (a stream task's name).
+        group: String,
     },
 }
 

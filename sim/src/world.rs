@@ -25,11 +25,12 @@ use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::spend::SpendConfig;
 use nrtsim_pipeline::{
     CheckpointStore, CostConfig, Delivery, LakeCommitPolicy, PipelineConfig, RedoAtEnd,
-    TopicPartition, TxMetadata, TxnCommit,
+    TopicPartition, TxMetadata, TxnCommit, TxnIdScope,
 };
 use nrtsim_workloads::reference::ReferenceData;
 use nrtsim_workloads::{Op, Row, SeedTree, Workload, WorkloadConfig};
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ pub struct RunSpec {
     pub costs: CostConfig,
     /// The links.
     pub network: NetworkConfig,
+    /// Stream tasks that get a standby instance (`<task>-standby`), started by
+    /// [`World::fail_over`].
+    pub standbys: Vec<String>,
 }
 
 /// Why the simulation stopped abnormally.
@@ -79,6 +83,8 @@ pub struct World {
     hosts: Vec<String>,
     network: LatencyRange,
     finished: bool,
+    /// Stream tasks whose standby instance has been started.
+    failed_over: Rc<RefCell<BTreeSet<String>>>,
 }
 
 /// The names of the hosts a run has, in a fixed order.
@@ -155,7 +161,11 @@ impl World {
             hosts: host_names(&spec.platform, &spec.pipeline),
             network: spec.network.latency,
             finished: false,
+            failed_over: Rc::default(),
         };
+        world
+            .hosts
+            .extend(spec.standbys.iter().map(|t| format!("{t}-standby")));
         world
             .recorder
             .borrow_mut()
@@ -293,9 +303,30 @@ impl World {
         let partitions = spec.platform.partitions;
         let refdata = Rc::new(ReferenceData::new(&spec.workload, seeds));
         let par = pipeline.parallelism.clone();
-        for (job, tasks) in [("standardize", par.standardize), ("enrich", par.enrich)] {
-            for t in 0..tasks {
+        let tasks_and_standbys = [("standardize", par.standardize), ("enrich", par.enrich)]
+            .into_iter()
+            .flat_map(|(job, tasks)| (0..tasks).map(move |t| (job, tasks, t)))
+            .flat_map(|(job, tasks, t)| {
                 let name = format!("{job}-{t}");
+                let standby = spec
+                    .standbys
+                    .contains(&name)
+                    .then(|| (job, tasks, t, format!("{name}-standby")));
+                std::iter::once((job, tasks, t, name)).chain(standby)
+            })
+            .collect::<Vec<_>>();
+        for (job, tasks, t, turmoil_host) in tasks_and_standbys {
+            {
+                let name = format!("{job}-{t}");
+                // A standby instance runs the same task: the same checkpoints, the same input
+                // positions, and under `transactions.id = "task"` the same transactional.id,
+                // whose InitProducerId fences the first instance.
+                let standby = turmoil_host != name;
+                let txn_id = match pipeline.transactions.id {
+                    TxnIdScope::Task => name.clone(),
+                    TxnIdScope::Instance => turmoil_host.clone(),
+                };
+                let failed_over = self.failed_over.clone();
                 let (client, recorder, checkpoints) =
                     (client.clone(), self.recorder.clone(), checkpoints.clone());
                 let per_record = if job == "enrich" {
@@ -305,7 +336,7 @@ impl World {
                 };
                 let s = settings(per_record);
                 let mine = assigned(partitions, tasks, t);
-                let i = index(&name);
+                let i = index(&turmoil_host);
                 let enrich_cfg = pipeline.enrich.clone();
                 let refdata = refdata.clone();
                 let is_enrich = job == "enrich";
@@ -313,11 +344,12 @@ impl World {
                 let txn_timeout_ms = pipeline
                     .transactional()
                     .then(|| pipeline.transactions.timeout.ms());
-                self.sim.host(name, move || {
+                self.sim.host(turmoil_host, move || {
                     let mut log = client(i, &host);
                     if let Some(timeout_ms) = txn_timeout_ms {
-                        // The task's host name is its transactional.id.
-                        log = log.transactional(&host, timeout_ms);
+                        // Input positions commit under the task's name, whichever instance
+                        // commits them.
+                        log = log.transactional(&txn_id, &host, timeout_ms);
                     }
                     let env = SimEnv::new(&host, recorder.clone());
                     let role = if is_enrich {
@@ -335,7 +367,12 @@ impl World {
                         StreamRole::Standardize
                     };
                     let (checkpoints, s, mine) = (checkpoints.clone(), s.clone(), mine.clone());
+                    let (failed_over, host) = (failed_over.clone(), host.clone());
                     async move {
+                        // A standby waits until the job manager fails the task over to it.
+                        while standby && !failed_over.borrow().contains(&host) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                         run_stream_task(&mut log, &env, &checkpoints, role, &mine, &s).await;
                         Ok(())
                     }
@@ -588,6 +625,12 @@ impl World {
         {
             self.produce_errors.borrow_mut().set_rate(b, rate);
         }
+    }
+
+    /// Starts the standby instance of stream task `task` (registered through
+    /// [`RunSpec::standbys`]); the first instance is left running.
+    pub fn fail_over(&mut self, task: &str) {
+        self.failed_over.borrow_mut().insert(task.to_string());
     }
 
     /// Starts `host` again from what it kept on disk.

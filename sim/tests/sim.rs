@@ -23,6 +23,7 @@ fn spec(pipeline: PipelineConfig) -> RunSpec {
         pipeline,
         costs: Default::default(),
         network: Default::default(),
+        standbys: Vec::new(),
     }
 }
 
