@@ -350,10 +350,12 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
         // Redo replay: when a newer store version is loaded, read redo up to where it ended.
         let mut redo_targets: Option<BTreeMap<TopicPartition, u64>> = None;
         let mut replaying = false;
+        // A transactional task's replay counts as done once the positions past it commit.
+        let mut replayed: Option<u32> = None;
         loop {
             if let StreamRole::Enrich { store: refs, .. } = &mut role {
                 refs.refresh(env.now_ms());
-                if !replaying && refs.version() > cp.redo_version {
+                if !replaying && refs.version() > replayed.unwrap_or(cp.redo_version) {
                     replaying = true;
                     redo_targets = None;
                 }
@@ -428,7 +430,11 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     {
                         replaying = false;
                         if let StreamRole::Enrich { store: refs, .. } = &role {
-                            cp.redo_version = refs.version();
+                            if txn.is_some() {
+                                replayed = Some(refs.version());
+                            } else {
+                                cp.redo_version = refs.version();
+                            }
                         }
                     }
                 }
@@ -455,6 +461,9 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                         break;
                     }
                     committed = offsets.clone();
+                    if let Some(v) = replayed.take() {
+                        cp.redo_version = v;
+                    }
                 }
             }
             if s.delivery != Delivery::AtMostOnce && due > cp.id {

@@ -365,24 +365,12 @@ async fn write_markers(
         let log = disk.logs.entry(*tp).or_default();
         match log.append_marker(epoch, pid, producer_epoch, commit) {
             Some(offset) => {
-                if !commit {
-                    let (offsets, change_ids): (Vec<u64>, Vec<u64>) =
-                        log.aborted_by(offset).into_iter().unzip();
-                    if !offsets.is_empty() {
-                        broker
-                            .setup
-                            .recorder
-                            .borrow_mut()
-                            .record(Observation::AbortMarker {
-                                t_ms: sim_now_ms(),
-                                topic: tp.topic,
-                                partition: tp.partition,
-                                offsets,
-                                change_ids,
-                            });
-                    }
-                }
-                waits.push((i, *tp, epoch, offset + 1));
+                let aborted = if commit {
+                    Vec::new()
+                } else {
+                    log.aborted_by(offset)
+                };
+                waits.push((i, *tp, epoch, offset + 1, aborted));
             }
             // The producer has moved to a newer epoch here: nothing of this one is open.
             None => done[i] = true,
@@ -391,12 +379,12 @@ async fn write_markers(
     if waits.is_empty() {
         return done;
     }
-    for (_, tp, _, _) in &waits {
+    for (_, tp, _, _, _) in &waits {
         advance_hw(broker, tp);
     }
     broker.changed.notify_waiters();
     let deadline = sim_instant() + Duration::from_millis(timeout_ms);
-    for (i, tp, epoch, end) in waits {
+    for (i, tp, epoch, end, aborted) in waits {
         loop {
             let notified = broker.changed.notified();
             {
@@ -416,6 +404,22 @@ async fn write_markers(
                 _ = notified => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
+        }
+        // Reported once the abort is replicated: an unreplicated marker (and the records it
+        // names) may yet be truncated away, and those offsets written again.
+        if done[i] && !aborted.is_empty() {
+            let (offsets, change_ids) = aborted.into_iter().unzip();
+            broker
+                .setup
+                .recorder
+                .borrow_mut()
+                .record(Observation::AbortMarker {
+                    t_ms: sim_now_ms(),
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    offsets,
+                    change_ids,
+                });
         }
     }
     done

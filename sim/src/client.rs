@@ -207,7 +207,14 @@ impl SimLog {
         txn.number = None;
         txn.added.clear();
         match answer? {
-            Response::EndTxn(Ok(())) => Ok(()),
+            Response::EndTxn(Ok(epoch)) => {
+                // The next transaction runs under a new epoch, numbering from zero again.
+                if txn.epoch != Some(epoch) {
+                    txn.epoch = Some(epoch);
+                    self.state.next_seq.clear();
+                }
+                Ok(())
+            }
             Response::EndTxn(Err(e)) => Err(txn_error(e)),
             _ => Err(LogError::Connection("unexpected response".into())),
         }
@@ -371,6 +378,10 @@ impl SimLog {
                                 {
                                     results[i] = Some(Err(LogError::OutOfOrderSequence(tp)));
                                 }
+                                // Not retriable: the partition has seen a newer epoch.
+                                ProduceResult::Error(PartError::Fenced) => {
+                                    results[i] = Some(Err(LogError::Fenced));
+                                }
                                 ProduceResult::Error(e) => {
                                     behind.insert(tp);
                                     failed.push((i, part, part_error(tp, e)));
@@ -489,12 +500,25 @@ impl Log for SimLog {
             failed.sort_by_key(|(i, _, _)| *i);
             pending = failed.into_iter().map(|(i, p, _)| (i, p)).collect();
         }
-        let results = finish(results);
+        let mut results = finish(results);
         if results
             .iter()
             .any(|r| matches!(r, Err(LogError::OutOfOrderSequence(_))))
         {
             self.retire_producer();
+        }
+        if self.txn.is_some() && results.iter().any(|r| r == &Err(LogError::Fenced)) {
+            // A newer epoch on a partition: another instance took over, or the coordinator
+            // aborted the transaction on its timeout. Only the coordinator can tell which.
+            let verdict = match self.end_transaction(false, &BTreeMap::new()).await {
+                Err(LogError::Fenced) => LogError::Fenced,
+                _ => LogError::TransactionAborted,
+            };
+            for r in &mut results {
+                if r == &Err(LogError::Fenced) {
+                    *r = Err(verdict.clone());
+                }
+            }
         }
         results
     }

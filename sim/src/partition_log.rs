@@ -298,13 +298,6 @@ impl PartitionLog {
             .collect()
     }
 
-    /// Whether the record at `offset`, written by `pid`, belongs to an aborted transaction.
-    fn is_aborted(&self, pid: u64, offset: u64) -> bool {
-        self.aborted
-            .iter()
-            .any(|a| a.pid == pid && a.first <= offset && offset < a.marker)
-    }
-
     /// What a consumer fetching from `offset` is handed, up to `end` (the high watermark for
     /// `read_uncommitted`, the last stable offset for `read_committed`) and at most `max`
     /// records: markers are never handed out, and with `committed_only` neither are records
@@ -321,13 +314,26 @@ impl PartitionLog {
             records: Vec::new(),
             next_offset: offset,
         };
+        // The aborted transactions that overlap the range read: markers are in offset order,
+        // so only those past `offset` can.
+        let from = self.aborted.partition_point(|a| a.marker <= offset);
+        let overlapping: Vec<AbortedTxn> = self.aborted[from..]
+            .iter()
+            .filter(|a| a.first < end)
+            .copied()
+            .collect();
+        let is_aborted = |pid: u64, o: u64| {
+            overlapping
+                .iter()
+                .any(|a| a.pid == pid && a.first <= o && o < a.marker)
+        };
         let mut o = offset;
         while o < end && out.records.len() < max {
             let r = &self.records[o as usize];
             let skip = r.control.is_some()
                 || (committed_only
                     && r.producer
-                        .is_some_and(|p| p.transactional && self.is_aborted(p.pid, o)));
+                        .is_some_and(|p| p.transactional && is_aborted(p.pid, o)));
             if !skip {
                 out.records.push((o, r.clone()));
             }
@@ -485,6 +491,23 @@ mod tests {
             LeaderAppend::Fenced
         );
         assert_eq!(log.append_marker(0, 9, 0, true), None);
+    }
+
+    #[test]
+    fn a_late_marker_cannot_end_the_next_transaction() {
+        let mut log = PartitionLog::default();
+        log.append_leader(0, &recs(2), txn(9, 0, 0)); // 0, 1
+        assert_eq!(log.append_marker(0, 9, 0, true), Some(2));
+        // The next transaction runs under the epoch the commit moved the producer to.
+        log.append_leader(0, &recs(2), txn(9, 1, 0)); // 3, 4
+                                                      // A duplicate of the first marker, delivered late, is stale.
+        assert_eq!(log.append_marker(0, 9, 0, false), None);
+        assert_eq!(log.last_stable_offset(5), 3);
+        assert_eq!(log.append_marker(0, 9, 1, true), Some(5));
+        assert_eq!(
+            offsets(&log.read_for_consumer(0, 6, 100, true)),
+            vec![0, 1, 3, 4]
+        );
     }
 
     #[test]

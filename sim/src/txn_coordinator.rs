@@ -64,6 +64,9 @@ pub struct TxnMeta {
     /// The epoch whose transaction the coordinator aborted on timeout: that producer is told
     /// its transaction was aborted, not that it was fenced.
     pub timed_out_epoch: Option<u32>,
+    /// The epoch and outcome of the last transaction ended: a retried `EndTxn` of it is
+    /// answered as the first was.
+    pub last_end: Option<(u32, bool)>,
     /// Offsets to commit with the transaction being committed, and whose.
     pub pending_offsets: (String, BTreeMap<TopicPartition, u64>),
 }
@@ -226,6 +229,7 @@ async fn init(coord: &Coordinator, id: &str, timeout_ms: u64) -> Result<(u64, u3
                 started_ms: 0,
                 timeout_ms,
                 timed_out_epoch: None,
+                last_end: None,
                 pending_offsets: Default::default(),
             }
         });
@@ -295,11 +299,15 @@ async fn end_txn(
     epoch: u32,
     commit: bool,
     offsets: (String, BTreeMap<TopicPartition, u64>),
-) -> Result<(), TxnError> {
+) -> Result<u32, TxnError> {
     {
         let mut store = coord.setup.store.borrow_mut();
         let store = &mut *store;
         let meta = store.ids.get_mut(id).ok_or(TxnError::Fenced)?;
+        if meta.pid == pid && meta.epoch != epoch && meta.last_end == Some((epoch, commit)) {
+            // A retry of the request that ended the last transaction (its answer was lost).
+            return Ok(meta.epoch);
+        }
         check_epoch(meta, pid, epoch)?;
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => return Err(TxnError::Concurrent),
@@ -318,13 +326,14 @@ async fn end_txn(
                 if commit && !offsets.is_empty() {
                     store.offsets.entry(group).or_default().extend(offsets);
                 }
-                return Ok(());
+                return Ok(meta.epoch);
             }
         }
     }
     decided(coord, id, commit, false);
     complete(coord, id).await;
-    Ok(())
+    let epoch = coord.setup.store.borrow().ids[id].epoch;
+    Ok(epoch)
 }
 
 /// Records the decision on the current transaction of `id` (already in a prepare state).
@@ -417,6 +426,11 @@ async fn complete(coord: &Coordinator, id: &str) {
         } else {
             TxnState::CompleteAbort
         };
+        // Every transaction ends with a new epoch (as KIP-890 has it), so a marker request
+        // that arrives late, after the producer has begun its next transaction, is stale and
+        // cannot end that one.
+        meta.last_end = Some((epoch, commit));
+        meta.epoch = meta.epoch.wrapping_add(1);
         if commit && !offsets.is_empty() {
             store.offsets.entry(group).or_default().extend(offsets);
         }

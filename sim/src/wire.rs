@@ -230,8 +230,8 @@ pub enum Response {
     InitProducerId(Result<(u64, u32), TxnError>),
     /// The number the coordinator gave the open transaction.
     AddPartitionsToTxn(Result<u64, TxnError>),
-    /// Whether the transaction ended as asked.
-    EndTxn(Result<(), TxnError>),
+    /// Whether the transaction ended as asked, and the producer's epoch for the next one.
+    EndTxn(Result<u32, TxnError>),
     /// The committed input positions.
     FetchOffsets(BTreeMap<TopicPartition, u64>),
 }
