@@ -316,68 +316,63 @@ impl World {
             })
             .collect::<Vec<_>>();
         for (job, tasks, t, turmoil_host) in tasks_and_standbys {
-            {
-                let name = format!("{job}-{t}");
-                // A standby instance runs the same task: the same checkpoints, the same input
-                // positions, and under `transactions.id = "task"` the same transactional.id,
-                // whose InitProducerId fences the first instance.
-                let standby = turmoil_host != name;
-                let txn_id = match pipeline.transactions.id {
-                    TxnIdScope::Task => name.clone(),
-                    TxnIdScope::Instance => turmoil_host.clone(),
-                };
-                let failed_over = self.failed_over.clone();
-                let (client, recorder, checkpoints) =
-                    (client.clone(), self.recorder.clone(), checkpoints.clone());
-                let per_record = if job == "enrich" {
-                    spec.costs.enrich_per_record.us
+            let name = format!("{job}-{t}");
+            // A standby instance runs the same task: the same checkpoints, the same input
+            // positions, and under `transactions.id = "task"` the same transactional.id,
+            // whose InitProducerId fences the first instance.
+            let standby = turmoil_host != name;
+            let txn_id = match pipeline.transactions.id {
+                TxnIdScope::Task => name.clone(),
+                TxnIdScope::Instance => turmoil_host.clone(),
+            };
+            let failed_over = self.failed_over.clone();
+            let (client, recorder, checkpoints) =
+                (client.clone(), self.recorder.clone(), checkpoints.clone());
+            let per_record = if job == "enrich" {
+                spec.costs.enrich_per_record.us
+            } else {
+                spec.costs.standardize_per_record.us
+            };
+            let s = settings(per_record);
+            let mine = assigned(partitions, tasks, t);
+            let i = index(&turmoil_host);
+            let enrich_cfg = pipeline.enrich.clone();
+            let refdata = refdata.clone();
+            let is_enrich = job == "enrich";
+            let host = name.clone();
+            let txn_timeout_ms = pipeline
+                .transactional()
+                .then(|| pipeline.transactions.timeout.ms());
+            self.sim.host(turmoil_host, move || {
+                let mut log = client(i, &host);
+                if let Some(timeout_ms) = txn_timeout_ms {
+                    // Input positions commit under the task's name, whichever instance
+                    // commits them.
+                    log = log.transactional(&txn_id, &host, timeout_ms);
+                }
+                let env = SimEnv::new(&host, recorder.clone());
+                let role = if is_enrich {
+                    StreamRole::Enrich {
+                        store: ReferenceStore::new(refdata.clone(), enrich_cfg.store_refresh.ms()),
+                        max_attempts: enrich_cfg
+                            .attempt_counter
+                            .then_some(enrich_cfg.max_redo_attempts),
+                        on_miss: enrich_cfg.on_miss,
+                    }
                 } else {
-                    spec.costs.standardize_per_record.us
+                    StreamRole::Standardize
                 };
-                let s = settings(per_record);
-                let mine = assigned(partitions, tasks, t);
-                let i = index(&turmoil_host);
-                let enrich_cfg = pipeline.enrich.clone();
-                let refdata = refdata.clone();
-                let is_enrich = job == "enrich";
-                let host = name.clone();
-                let txn_timeout_ms = pipeline
-                    .transactional()
-                    .then(|| pipeline.transactions.timeout.ms());
-                self.sim.host(turmoil_host, move || {
-                    let mut log = client(i, &host);
-                    if let Some(timeout_ms) = txn_timeout_ms {
-                        // Input positions commit under the task's name, whichever instance
-                        // commits them.
-                        log = log.transactional(&txn_id, &host, timeout_ms);
+                let (checkpoints, s, mine) = (checkpoints.clone(), s.clone(), mine.clone());
+                let (failed_over, host) = (failed_over.clone(), host.clone());
+                async move {
+                    // A standby waits until the job manager fails the task over to it.
+                    while standby && !failed_over.borrow().contains(&host) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    let env = SimEnv::new(&host, recorder.clone());
-                    let role = if is_enrich {
-                        StreamRole::Enrich {
-                            store: ReferenceStore::new(
-                                refdata.clone(),
-                                enrich_cfg.store_refresh.ms(),
-                            ),
-                            max_attempts: enrich_cfg
-                                .attempt_counter
-                                .then_some(enrich_cfg.max_redo_attempts),
-                            on_miss: enrich_cfg.on_miss,
-                        }
-                    } else {
-                        StreamRole::Standardize
-                    };
-                    let (checkpoints, s, mine) = (checkpoints.clone(), s.clone(), mine.clone());
-                    let (failed_over, host) = (failed_over.clone(), host.clone());
-                    async move {
-                        // A standby waits until the job manager fails the task over to it.
-                        while standby && !failed_over.borrow().contains(&host) {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        run_stream_task(&mut log, &env, &checkpoints, role, &mine, &s).await;
-                        Ok(())
-                    }
-                });
-            }
+                    run_stream_task(&mut log, &env, &checkpoints, role, &mine, &s).await;
+                    Ok(())
+                }
+            });
         }
 
         for t in 0..par.lake {
