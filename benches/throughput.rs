@@ -1,7 +1,9 @@
 //! Throughput benches: the card workload's raw generate+encode rate, and the end-to-end rate of
 //! the `baseline-card` scenario through the whole simulated pipeline, both in source changes
 //! per wall-second. After criterion's own report it prints both figures from one timed pass
-//! each and their ratio, so the two are compared on the same machine in the same run.
+//! each and their ratio, so the two are compared on the same machine in the same run. The
+//! baseline also runs with Kafka transactions off (exactly-once by the earlier scheme of
+//! restored sequence numbers), which prices the transaction protocol.
 
 use criterion::{Criterion, Throughput};
 use nrtsim::runner;
@@ -42,6 +44,13 @@ fn baseline() -> Scenario {
     Scenario::load(&path).expect("the shipped baseline scenario loads")
 }
 
+/// The baseline without Kafka transactions.
+fn baseline_without_transactions() -> Scenario {
+    let mut s = baseline();
+    s.pipeline.transactions.enabled = Some(false);
+    s
+}
+
 /// Runs the scenario once; returns the source changes it carried.
 fn run_pipeline(scenario: &Scenario) -> u64 {
     let sim = runner::simulate(scenario, scenario.seed).expect("the baseline runs");
@@ -73,6 +82,10 @@ fn bench_pipeline(c: &mut Criterion) {
     g.bench_function("baseline-card end-to-end", |b| {
         b.iter(|| run_pipeline(&scenario))
     });
+    let plain = baseline_without_transactions();
+    g.bench_function("baseline-card end-to-end, transactions off", |b| {
+        b.iter(|| run_pipeline(&plain))
+    });
     g.finish();
 }
 
@@ -88,7 +101,15 @@ fn ratio_summary() {
     let scenario = baseline();
     let t = Instant::now();
     let e2e = rate(run_pipeline(&scenario), t);
+    let plain = baseline_without_transactions();
+    let t = Instant::now();
+    let off = rate(run_pipeline(&plain), t);
     println!("summary: card generate+encode {raw:.0} changes/s; baseline-card end-to-end {e2e:.0} changes/s; ratio 1/{:.1}", raw / e2e);
+    println!(
+        "summary: baseline-card with transactions {e2e:.0} changes/s, without {off:.0} changes/s; \
+         transactions cost {:.0}%",
+        100.0 * (1.0 - e2e / off)
+    );
 }
 
 // The macro defines an undocumented public function.

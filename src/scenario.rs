@@ -414,6 +414,24 @@ impl Scenario {
                 positive,
             ),
             (
+                !p.consumer.group || !p.two_phase_lake_sink(),
+                "pipeline.consumer.group",
+                "the exactly-once lake sink is a two-phase-commit sink whose positions live in \
+                 its checkpoints, not in a consumer group; consumer groups apply to an \
+                 at-least-once or at-most-once sink, or one with lake.commit = \"timer\"",
+            ),
+            (
+                p.consumer.heartbeat_interval.us > 0
+                    && p.consumer.heartbeat_interval.us < p.consumer.session_timeout.us,
+                "pipeline.consumer.heartbeat_interval",
+                "must be above zero and below session_timeout (Kafka requires it)",
+            ),
+            (
+                p.consumer.auto_commit_interval.us > 0,
+                "pipeline.consumer.auto_commit_interval",
+                positive,
+            ),
+            (
                 p.delivery != Delivery::ExactlyOnce || p.producer.idempotence,
                 "pipeline.delivery",
                 "exactly-once delivery needs idempotent producers (producer.idempotence = true \

@@ -407,6 +407,93 @@ duration = "2s"
     assert_eq!(report.exit_code, 1);
 }
 
+#[test]
+fn a_consumer_group_hands_a_dead_members_partitions_over_and_back() {
+    let text = r#"
+name = "lake-group"
+seed = 4
+duration = "40s"
+
+[workload]
+kind = "card"
+rate_per_s = 300
+accounts = 2000
+
+[pipeline]
+delivery = "at-least-once"
+checkpoint_interval = "5s"
+parallelism = { lake = 2 }
+
+[pipeline.consumer]
+group = true
+session_timeout = "5s"
+heartbeat_interval = "1s"
+
+[[faults]]
+at = "12s"
+kind = "crash"
+target = "lake-1"
+duration = "15s"
+"#;
+    use nrtsim_history::{Observation, TopicName};
+    use std::collections::{BTreeMap, BTreeSet};
+    let scenario = Scenario::parse(text, "lake-group.toml").unwrap_or_else(|e| panic!("{e}"));
+    let sim = runner::simulate(&scenario, scenario.seed).expect("simulates");
+    // Which enriched partitions each lake task read: before the crash, while lake-1 is down
+    // (after its session has had time to expire), and once it is back.
+    let phase = |t: u64| match t {
+        ..12_000 => "before",
+        20_000..27_000 => "down",
+        30_000.. => "back",
+        _ => "changing",
+    };
+    let mut read: BTreeMap<(String, &str), BTreeSet<u32>> = BTreeMap::new();
+    for o in &sim.history {
+        if let Observation::Read {
+            t_ms,
+            host,
+            topic: TopicName::Enriched,
+            partition,
+            change_ids,
+            ..
+        } = o
+        {
+            if !change_ids.is_empty() {
+                read.entry((host.clone(), phase(*t_ms)))
+                    .or_default()
+                    .insert(*partition);
+            }
+        }
+    }
+    let of = |host: &str, p: &str| {
+        read.get(&(host.to_string(), p))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (mine, theirs) = (of("lake-0", "before"), of("lake-1", "before"));
+    assert!(!mine.is_empty() && !theirs.is_empty(), "{read:?}");
+    assert!(
+        mine.is_disjoint(&theirs),
+        "one owner per partition: {read:?}"
+    );
+    assert!(
+        of("lake-0", "down").is_superset(&theirs),
+        "lake-0 takes over lake-1's partitions: {read:?}"
+    );
+    assert!(!of("lake-1", "back").is_empty(), "lake-1 rejoins: {read:?}");
+    assert!(
+        of("lake-0", "back").is_disjoint(&of("lake-1", "back")),
+        "shared again: {read:?}"
+    );
+    let report = runner::judge(&scenario, scenario.seed, &sim.history, sim.wall_ms);
+    assert_eq!(
+        report.exit_code,
+        0,
+        "{}",
+        nrtsim_reports::summary_text(&report)
+    );
+}
+
 mod random_fault_schedules {
     //! Random fault schedules against the exactly-once configuration find nothing; the same
     //! schedules against acks=1 lose acknowledged writes in some of them.

@@ -92,6 +92,23 @@ pub struct ConsumerConfig {
     pub max_poll_records: u32,
     /// How long a fetch waits at the broker for data. Default 50ms.
     pub fetch_max_wait: SimDuration,
+    /// Whether the plain Kafka consumers (the lake sink, unless it is the exactly-once
+    /// two-phase-commit sink) manage their partitions through a consumer group: a group
+    /// coordinator assigns partitions, moves them when a member joins or misses its session
+    /// timeout, and keeps the committed positions. Off, each task reads fixed partitions and
+    /// keeps its positions in its own checkpoints. Default false.
+    pub group: bool,
+    /// `session.timeout.ms`: a member not heard from for this long is removed from its group
+    /// and its partitions go to the others. Default 45s, Kafka's.
+    pub session_timeout: SimDuration,
+    /// `heartbeat.interval.ms`. Default 3s, Kafka's.
+    pub heartbeat_interval: SimDuration,
+    /// `enable.auto.commit`: commit the positions read so far on a timer, whether or not
+    /// their records have been processed (at-most-once for a sink that buffers). Kafka's
+    /// default is true; nrtsim's is false, so that a scenario opts into the risk.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`. Default 5s, Kafka's.
+    pub auto_commit_interval: SimDuration,
 }
 
 impl Default for ConsumerConfig {
@@ -100,6 +117,11 @@ impl Default for ConsumerConfig {
             isolation: Isolation::ReadCommitted,
             max_poll_records: 1000,
             fetch_max_wait: SimDuration::from_ms(50),
+            group: false,
+            session_timeout: SimDuration::from_ms(45_000),
+            heartbeat_interval: SimDuration::from_ms(3_000),
+            enable_auto_commit: false,
+            auto_commit_interval: SimDuration::from_ms(5_000),
         }
     }
 }
@@ -366,6 +388,17 @@ impl PipelineConfig {
         self.transactions
             .enabled
             .unwrap_or(self.delivery == Delivery::ExactlyOnce)
+    }
+
+    /// Whether the lake sink is the two-phase-commit sink: exactly-once delivery with rows
+    /// committed at each checkpoint.
+    pub fn two_phase_lake_sink(&self) -> bool {
+        self.delivery == Delivery::ExactlyOnce && self.lake.commit == LakeCommitPolicy::Checkpoint
+    }
+
+    /// Whether the lake sink is a consumer-group member (see [`ConsumerConfig::group`]).
+    pub fn group_lake_sink(&self) -> bool {
+        self.consumer.group && !self.two_phase_lake_sink()
     }
 }
 

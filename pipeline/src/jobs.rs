@@ -656,6 +656,165 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
     }
 }
 
+/// How a plain consumer takes part in its consumer group.
+#[derive(Clone, Debug)]
+pub struct GroupSettings {
+    /// Group id (the job's name).
+    pub group: String,
+    /// `heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `session.timeout.ms`: a member that has not had a heartbeat answered for this long
+    /// takes its partitions as lost, since the coordinator will have given them away.
+    pub session_timeout_ms: u64,
+    /// `auto.commit.interval.ms` when `enable.auto.commit` is on.
+    pub auto_commit_interval_ms: Option<u64>,
+}
+
+/// Why a group member stops reading its partitions.
+enum Handover {
+    /// The group is rebalancing: commit what is done, then give them up.
+    Revoked,
+    /// They may already be someone else's: give them up without committing.
+    Lost,
+}
+
+/// The lake sink as a plain Kafka consumer in a consumer group, as a Kafka Connect sink runs:
+/// the group coordinator assigns its partitions of `enriched` and keeps its committed
+/// positions. It buffers rows and commits them to the lake every `flush_ms`; positions are
+/// committed after the rows they cover (at-least-once), as soon as they are read
+/// (at-most-once), or with `enable.auto.commit` on the auto-commit timer, whatever has been
+/// read, rows buffered or not. When the group rebalances it flushes its rows and commits
+/// before it gives its partitions up; when it finds it is no longer a member it drops its
+/// buffer, whose rows its partitions' next owner reads again.
+pub async fn run_group_lake_sink<L: Log, E: Env>(
+    log: &mut L,
+    env: &E,
+    lake: &RefCell<LakeTable>,
+    s: &TaskSettings,
+    g: &GroupSettings,
+    flush_ms: u64,
+    commit_cost_ms: u64,
+) {
+    let mut commit_id = lake.borrow().last_commit(env.host()).map_or(0, |c| c.0);
+    loop {
+        let assignment = match log.join_group(&g.group, &[TopicName::Enriched]).await {
+            Ok(a) => a,
+            Err(_) => {
+                pause_ms(s.restart_backoff_ms).await;
+                continue;
+            }
+        };
+        let committed = match log.group_offsets().await {
+            Ok(o) => o,
+            Err(_) => {
+                pause_ms(s.restart_backoff_ms).await;
+                continue;
+            }
+        };
+        let mut offsets: BTreeMap<TopicPartition, u64> = assignment
+            .partitions
+            .iter()
+            .map(|tp| (*tp, committed.get(tp).copied().unwrap_or(0)))
+            .collect();
+        let mut buffer: Vec<PendingWrite> = Vec::new();
+        let start = env.now_ms();
+        let (mut last_flush, mut last_auto_commit) = (start, start);
+        let (mut last_heartbeat, mut heartbeat_ok) = (start, start);
+        let handover = loop {
+            let now = env.now_ms();
+            if now.saturating_sub(last_heartbeat) >= g.heartbeat_interval_ms {
+                last_heartbeat = now;
+                match log.heartbeat().await {
+                    Ok(()) => heartbeat_ok = now,
+                    Err(LogError::RebalanceInProgress) => break Handover::Revoked,
+                    Err(LogError::NotMember) => break Handover::Lost,
+                    Err(_) => {}
+                }
+            }
+            if env.now_ms().saturating_sub(heartbeat_ok) > g.session_timeout_ms {
+                break Handover::Lost;
+            }
+            let n = read_rows(log, env, &mut offsets, &mut buffer).await;
+            let commit_now = match g.auto_commit_interval_ms {
+                Some(ms) => env.now_ms().saturating_sub(last_auto_commit) >= ms,
+                None => n > 0 && s.delivery == Delivery::AtMostOnce,
+            };
+            if commit_now {
+                last_auto_commit = env.now_ms();
+                if log.commit_offsets(&offsets).await == Err(LogError::NotMember) {
+                    break Handover::Lost;
+                }
+            }
+            work(s.per_record_us, n).await;
+            if env.now_ms().saturating_sub(last_flush) >= flush_ms {
+                last_flush = env.now_ms();
+                if !flush_rows(
+                    log,
+                    env,
+                    lake,
+                    &mut commit_id,
+                    &mut buffer,
+                    &offsets,
+                    s,
+                    g,
+                    commit_cost_ms,
+                )
+                .await
+                {
+                    break Handover::Lost;
+                }
+            }
+        };
+        if let Handover::Revoked = handover {
+            // Give the partitions up cleanly: the rows read are written and their positions
+            // committed before the next owner starts from the group's positions.
+            flush_rows(
+                log,
+                env,
+                lake,
+                &mut commit_id,
+                &mut buffer,
+                &offsets,
+                s,
+                g,
+                commit_cost_ms,
+            )
+            .await;
+            if g.auto_commit_interval_ms.is_some() || s.delivery == Delivery::AtMostOnce {
+                let _ = log.commit_offsets(&offsets).await;
+            }
+        }
+    }
+}
+
+/// Commits the buffered rows to the lake and then, unless positions are committed on the
+/// auto-commit timer or as they are read, the positions they cover. False when the group
+/// refused the positions: this member's partitions have moved on.
+#[allow(clippy::too_many_arguments)]
+async fn flush_rows<L: Log, E: Env>(
+    log: &mut L,
+    env: &E,
+    lake: &RefCell<LakeTable>,
+    commit_id: &mut u64,
+    buffer: &mut Vec<PendingWrite>,
+    offsets: &BTreeMap<TopicPartition, u64>,
+    s: &TaskSettings,
+    g: &GroupSettings,
+    commit_cost_ms: u64,
+) -> bool {
+    if !buffer.is_empty() {
+        pause_ms(commit_cost_ms).await;
+        *commit_id += 1;
+        commit_rows(env, lake, *commit_id, buffer, offsets);
+        record_checkpoint(env, *commit_id);
+        buffer.clear();
+    }
+    if g.auto_commit_interval_ms.is_some() || s.delivery == Delivery::AtMostOnce {
+        return true;
+    }
+    log.commit_offsets(offsets).await != Err(LogError::NotMember)
+}
+
 /// Commits `buffer` as one lake snapshot numbered `commit_id`, with the input `offsets` it
 /// covers, and records what became visible.
 fn commit_rows<E: Env>(

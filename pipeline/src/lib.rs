@@ -22,5 +22,5 @@ pub use config::{
     TxnIdScope,
 };
 pub use env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
-pub use log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
+pub use log::{Appended, Assignment, Fetched, Log, LogError, ProduceBatch, ProducerState};
 pub use record::{partition_for, Record, RecordMeta, TopicPartition};

@@ -34,6 +34,15 @@ pub enum LogError {
     /// The coordinator aborted the open transaction (it outlived its timeout).
     #[error("the transaction was aborted by the coordinator")]
     TransactionAborted,
+    /// The consumer group is rebalancing: the member must give up its partitions (committing
+    /// what it has processed) and join again.
+    #[error("the consumer group is rebalancing")]
+    RebalanceInProgress,
+    /// The consumer is no longer a member of its group's current generation (its session
+    /// expired, or the group moved on without it): its partitions may be someone else's, so
+    /// it may not commit, and must join again.
+    #[error("not a member of the group's current generation")]
+    NotMember,
     /// This backend does not offer the operation.
     #[error("{0} is not offered by this log backend")]
     Unsupported(&'static str),
@@ -91,6 +100,15 @@ impl Fetched {
         }
         runs
     }
+}
+
+/// What a consumer-group member was given for one generation of its group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The group's generation.
+    pub generation: u32,
+    /// The partitions this member reads, in order.
+    pub partitions: Vec<TopicPartition>,
 }
 
 /// An idempotent producer's identity and next sequence number per partition; part of a task's
@@ -163,5 +181,36 @@ pub trait Log {
     /// Aborts the open transaction.
     async fn abort_transaction(&mut self) -> Result<(), LogError> {
         Err(LogError::Unsupported("transactions"))
+    }
+
+    /// Joins `group` as a consumer of `topics` (join, then sync) and returns this member's
+    /// assignment once the group's rebalance completes. A member that was in the group
+    /// rejoins under its member id.
+    async fn join_group(
+        &mut self,
+        _group: &str,
+        _topics: &[TopicName],
+    ) -> Result<Assignment, LogError> {
+        Err(LogError::Unsupported("consumer groups"))
+    }
+
+    /// Tells the group coordinator this member is alive. `RebalanceInProgress` asks it to
+    /// give up its partitions and join again; `NotMember` says it already lost them.
+    async fn heartbeat(&mut self) -> Result<(), LogError> {
+        Err(LogError::Unsupported("consumer groups"))
+    }
+
+    /// Commits input positions to the group, as this member of its current generation;
+    /// refused with `NotMember` when the generation has moved on.
+    async fn commit_offsets(
+        &mut self,
+        _offsets: &BTreeMap<TopicPartition, u64>,
+    ) -> Result<(), LogError> {
+        Err(LogError::Unsupported("consumer groups"))
+    }
+
+    /// The positions the group has committed.
+    async fn group_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
+        Err(LogError::Unsupported("consumer groups"))
     }
 }

@@ -3,18 +3,20 @@
 //! retriable failures with backoff as the producer is configured, and numbers records for the
 //! brokers' de-duplication when the producer is idempotent. A transactional client also
 //! talks to the transaction coordinator: it registers each partition before writing to it,
-//! and ends each transaction with the input offsets it covers.
+//! and ends each transaction with the input offsets it covers. A consumer-group member talks
+//! to the group coordinator: it joins and syncs, heartbeats, and commits positions.
 
 use crate::cluster::ClusterMeta;
 use crate::partition_log::ProducerBatch;
 use crate::wire::{
-    Connection, FetchPart, FetchResult, PartError, ProducePart, ProduceResult, Request, Response,
-    SharedArena, TxnError, BROKER_PORT, TXN_COORDINATOR_PORT,
+    Connection, FetchPart, FetchResult, GroupError, JoinOutcome, PartError, ProducePart,
+    ProduceResult, Request, Response, SharedArena, TxnError, BROKER_PORT, GROUP_COORDINATOR_PORT,
+    TXN_COORDINATOR_PORT,
 };
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::{
-    Acks, Appended, ConsumerConfig, Fetched, Log, LogError, ProduceBatch, ProducerConfig,
-    ProducerState, TopicPartition,
+    Acks, Appended, Assignment, ConsumerConfig, Fetched, Log, LogError, ProduceBatch,
+    ProducerConfig, ProducerState, TopicPartition,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +37,27 @@ pub struct SimLog {
     retired: BTreeSet<u64>,
     /// The transactional side, when the client has a `transactional.id`.
     txn: Option<TxnClient>,
+    /// `client.id`: what a group member's id is made from.
+    client_id: String,
+    /// The consumer-group side, once the client has joined a group.
+    group: Option<GroupClient>,
+}
+
+/// A consumer-group member's dealings with the group coordinator.
+struct GroupClient {
+    group: String,
+    conn: Connection,
+    /// The member id the coordinator gave.
+    member: Option<String>,
+    /// The generation this member last synced.
+    generation: Option<u32>,
+}
+
+fn group_error(e: GroupError) -> LogError {
+    match e {
+        GroupError::RebalanceInProgress => LogError::RebalanceInProgress,
+        GroupError::UnknownMember | GroupError::IllegalGeneration => LogError::NotMember,
+    }
 }
 
 /// A transactional producer's dealings with the coordinator.
@@ -84,6 +107,40 @@ impl SimLog {
             },
             retired: BTreeSet::new(),
             txn: None,
+            client_id: "client".into(),
+            group: None,
+        }
+    }
+
+    /// Sets `client.id`.
+    pub fn client_id(mut self, id: &str) -> Self {
+        self.client_id = id.to_string();
+        self
+    }
+
+    /// Calls the group coordinator once.
+    async fn call_group(&mut self, req: Request) -> Result<Response, LogError> {
+        let timeout = self.producer.request_timeout.to_std();
+        let g = self
+            .group
+            .as_mut()
+            .ok_or(LogError::Unsupported("consumer groups"))?;
+        match g.conn.call(req, timeout).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(LogError::Timeout),
+            Err(e) => Err(LogError::Connection(e.to_string())),
+        }
+    }
+
+    /// The member id and generation of a group member, for a request.
+    fn membership(&self) -> Result<(String, String, u32), LogError> {
+        let g = self
+            .group
+            .as_ref()
+            .ok_or(LogError::Unsupported("consumer groups"))?;
+        match (&g.member, g.generation) {
+            (Some(m), Some(gen)) => Ok((g.group.clone(), m.clone(), gen)),
+            _ => Err(LogError::NotMember),
         }
     }
 
@@ -119,7 +176,8 @@ impl SimLog {
             let err = match txn.conn.call(make(), timeout).await {
                 Ok(Response::InitProducerId(Err(TxnError::Concurrent)))
                 | Ok(Response::AddPartitionsToTxn(Err(TxnError::Concurrent)))
-                | Ok(Response::EndTxn(Err(TxnError::Concurrent))) => LogError::Timeout,
+                | Ok(Response::EndTxn(Err(TxnError::Concurrent)))
+                | Ok(Response::FetchOffsets(Err(TxnError::Concurrent))) => LogError::Timeout,
                 Ok(r) => return Ok(r),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => LogError::Timeout,
                 Err(e) => LogError::Connection(e.to_string()),
@@ -701,6 +759,149 @@ impl Log for SimLog {
         self.txn.as_ref().is_some_and(|t| t.open)
     }
 
+    async fn join_group(
+        &mut self,
+        group: &str,
+        topics: &[TopicName],
+    ) -> Result<Assignment, LogError> {
+        if self.group.as_ref().is_none_or(|g| g.group != group) {
+            self.group = Some(GroupClient {
+                group: group.to_string(),
+                conn: Connection::new(
+                    self.arena.clone(),
+                    "group-coordinator",
+                    GROUP_COORDINATOR_PORT,
+                ),
+                member: None,
+                generation: None,
+            });
+        }
+        let topics: Vec<(TopicName, u32)> =
+            topics.iter().map(|t| (*t, self.partitions(*t))).collect();
+        let session_timeout_ms = self.consumer.session_timeout.ms();
+        // Asked again while the rebalance waits for the other members; every answer counts
+        // as a sign of life, so the wait cannot outlast this member's session.
+        let poll = Duration::from_millis(100);
+        loop {
+            let (member, known_generation) = {
+                let g = self.group.as_ref().expect("joining");
+                (g.member.clone(), g.generation)
+            };
+            let req = Request::JoinGroup {
+                group: group.to_string(),
+                client: self.client_id.clone(),
+                member,
+                known_generation,
+                topics: topics.clone(),
+                session_timeout_ms,
+            };
+            let generation = match self.call_group(req).await? {
+                Response::JoinGroup(Ok(JoinOutcome::Pending { member })) => {
+                    self.group.as_mut().expect("joining").member = Some(member);
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+                Response::JoinGroup(Ok(JoinOutcome::Joined { member, generation })) => {
+                    self.group.as_mut().expect("joining").member = Some(member);
+                    generation
+                }
+                Response::JoinGroup(Err(e)) => return Err(group_error(e)),
+                _ => return Err(LogError::Connection("unexpected response".into())),
+            };
+            let member = self
+                .group
+                .as_ref()
+                .and_then(|g| g.member.clone())
+                .expect("joined");
+            let req = Request::SyncGroup {
+                group: group.to_string(),
+                member,
+                generation,
+            };
+            match self.call_group(req).await? {
+                Response::SyncGroup(Ok(partitions)) => {
+                    self.group.as_mut().expect("joined").generation = Some(generation);
+                    return Ok(Assignment {
+                        generation,
+                        partitions,
+                    });
+                }
+                // Another rebalance began before the sync: join it.
+                Response::SyncGroup(Err(GroupError::RebalanceInProgress))
+                | Response::SyncGroup(Err(GroupError::IllegalGeneration)) => {
+                    self.group.as_mut().expect("joined").generation = Some(generation);
+                }
+                Response::SyncGroup(Err(GroupError::UnknownMember)) => {
+                    let g = self.group.as_mut().expect("joined");
+                    g.member = None;
+                    g.generation = None;
+                }
+                _ => return Err(LogError::Connection("unexpected response".into())),
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), LogError> {
+        let (group, member, generation) = self.membership()?;
+        let req = Request::GroupHeartbeat {
+            group,
+            member,
+            generation,
+        };
+        match self.call_group(req).await? {
+            Response::GroupHeartbeat(Ok(())) => Ok(()),
+            Response::GroupHeartbeat(Err(e)) => {
+                if e == GroupError::UnknownMember {
+                    let g = self.group.as_mut().expect("member");
+                    g.member = None;
+                    g.generation = None;
+                }
+                Err(group_error(e))
+            }
+            _ => Err(LogError::Connection("unexpected response".into())),
+        }
+    }
+
+    async fn commit_offsets(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, u64>,
+    ) -> Result<(), LogError> {
+        let (group, member, generation) = self.membership()?;
+        let backoff = self.producer.retry_backoff.to_std();
+        let mut attempt = 0;
+        loop {
+            let req = Request::OffsetCommit {
+                group: group.clone(),
+                member: member.clone(),
+                generation,
+                offsets: offsets.clone(),
+            };
+            let err = match self.call_group(req).await {
+                Ok(Response::OffsetCommit(Ok(()))) => return Ok(()),
+                Ok(Response::OffsetCommit(Err(_))) => return Err(LogError::NotMember),
+                Ok(_) => LogError::Connection("unexpected response".into()),
+                Err(e) => e,
+            };
+            if attempt >= self.producer.retries {
+                return Err(err);
+            }
+            attempt += 1;
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn group_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
+        let group = self
+            .group
+            .as_ref()
+            .map(|g| g.group.clone())
+            .ok_or(LogError::Unsupported("consumer groups"))?;
+        match self.call_group(Request::OffsetFetch { group }).await? {
+            Response::OffsetFetch(offsets) => Ok(offsets),
+            _ => Err(LogError::Connection("unexpected response".into())),
+        }
+    }
+
     async fn committed_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
         let group = match &self.txn {
             Some(t) => t.group.clone(),
@@ -712,7 +913,8 @@ impl Log for SimLog {
             })
             .await?
         {
-            Response::FetchOffsets(offsets) => Ok(offsets),
+            Response::FetchOffsets(Ok(offsets)) => Ok(offsets),
+            Response::FetchOffsets(Err(e)) => Err(txn_error(e)),
             _ => Err(LogError::Connection("unexpected response".into())),
         }
     }

@@ -3,11 +3,13 @@
 //! is whether they are still on their way (a liveness failure) or gone (a loss). The probe here
 //! answers it from durable state only: the pipeline has *settled* when the CDC connector's
 //! committed position covers the whole source log and every consuming task's committed
-//! position has reached the end of its input partitions on their current leaders. Nothing is
+//! position (in its checkpoints, or its consumer group's) has reached the end of its input
+//! partitions on their current leaders. Nothing is
 //! then left in flight, and a change that has not arrived never will.
 
 use crate::broker::BrokerDisk;
 use crate::cluster::ClusterMeta;
+use crate::group_coordinator::GroupStore;
 use crate::host_env::SharedCheckpoints;
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::{CheckpointStore, TopicPartition};
@@ -24,6 +26,9 @@ pub struct Reader {
     pub topic: TopicName,
     /// Its partitions.
     pub partitions: Vec<u32>,
+    /// Whether its positions are committed to the consumer group named `host` rather than
+    /// kept in its checkpoints.
+    pub group: bool,
 }
 
 /// Reads the durable state of the world to judge whether the pipeline has settled.
@@ -37,6 +42,8 @@ pub struct DrainProbe {
     pub checkpoints: SharedCheckpoints,
     /// Every consuming task.
     pub readers: Vec<Reader>,
+    /// The consumer groups' committed positions.
+    pub groups: Rc<RefCell<GroupStore>>,
 }
 
 impl DrainProbe {
@@ -50,11 +57,14 @@ impl DrainProbe {
     }
 
     fn caught_up(&self, r: &Reader) -> bool {
-        let committed: BTreeMap<TopicPartition, u64> = self
-            .checkpoints
-            .load(&r.host)
-            .map(|c| c.offsets)
-            .unwrap_or_default();
+        let committed: BTreeMap<TopicPartition, u64> = if r.group {
+            self.groups.borrow().offsets(&r.host)
+        } else {
+            self.checkpoints
+                .load(&r.host)
+                .map(|c| c.offsets)
+                .unwrap_or_default()
+        };
         r.partitions.iter().all(|&p| {
             let tp = TopicPartition::new(r.topic, p);
             let Some(leader) = self.meta.borrow().leader(&tp) else {

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod drain;
+pub mod group_coordinator;
 pub mod host_env;
 pub mod partition_log;
 pub mod progress;

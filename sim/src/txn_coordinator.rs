@@ -93,6 +93,27 @@ impl Default for TxnStore {
     }
 }
 
+impl TxnStore {
+    /// The positions `group` committed, or `Concurrent` while a transaction committing some
+    /// of them is between its decision and its completion: answering then with the older
+    /// positions would have a new reader redo what that transaction wrote (Kafka answers
+    /// UNSTABLE_OFFSET_COMMIT for the same reason).
+    pub fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, u64>, TxnError> {
+        let unstable = self.ids.values().any(|m| {
+            m.state == TxnState::PrepareCommit
+                && m.pending_offsets.0 == group
+                && !m.pending_offsets.1.is_empty()
+        });
+        if unstable {
+            return Err(TxnError::Concurrent);
+        }
+        Ok(self.offsets.get(group).cloned().unwrap_or_default())
+    }
+}
+
 /// Everything the coordinator host needs to start (again).
 #[derive(Clone)]
 pub struct TxnCoordinatorSetup {
@@ -180,16 +201,9 @@ async fn serve(coord: Rc<Coordinator>, mut stream: TcpStream) {
                 )
                 .await,
             ),
-            Request::FetchOffsets { group } => Response::FetchOffsets(
-                coord
-                    .setup
-                    .store
-                    .borrow()
-                    .offsets
-                    .get(&group)
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
+            Request::FetchOffsets { group } => {
+                Response::FetchOffsets(coord.setup.store.borrow().committed_offsets(&group))
+            }
             _ => return,
         };
         if wire::send(&arena, &mut stream, Message::Response(reply))

@@ -6,6 +6,7 @@
 
 use crate::cluster::ClusterMeta;
 use crate::partition_log::{ProducerBatch, StoredRecord};
+use nrtsim_history::TopicName;
 use nrtsim_pipeline::{Acks, Isolation, Record, TopicPartition};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ pub const BROKER_PORT: u16 = 9092;
 pub const CONTROLLER_PORT: u16 = 9093;
 /// The port the transaction coordinator serves producers on.
 pub const TXN_COORDINATOR_PORT: u16 = 9094;
+/// The port the group coordinator serves consumers on.
+pub const GROUP_COORDINATOR_PORT: u16 = 9095;
 
 /// A produce request's per-partition part.
 #[derive(Clone, Debug)]
@@ -141,6 +144,84 @@ pub enum Request {
         /// The consumer (a stream task's name).
         group: String,
     },
+    /// A consumer asks to join (or rejoin) its group. Answered at once: `Pending` while the
+    /// group's rebalance waits for its other members, after which the consumer asks again.
+    JoinGroup {
+        /// Group id.
+        group: String,
+        /// The consumer's client id, which the member id is made from.
+        client: String,
+        /// Its member id, if it has one.
+        member: Option<String>,
+        /// The generation it last synced, if any.
+        known_generation: Option<u32>,
+        /// Topics it reads, with their partition counts.
+        topics: Vec<(TopicName, u32)>,
+        /// `session.timeout.ms`.
+        session_timeout_ms: u64,
+    },
+    /// A member of a completed generation asks for its assignment.
+    SyncGroup {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+        /// The generation it joined.
+        generation: u32,
+    },
+    /// A member's heartbeat.
+    GroupHeartbeat {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+        /// Its generation.
+        generation: u32,
+    },
+    /// A member commits positions.
+    OffsetCommit {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+        /// Its generation.
+        generation: u32,
+        /// Positions.
+        offsets: BTreeMap<TopicPartition, u64>,
+    },
+    /// The positions a group has committed.
+    OffsetFetch {
+        /// Group id.
+        group: String,
+    },
+}
+
+/// Why the group coordinator refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupError {
+    /// The group is rebalancing: join again.
+    RebalanceInProgress,
+    /// The member is not in the group (its session expired).
+    UnknownMember,
+    /// The member's generation is not the group's.
+    IllegalGeneration,
+}
+
+/// How a join request stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// The rebalance waits for other members; ask again.
+    Pending {
+        /// The member id given.
+        member: String,
+    },
+    /// The rebalance completed with this member in the new generation.
+    Joined {
+        /// The member id.
+        member: String,
+        /// The new generation.
+        generation: u32,
+    },
 }
 
 /// Why the transaction coordinator refused a request.
@@ -232,8 +313,19 @@ pub enum Response {
     AddPartitionsToTxn(Result<u64, TxnError>),
     /// Whether the transaction ended as asked, and the producer's epoch for the next one.
     EndTxn(Result<u32, TxnError>),
-    /// The committed input positions.
-    FetchOffsets(BTreeMap<TopicPartition, u64>),
+    /// The committed input positions, or `Concurrent` while a transaction carrying some of
+    /// them is being committed.
+    FetchOffsets(Result<BTreeMap<TopicPartition, u64>, TxnError>),
+    /// Where the join stands.
+    JoinGroup(Result<JoinOutcome, GroupError>),
+    /// The member's partitions for the generation.
+    SyncGroup(Result<Vec<TopicPartition>, GroupError>),
+    /// Whether the member may go on.
+    GroupHeartbeat(Result<(), GroupError>),
+    /// Whether the positions were committed.
+    OffsetCommit(Result<(), GroupError>),
+    /// The group's committed positions.
+    OffsetFetch(BTreeMap<TopicPartition, u64>),
 }
 
 /// A message in the arena.

@@ -9,6 +9,7 @@ use crate::client::SimLog;
 use crate::cluster::ClusterMeta;
 use crate::controller::{run_controller, ControllerSetup};
 use crate::drain::{DrainProbe, Reader};
+use crate::group_coordinator::{run_group_coordinator, GroupCoordinatorSetup, GroupStore};
 use crate::host_env::{sim_now_ms, SharedCheckpoints, SharedSource, SimEnv};
 use crate::progress::Recorder;
 use crate::txn_coordinator::{run_txn_coordinator, TxnCoordinatorSetup, TxnStore};
@@ -18,8 +19,8 @@ use nrtsim_history::{Observation, Payment, RunHeader, SourceChange, TopicName};
 use nrtsim_pipeline::enrich::ReferenceStore;
 use nrtsim_pipeline::fraud::FraudConfig;
 use nrtsim_pipeline::jobs::{
-    run_cdc, run_fraud_scorer, run_lake_sink, run_spend_aggregator, run_stream_task, StreamRole,
-    TaskSettings, TxnSettings,
+    run_cdc, run_fraud_scorer, run_group_lake_sink, run_lake_sink, run_spend_aggregator,
+    run_stream_task, GroupSettings, StreamRole, TaskSettings, TxnSettings,
 };
 use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::spend::SpendConfig;
@@ -85,6 +86,8 @@ pub struct World {
     finished: bool,
     /// Stream tasks whose standby instance has been started.
     failed_over: Rc<RefCell<BTreeSet<String>>>,
+    /// The group coordinator's durable state.
+    groups: Rc<RefCell<GroupStore>>,
 }
 
 /// The names of the hosts a run has, in a fixed order.
@@ -95,6 +98,9 @@ pub fn host_names(platform: &PlatformConfig, pipeline: &PipelineConfig) -> Vec<S
     hosts.push("controller".into());
     if pipeline.transactional() {
         hosts.push("txn-coordinator".into());
+    }
+    if pipeline.group_lake_sink() {
+        hosts.push("group-coordinator".into());
     }
     hosts.push("cdc".into());
     let p = &pipeline.parallelism;
@@ -162,6 +168,7 @@ impl World {
             network: spec.network.latency,
             finished: false,
             failed_over: Rc::default(),
+            groups: Rc::default(),
         };
         world
             .hosts
@@ -215,6 +222,15 @@ impl World {
             };
             self.sim.host("txn-coordinator", move || {
                 run_txn_coordinator(setup.clone())
+            });
+        }
+        if spec.pipeline.group_lake_sink() {
+            let setup = GroupCoordinatorSetup {
+                store: self.groups.clone(),
+                arena: arena.clone(),
+            };
+            self.sim.host("group-coordinator", move || {
+                run_group_coordinator(setup.clone())
             });
         }
     }
@@ -389,12 +405,28 @@ impl World {
             let commit_ms = spec.costs.lake_commit.ms();
             let timer_ms = timer_commit_ms;
             let host = name.clone();
+            let group = pipeline.group_lake_sink().then(|| GroupSettings {
+                group: "lake".into(),
+                heartbeat_interval_ms: pipeline.consumer.heartbeat_interval.ms().max(1),
+                session_timeout_ms: pipeline.consumer.session_timeout.ms(),
+                auto_commit_interval_ms: pipeline
+                    .consumer
+                    .enable_auto_commit
+                    .then(|| pipeline.consumer.auto_commit_interval.ms().max(1)),
+            });
+            let flush_ms = timer_commit_ms.unwrap_or(s.checkpoint_interval_ms);
             self.sim.host(name, move || {
-                let mut log = client(i, &host);
+                let mut log = client(i, &host).client_id(&host);
                 let env = SimEnv::new(&host, recorder.clone());
                 let (checkpoints, s, mine, lake) =
                     (checkpoints.clone(), s.clone(), mine.clone(), lake.clone());
+                let group = group.clone();
                 async move {
+                    if let Some(g) = group {
+                        run_group_lake_sink(&mut log, &env, &lake, &s, &g, flush_ms, commit_ms)
+                            .await;
+                        return Ok(());
+                    }
                     run_lake_sink(
                         &mut log,
                         &env,
@@ -472,6 +504,7 @@ impl World {
                     host: host.to_string(),
                     topic: TopicName::Enriched,
                     partitions: (0..partitions).collect(),
+                    group: false,
                 });
             }
         }
@@ -480,11 +513,23 @@ impl World {
             ("enrich", TopicName::Standard, par.enrich),
             ("lake", TopicName::Enriched, par.lake),
         ] {
+            if job == "lake" && pipeline.group_lake_sink() {
+                // One reader for the group: whoever holds a partition, its position is the
+                // group's.
+                readers.push(Reader {
+                    host: job.to_string(),
+                    topic,
+                    partitions: (0..partitions).collect(),
+                    group: true,
+                });
+                continue;
+            }
             for t in 0..tasks {
                 readers.push(Reader {
                     host: format!("{job}-{t}"),
                     topic,
                     partitions: assigned(partitions, tasks, t),
+                    group: false,
                 });
                 if job == "enrich" && pipeline.enrich.redo_at_end == RedoAtEnd::Wait {
                     // Redo must be replayed to its end with nothing parked again.
@@ -492,6 +537,7 @@ impl World {
                         host: format!("{job}-{t}"),
                         topic: TopicName::Redo,
                         partitions: assigned(partitions, tasks, t),
+                        group: false,
                     });
                 }
             }
@@ -501,6 +547,7 @@ impl World {
             disks: self.disks.clone(),
             checkpoints,
             readers,
+            groups: self.groups.clone(),
         };
         let timing = DriveTiming {
             duration_ms: spec.duration_ms,

@@ -279,6 +279,30 @@ fn other_ranges() {
 }
 
 #[test]
+fn consumer_group_settings_are_checked() {
+    // The default delivery is exactly-once, whose lake sink keeps positions in checkpoints.
+    let err = parse_err("name = \"x\"\n[pipeline]\nconsumer = { group = true }\n");
+    assert_err(
+        &err,
+        3,
+        22,
+        "pipeline.consumer.group",
+        "two-phase-commit sink",
+    );
+    let ok =
+        "name = \"x\"\n[pipeline]\ndelivery = \"at-least-once\"\nconsumer = { group = true }\n";
+    let s = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.pipeline.group_lake_sink());
+    assert!(s.host_names().contains(&"group-coordinator".to_string()));
+    let err = parse_err(
+        "name = \"x\"\n[pipeline]\ndelivery = \"at-least-once\"\n\
+         consumer = { group = true, session_timeout = \"3s\", heartbeat_interval = \"3s\" }\n",
+    );
+    assert_eq!(err.field, "pipeline.consumer.heartbeat_interval", "{err}");
+    assert!(err.message.contains("below session_timeout"), "{err}");
+}
+
+#[test]
 fn unknown_fault_kind() {
     let text = "name = \"x\"\n[[faults]]\nat = \"1s\"\nkind = \"meteor\"\n";
     let err = parse_err(text);
