@@ -2,7 +2,7 @@
 //!
 //! Two formats, told apart by their first bytes when read:
 //!
-//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH3`, then
+//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH4`, then
 //!   one frame per observation (a little-endian `u32` length and the observation's postcard
 //!   encoding), then a zero length that marks the end, so a cut-short file is an error and not
 //!   a shorter history.
@@ -14,11 +14,11 @@
 //!
 //! ```text
 //! {"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}
-//! {"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null}]}
+//! {"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}
 //! {"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}
 //! {"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}
-//! {"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11,"folded":false}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}
+//! {"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11,"folded":false,"balance_cents":1250}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}
 //! {"type":"checkpoint","t_ms":9,"host":"lake-0","checkpoint_id":1}
 //! {"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}
 //! {"type":"workload_end","t_ms":10}
@@ -49,7 +49,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of a decompressed binary history.
-pub const MAGIC: &[u8; 8] = b"NRTSIMH3";
+pub const MAGIC: &[u8; 8] = b"NRTSIMH4";
 /// The first bytes of every zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd level: fast, and histories compress well at it.
@@ -986,11 +986,11 @@ mod tests {
     /// The example lines of the module documentation, which must stay valid.
     const DOC_EXAMPLES: [&str; 17] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
-        r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null}]}"#,
+        r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"read","t_ms":7,"stage":"standardize","host":"standardize-0","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
         r#"{"type":"routed","t_ms":8,"change_id":1,"to":"redo","reason":"reference_miss","attempt":1}"#,
-        r#"{"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11,"folded":false}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}"#,
+        r#"{"type":"lake_commit","t_ms":9,"host":"lake-0","checkpoint_id":1,"snapshot_id":1,"rows":[{"change_id":1,"key":{"table":"accounts","id":7},"digest":11,"folded":false,"balance_cents":1250}],"files":{"files_written":1,"live_files":1,"small_files":1,"small_files_written":1}}"#,
         r#"{"type":"checkpoint","t_ms":9,"host":"lake-0","checkpoint_id":1}"#,
         r#"{"type":"fault","t_ms":3,"kind":"broker-crash","target":"broker-1","phase":"start"}"#,
         r#"{"type":"workload_end","t_ms":10}"#,

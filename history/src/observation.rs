@@ -94,6 +94,10 @@ pub struct SourceChange {
     /// For a card payment: the account and amount, what a batch recomputation of spend sums.
     #[serde(default)]
     pub payment: Option<Payment>,
+    /// For an `accounts` row: its balance after the change, in minor units (the opening
+    /// balance, for a snapshot row), for the balance-conservation oracle.
+    #[serde(default)]
+    pub balance_cents: Option<i64>,
 }
 
 /// The facts of a card payment that spend aggregates are computed from; its event time is
@@ -119,6 +123,9 @@ pub struct LakeRow {
     /// showed it (an upsert table keeps only each key's end state).
     #[serde(default)]
     pub folded: bool,
+    /// For an `accounts` row: the balance the lake holds, in minor units.
+    #[serde(default)]
+    pub balance_cents: Option<i64>,
 }
 
 /// The lake table's files after a commit: what the layout costs in files.

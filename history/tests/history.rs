@@ -37,6 +37,7 @@ fn sample() -> Vec<Observation> {
                         account_id: i,
                         amount_cents: -(i as i64) * 100,
                     }),
+                    balance_cents: (j == 1).then_some(i as i64 * 7),
                 })
                 .collect(),
         });
@@ -99,6 +100,7 @@ fn sample() -> Vec<Observation> {
                     key: key(j),
                     digest: (j == 0).then_some(j),
                     folded: j == 1,
+                    balance_cents: None,
                 })
                 .collect(),
             files: Default::default(),

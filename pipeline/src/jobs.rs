@@ -726,7 +726,10 @@ pub async fn run_group_lake_sink<L: Log, E: Env>(
                 last_heartbeat = now;
                 match log.heartbeat().await {
                     Ok(()) => heartbeat_ok = now,
-                    Err(LogError::RebalanceInProgress) => break Handover::Revoked,
+                    Err(LogError::RebalanceInProgress) => {
+                        heartbeat_ok = now;
+                        break Handover::Revoked;
+                    }
                     Err(LogError::NotMember) => break Handover::Lost,
                     Err(_) => {}
                 }
@@ -758,6 +761,7 @@ pub async fn run_group_lake_sink<L: Log, E: Env>(
                     s,
                     g,
                     commit_cost_ms,
+                    heartbeat_ok,
                 )
                 .await
                 {
@@ -778,6 +782,7 @@ pub async fn run_group_lake_sink<L: Log, E: Env>(
                 s,
                 g,
                 commit_cost_ms,
+                heartbeat_ok,
             )
             .await;
             if g.auto_commit_interval_ms.is_some() || s.delivery == Delivery::AtMostOnce {
@@ -788,8 +793,9 @@ pub async fn run_group_lake_sink<L: Log, E: Env>(
 }
 
 /// Commits the buffered rows to the lake and then, unless positions are committed on the
-/// auto-commit timer or as they are read, the positions they cover. False when the group
-/// refused the positions: this member's partitions have moved on.
+/// auto-commit timer or as they are read, the positions they cover. False when this member's
+/// partitions may have moved on: its session may have expired (no heartbeat answered since
+/// `heartbeat_ok`), or the group refused the positions.
 #[allow(clippy::too_many_arguments)]
 async fn flush_rows<L: Log, E: Env>(
     log: &mut L,
@@ -801,9 +807,15 @@ async fn flush_rows<L: Log, E: Env>(
     s: &TaskSettings,
     g: &GroupSettings,
     commit_cost_ms: u64,
+    heartbeat_ok: u64,
 ) -> bool {
     if !buffer.is_empty() {
         pause_ms(commit_cost_ms).await;
+        // Past a session timeout without an answered heartbeat the coordinator may have
+        // given the partitions to another member: write nothing more for them.
+        if env.now_ms().saturating_sub(heartbeat_ok) > g.session_timeout_ms {
+            return false;
+        }
         *commit_id += 1;
         commit_rows(env, lake, *commit_id, buffer, offsets);
         record_checkpoint(env, *commit_id);
@@ -842,6 +854,10 @@ fn commit_rows<E: Env>(
                     key: w.key,
                     digest: w.row.as_ref().map(|r| r.digest()),
                     folded,
+                    balance_cents: match &w.row {
+                        Some(nrtsim_workloads::Row::Account(a)) => Some(a.balance_cents),
+                        _ => None,
+                    },
                 })
                 .collect(),
             files: info.files,

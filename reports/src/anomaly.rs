@@ -31,11 +31,14 @@ pub enum AnomalyKind {
     InconsistentOffsets,
     /// A streamed spend aggregate that differs from the batch recomputation from the source.
     AggregateMismatch,
+    /// An account's final balance in the lake is not its opening balance moved by its
+    /// payments in the source (checked when the history carries account balances).
+    BalanceMismatch,
 }
 
 impl AnomalyKind {
     /// Every checked anomaly, in report order.
-    pub const ALL: [AnomalyKind; 9] = [
+    pub const ALL: [AnomalyKind; 10] = [
         AnomalyKind::Lost,
         AnomalyKind::Duplicated,
         AnomalyKind::Reordered,
@@ -45,6 +48,7 @@ impl AnomalyKind {
         AnomalyKind::TornTransaction,
         AnomalyKind::InconsistentOffsets,
         AnomalyKind::AggregateMismatch,
+        AnomalyKind::BalanceMismatch,
     ];
 
     /// The anomaly's report name.
@@ -59,6 +63,7 @@ impl AnomalyKind {
             AnomalyKind::TornTransaction => "torn_transaction",
             AnomalyKind::InconsistentOffsets => "inconsistent_offsets",
             AnomalyKind::AggregateMismatch => "aggregate_mismatch",
+            AnomalyKind::BalanceMismatch => "balance_mismatch",
         }
     }
 
@@ -109,6 +114,10 @@ pub struct ExactlyOnce {
     /// when the run computes no spend aggregates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate_mismatch: Option<u64>,
+    /// Accounts whose final lake balance breaks conservation; absent when the history
+    /// carries no account balances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_mismatch: Option<u64>,
     /// Whether torn transactions fail the run (the scenario's `[checks]`), or only warn.
     pub torn_transaction_is_violation: bool,
     /// Examples, grouped by anomaly in report order, at most a few per anomaly.
@@ -128,6 +137,7 @@ impl ExactlyOnce {
             AnomalyKind::TornTransaction => self.torn_transaction,
             AnomalyKind::InconsistentOffsets => self.inconsistent_offsets,
             AnomalyKind::AggregateMismatch => self.aggregate_mismatch.unwrap_or(0),
+            AnomalyKind::BalanceMismatch => self.balance_mismatch.unwrap_or(0),
         }
     }
 
@@ -142,6 +152,7 @@ impl ExactlyOnce {
             AnomalyKind::TornTransaction => &mut self.torn_transaction,
             AnomalyKind::InconsistentOffsets => &mut self.inconsistent_offsets,
             AnomalyKind::AggregateMismatch => self.aggregate_mismatch.get_or_insert(0),
+            AnomalyKind::BalanceMismatch => self.balance_mismatch.get_or_insert(0),
         }
     }
 
@@ -149,6 +160,7 @@ impl ExactlyOnce {
     pub fn checked(&self) -> impl Iterator<Item = AnomalyKind> + '_ {
         AnomalyKind::ALL.into_iter().filter(|k| match k {
             AnomalyKind::AggregateMismatch => self.aggregate_mismatch.is_some(),
+            AnomalyKind::BalanceMismatch => self.balance_mismatch.is_some(),
             AnomalyKind::AbortedRead => self.aborted_read.is_some(),
             _ => true,
         })

@@ -225,6 +225,10 @@ pub struct Checker {
     fraud_alerts: u64,
     /// Card payments in LSN order: (LSN, account, amount), for the batch recomputation.
     payments: Vec<(u64, u64, i64)>,
+    /// Per account key slot, its opening balance (from its snapshot row).
+    opening_balances: BTreeMap<u32, i64>,
+    /// Per account key slot, the balance of the row the lake last applied.
+    lake_balances: BTreeMap<u32, Option<i64>>,
     /// The spend aggregator's last emission per (window start, account).
     aggregates: BTreeMap<(u64, u64), (i64, u32)>,
     /// The aggregates' window length, once one was emitted.
@@ -278,6 +282,8 @@ impl Checker {
             fraud_seen: false,
             fraud_alerts: 0,
             payments: Vec::new(),
+            opening_balances: BTreeMap::new(),
+            lake_balances: BTreeMap::new(),
             aggregates: BTreeMap::new(),
             aggregate_window_ms: None,
             watermark_ms: 0,
@@ -513,6 +519,9 @@ impl Checker {
         if let Some(p) = c.payment {
             self.payments.push((c.lsn, p.account_id, p.amount_cents));
         }
+        if let (Some(b), true) = (c.balance_cents, flags & SNAPSHOT != 0) {
+            self.opening_balances.insert(key, b);
+        }
         self.changes[i] = ChangeState {
             commit_ms: compact_ms(t_ms),
             key,
@@ -731,6 +740,9 @@ impl Checker {
             let key = self.key_slot(row.key);
             let ks = &mut self.keys[key as usize];
             ks.lake_row = Some((row.change_id, row.digest));
+            if ks.key.table == Table::Accounts {
+                self.lake_balances.insert(key, row.balance_cents);
+            }
             let Some(c) = self.known_mut(row.change_id) else {
                 self.phantom(row.change_id, Some(row.key.to_string()), at.clone());
                 continue;
@@ -862,6 +874,7 @@ impl Checker {
         self.reconcile_aggregates();
         counts.aggregates_reconciled = self.aggregates_reconciled;
         self.judge_final_rows(&mut counts, &unfinished_keys);
+        self.judge_balances(&unfinished_keys);
         self.judge_torn_transactions();
         let completeness = self.judge_completeness();
         let skew = self.skew();
@@ -1163,6 +1176,66 @@ impl Checker {
             };
             self.exactly_once
                 .record(AnomalyKind::LakeMismatch, ex, self.opts.max_examples);
+        }
+    }
+
+    /// The balance-conservation oracle: the lake's accounts table must agree with its card
+    /// transactions. Every account with an opening balance must end in the lake at that
+    /// balance moved by the payments on it (a payment of `amount` moves it by `-amount`) that
+    /// the lake holds, or that are accounted for elsewhere: poison or in `critical`, waiting
+    /// in `redo`, or still on their way in a run that did not drain. A payment the lake lost
+    /// while its balance update arrived, a balance update lost while its payment arrived, or
+    /// a wrong balance all break it. Accounts whose last source change the lake is not meant
+    /// to show (poison, say) or that a stalled run left unfinished are not judged.
+    fn judge_balances(&mut self, unfinished_keys: &BTreeSet<u32>) {
+        if self.opening_balances.is_empty() {
+            return;
+        }
+        self.exactly_once.balance_mismatch.get_or_insert(0);
+        let mut moved: BTreeMap<u64, i64> = BTreeMap::new();
+        for &(lsn, account, amount) in &self.payments {
+            let Some(c) = self.known(lsn) else { continue };
+            let accounted = c.applied()
+                || c.has(POISON)
+                || c.has(ROUTED_CRITICAL)
+                || c.parked()
+                || unfinished_keys.contains(&c.key);
+            if accounted {
+                *moved.entry(account).or_insert(0) -= amount;
+            }
+        }
+        let openings: Vec<(u32, i64)> = self
+            .opening_balances
+            .iter()
+            .map(|(k, b)| (*k, *b))
+            .collect();
+        for (k, opening) in openings {
+            let ks = &self.keys[k as usize];
+            let last = ks.last_source_lsn;
+            if unfinished_keys.contains(&k) || self.expected_change(last) != Some(last) {
+                continue;
+            }
+            let delta = moved.get(&ks.key.id).copied().unwrap_or(0);
+            let expected = opening + delta;
+            let actual = self.lake_balances.get(&k).copied().flatten();
+            if actual == Some(expected) {
+                continue;
+            }
+            let at = format!(
+                "lake balance {}, expected {expected} (opening {opening}, payments held or \
+                 accounted for {delta:+})",
+                actual.map_or("none".to_string(), |b| b.to_string()),
+            );
+            let id = ks.lake_row.map(|(id, _)| id).unwrap_or(last);
+            let ex = AnomalyExample {
+                anomaly: AnomalyKind::BalanceMismatch.name().to_string(),
+                change_id: Some(id),
+                key: Some(ks.key.to_string()),
+                lsn: Some(id),
+                location: at,
+            };
+            self.exactly_once
+                .record(AnomalyKind::BalanceMismatch, ex, self.opts.max_examples);
         }
     }
 

@@ -341,7 +341,8 @@ pub fn judge_expectation(
             Some(kind) if exactly_once.count(kind) > 0 => {}
             Some(kind) if !exactly_once.checked().any(|k| k == kind) => reasons.push(format!(
                 "expected anomaly {name}, which this run does not check (aborted_read needs \
-                 Kafka transactions, aggregate_mismatch a spend aggregator)"
+                 Kafka transactions, aggregate_mismatch a spend aggregator, balance_mismatch \
+                 account balances)"
             )),
             Some(_) => reasons.push(format!("expected anomaly {name}, none was found")),
             None => reasons.push(format!(

@@ -31,6 +31,7 @@ fn change(lsn: u64, key_id: u64, op: Op, digest: Option<u64>) -> SourceChange {
         digest,
         poison: false,
         payment: None,
+        balance_cents: None,
     }
 }
 
@@ -114,6 +115,7 @@ fn lake(t_ms: u64, checkpoint_id: u64, rows: &[(u64, u64, Option<u64>)]) -> Obse
                 key: key(key_id),
                 digest,
                 folded: false,
+                balance_cents: None,
             })
             .collect(),
         files: Default::default(),
@@ -1443,6 +1445,7 @@ fn card_lake(t_ms: u64, ids: &[u64]) -> Observation {
                 },
                 digest: Some(id),
                 folded: false,
+                balance_cents: None,
             })
             .collect(),
         files: Default::default(),
@@ -1461,6 +1464,7 @@ fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted()
         digest: Some(lsn),
         poison: false,
         payment: None,
+        balance_cents: None,
     };
     let fraud_read = |t_ms: u64, base: u64, ids: &[u64]| Observation::Read {
         t_ms,
@@ -1524,6 +1528,7 @@ fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
             account_id: account,
             amount_cents: amount,
         }),
+        balance_cents: None,
     };
     let agg = |t_ms: u64, account: u64, start: u64, spend: i64, n: u32| Observation::Aggregate {
         t_ms,
@@ -1771,4 +1776,124 @@ fn a_read_committed_reader_skipping_aborted_records_is_clean() {
     }
     // Without transactions the anomaly is not measured, so it is absent.
     assert_eq!(check(&clean()).exactly_once.aborted_read, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Balance conservation.
+
+/// Account 1 opens at 1000; a payment of 100 moves it to 900 (account update and card row in
+/// one transaction); the lake's final row for the account holds `lake_balance`.
+fn balance_history(lake_balance: i64) -> Vec<Observation> {
+    let account = |lsn: u64, op: Op, balance: i64| SourceChange {
+        balance_cents: Some(balance),
+        ..change(lsn, 1, op, Some(balance as u64))
+    };
+    let card = SourceChange {
+        key: Key {
+            table: Table::CardTransactions,
+            id: 1,
+        },
+        payment: Some(nrtsim_history::Payment {
+            account_id: 1,
+            amount_cents: 100,
+        }),
+        ..change(3, 0, Op::Create, Some(77))
+    };
+    let row = |change_id: u64, key: Key, digest: u64, balance: Option<i64>| LakeRow {
+        change_id,
+        key,
+        digest: Some(digest),
+        folded: false,
+        balance_cents: balance,
+    };
+    vec![
+        header(),
+        commit(0, 0, vec![account(1, Op::Read, 1000)]),
+        commit(100, 1, vec![account(2, Op::Update, 900), card.clone()]),
+        Observation::LakeCommit {
+            t_ms: 300,
+            host: "lake-0".to_string(),
+            checkpoint_id: 1,
+            snapshot_id: 1,
+            rows: vec![
+                row(1, key(1), 1000, Some(1000)),
+                row(2, key(1), 900, Some(lake_balance)),
+                row(3, card.key, 77, None),
+            ],
+            files: Default::default(),
+        },
+        run_end(400, true),
+    ]
+}
+
+#[test]
+fn balances_that_add_up_pass_the_conservation_oracle() {
+    let a = check(&balance_history(900));
+    assert_eq!(
+        a.exactly_once.balance_mismatch,
+        Some(0),
+        "{:?}",
+        a.exactly_once
+    );
+    assert!(a.exactly_once.is_clean(), "{:?}", a.exactly_once);
+    // Without account balances in the history the oracle is not run, and says so by absence.
+    assert_eq!(check(&clean()).exactly_once.balance_mismatch, None);
+}
+
+#[test]
+fn a_payment_the_lake_lost_breaks_balance_conservation() {
+    // The balance update reached the lake, its card transaction did not.
+    let mut h = balance_history(900);
+    if let Observation::LakeCommit { rows, .. } = &mut h[3] {
+        rows.pop();
+    }
+    let a = check(&h);
+    assert_eq!(
+        a.exactly_once.balance_mismatch,
+        Some(1),
+        "{:?}",
+        a.exactly_once
+    );
+    assert_eq!(a.exactly_once.lost, 1);
+    assert_eq!(a.exactly_once.lake_mismatch, 1);
+    // A payment routed to critical is accounted for.
+    let h = before_end(
+        h,
+        vec![routed(350, 3, TopicName::Critical, RouteReason::Poison)],
+    );
+    let a = check(&h);
+    assert_eq!(
+        a.exactly_once.balance_mismatch,
+        Some(0),
+        "{:?}",
+        a.exactly_once
+    );
+}
+
+#[test]
+fn a_lake_balance_that_does_not_add_up_is_a_balance_mismatch() {
+    let a = check(&balance_history(950));
+    assert_eq!(
+        a.exactly_once.balance_mismatch,
+        Some(1),
+        "{:?}",
+        a.exactly_once
+    );
+    assert_eq!(
+        a.exactly_once.lake_mismatch, 0,
+        "the row's digest matches the source"
+    );
+    let ex = a
+        .exactly_once
+        .examples
+        .iter()
+        .find(|e| e.anomaly == "balance_mismatch")
+        .expect("an example");
+    assert_eq!(ex.key.as_deref(), Some("accounts/1"));
+    assert!(
+        ex.location
+            .contains("lake balance 950, expected 900 (opening 1000, payments held"),
+        "{}",
+        ex.location
+    );
 }

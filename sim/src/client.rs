@@ -783,15 +783,11 @@ impl Log for SimLog {
         // as a sign of life, so the wait cannot outlast this member's session.
         let poll = Duration::from_millis(100);
         loop {
-            let (member, known_generation) = {
-                let g = self.group.as_ref().expect("joining");
-                (g.member.clone(), g.generation)
-            };
+            let member = self.group.as_ref().expect("joining").member.clone();
             let req = Request::JoinGroup {
                 group: group.to_string(),
                 client: self.client_id.clone(),
                 member,
-                known_generation,
                 topics: topics.clone(),
                 session_timeout_ms,
             };

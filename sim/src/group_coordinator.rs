@@ -159,13 +159,11 @@ pub struct GroupStore {
 
 impl GroupStore {
     /// A join (or a rejoin, or a join asked again while the rebalance is pending).
-    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &mut self,
         group: &str,
         client: &str,
         member: Option<&str>,
-        known_generation: Option<u32>,
         topics: &[(TopicName, u32)],
         session_timeout_ms: u64,
         now: u64,
@@ -198,20 +196,20 @@ impl GroupStore {
         };
         let m = g.members.get_mut(&id).expect("member present");
         m.last_seen_ms = now;
+        let same_topics = m.topics == topics;
         m.topics = topics.to_vec();
         m.session_timeout_ms = session_timeout_ms;
-        let completed_without_it = g.phase == GroupPhase::Stable
-            && m.generation == g.generation
-            && known_generation != Some(g.generation);
-        if completed_without_it {
-            // The rebalance this member was waiting on completed: it is in the generation.
+        if g.phase == GroupPhase::Stable && m.generation == g.generation && same_topics {
+            // Either the rebalance this member was waiting on completed, or a member of the
+            // current generation asks again with nothing changed: as Kafka does, it is
+            // answered with the current generation, and nobody else is disturbed.
             return JoinOutcome::Joined {
                 member: id,
                 generation: g.generation,
             };
         }
         if g.phase != GroupPhase::PreparingRebalance {
-            // A member of the current generation asks to join again: a new rebalance.
+            // A member whose subscription changed: a new rebalance.
             g.start_rebalance(now);
         }
         g.members.get_mut(&id).expect("member present").joined = true;
@@ -327,8 +325,16 @@ impl GroupStore {
             for m in g.members.values_mut() {
                 m.last_seen_ms = now;
             }
+            // Members could not rejoin while the coordinator was down: the rebalance's wait
+            // starts over, or they would be dropped while still reading their partitions.
             if g.phase == GroupPhase::PreparingRebalance {
-                g.rebalance_deadline_ms = g.rebalance_deadline_ms.max(now);
+                let longest = g
+                    .members
+                    .values()
+                    .map(|m| m.session_timeout_ms)
+                    .max()
+                    .unwrap_or(0);
+                g.rebalance_deadline_ms = g.rebalance_deadline_ms.max(now + longest);
             }
         }
     }
@@ -380,14 +386,12 @@ fn answer(store: &mut GroupStore, req: Request, now: u64) -> Option<Response> {
             group,
             client,
             member,
-            known_generation,
             topics,
             session_timeout_ms,
         } => Response::JoinGroup(Ok(store.join(
             &group,
             &client,
             member.as_deref(),
-            known_generation,
             &topics,
             session_timeout_ms,
             now,
@@ -435,9 +439,9 @@ mod tests {
 
     /// Two members in a stable generation.
     fn two_members(s: &mut GroupStore) -> (String, String, u32) {
-        let (a, g1) = joined(s.join("g", "a", None, None, TOPICS, 10_000, 0));
+        let (a, g1) = joined(s.join("g", "a", None, TOPICS, 10_000, 0));
         assert_eq!(g1, 1, "a lone member completes the first rebalance");
-        let b_pending = s.join("g", "b", None, None, TOPICS, 10_000, 10);
+        let b_pending = s.join("g", "b", None, TOPICS, 10_000, 10);
         let b = member(&b_pending);
         assert!(matches!(b_pending, JoinOutcome::Pending { .. }));
         assert_eq!(
@@ -445,9 +449,9 @@ mod tests {
             Err(GroupError::RebalanceInProgress),
             "the new member's join tells the old one to rejoin"
         );
-        let (_, g2) = joined(s.join("g", "a", Some(&a), Some(1), TOPICS, 10_000, 30));
+        let (_, g2) = joined(s.join("g", "a", Some(&a), TOPICS, 10_000, 30));
         assert_eq!(g2, 2);
-        let (_, gb) = joined(s.join("g", "b", Some(&b), None, TOPICS, 10_000, 40));
+        let (_, gb) = joined(s.join("g", "b", Some(&b), TOPICS, 10_000, 40));
         assert_eq!(
             gb, 2,
             "b learns the completed generation when it asks again"
@@ -481,7 +485,7 @@ mod tests {
             s.heartbeat("g", &a, generation, 10_200),
             Err(GroupError::RebalanceInProgress)
         );
-        let (_, g3) = joined(s.join("g", "a", Some(&a), Some(generation), TOPICS, 10_000, 10_300));
+        let (_, g3) = joined(s.join("g", "a", Some(&a), TOPICS, 10_000, 10_300));
         assert_eq!(g3, 3, "the survivor alone completes the rebalance");
         assert_eq!(s.sync("g", &a, g3, 10_300).unwrap().len(), 5);
         // The dropped member can neither commit nor heartbeat.
@@ -500,17 +504,52 @@ mod tests {
     }
 
     #[test]
+    fn a_current_member_asking_again_disturbs_nobody() {
+        let mut s = GroupStore::default();
+        let (a, b, generation) = two_members(&mut s);
+        let again = s.join("g", "a", Some(&a), TOPICS, 10_000, 100);
+        assert_eq!(
+            again,
+            JoinOutcome::Joined {
+                member: a.clone(),
+                generation
+            }
+        );
+        assert_eq!(s.heartbeat("g", &b, generation, 200), Ok(()));
+    }
+
+    #[test]
+    fn a_coordinator_restart_gives_a_pending_rebalance_a_full_wait() {
+        let mut s = GroupStore::default();
+        let (a, b, generation) = two_members(&mut s);
+        let _c = s.join("g", "c", None, TOPICS, 10_000, 1_000);
+        // The coordinator is down from 1_100 to 30_000, past the rebalance's deadline.
+        s.restarted(30_000);
+        s.tick(30_100);
+        assert_eq!(s.groups["g"].phase, GroupPhase::PreparingRebalance);
+        assert_eq!(s.groups["g"].members.len(), 3, "nobody dropped at once");
+        assert_eq!(
+            s.heartbeat("g", &a, generation, 31_000),
+            Err(GroupError::RebalanceInProgress)
+        );
+        let _ = s.join("g", "a", Some(&a), TOPICS, 10_000, 31_100);
+        let (_, g) = joined(s.join("g", "b", Some(&b), TOPICS, 10_000, 31_200));
+        assert_eq!(g, generation + 1);
+        assert_eq!(s.groups["g"].members.len(), 3);
+    }
+
+    #[test]
     fn a_rebalance_drops_members_that_do_not_rejoin_by_its_deadline() {
         let mut s = GroupStore::default();
         let (a, b, generation) = two_members(&mut s);
         // a new member joins; b heartbeats (so its session holds) but never rejoins.
-        let c = member(&s.join("g", "c", None, None, TOPICS, 10_000, 1_000));
+        let c = member(&s.join("g", "c", None, TOPICS, 10_000, 1_000));
         assert_eq!(
             s.heartbeat("g", &b, generation, 1_100),
             Err(GroupError::RebalanceInProgress)
         );
         assert!(matches!(
-            s.join("g", "a", Some(&a), Some(generation), TOPICS, 10_000, 1_200),
+            s.join("g", "a", Some(&a), TOPICS, 10_000, 1_200),
             JoinOutcome::Pending { .. }
         ));
         for t in (2_000..11_000).step_by(1_000) {

@@ -153,8 +153,6 @@ pub enum Request {
         client: String,
         /// Its member id, if it has one.
         member: Option<String>,
-        /// The generation it last synced, if any.
-        known_generation: Option<u32>,
         /// Topics it reads, with their partition counts.
         topics: Vec<(TopicName, u32)>,
         /// `session.timeout.ms`.

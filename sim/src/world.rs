@@ -773,6 +773,10 @@ async fn drive(
                     }),
                     _ => None,
                 },
+                balance_cents: match &c.after {
+                    Some(Row::Account(a)) => Some(a.balance_cents),
+                    _ => None,
+                },
             })
             .collect();
         last_lsn = txn.changes.last().map_or(last_lsn, |c| c.lsn);
