@@ -76,18 +76,21 @@ impl Group {
         }
     }
 
+    /// The longest session timeout among the members: how long a rebalance waits for them.
+    fn longest_session_ms(&self) -> u64 {
+        self.members
+            .values()
+            .map(|m| m.session_timeout_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
     fn start_rebalance(&mut self, now: u64) {
         if self.phase == GroupPhase::PreparingRebalance {
             return;
         }
         self.phase = GroupPhase::PreparingRebalance;
-        let longest = self
-            .members
-            .values()
-            .map(|m| m.session_timeout_ms)
-            .max()
-            .unwrap_or(0);
-        self.rebalance_deadline_ms = now + longest;
+        self.rebalance_deadline_ms = now + self.longest_session_ms();
         for m in self.members.values_mut() {
             m.joined = false;
         }
@@ -328,13 +331,7 @@ impl GroupStore {
             // Members could not rejoin while the coordinator was down: the rebalance's wait
             // starts over, or they would be dropped while still reading their partitions.
             if g.phase == GroupPhase::PreparingRebalance {
-                let longest = g
-                    .members
-                    .values()
-                    .map(|m| m.session_timeout_ms)
-                    .max()
-                    .unwrap_or(0);
-                g.rebalance_deadline_ms = g.rebalance_deadline_ms.max(now + longest);
+                g.rebalance_deadline_ms = g.rebalance_deadline_ms.max(now + g.longest_session_ms());
             }
         }
     }
