@@ -8,7 +8,7 @@
 use criterion::{Criterion, Throughput};
 use nrtsim::runner;
 use nrtsim::scenario::Scenario;
-use nrtsim_workloads::{encode_change_into, SeedTree, Workload, WorkloadConfig};
+use nrtsim_workloads::{encode_change_into, SchemaTimeline, SeedTree, Workload, WorkloadConfig};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
@@ -26,12 +26,18 @@ fn card_config() -> WorkloadConfig {
 /// the number of changes.
 fn generate_and_encode(cfg: &WorkloadConfig) -> u64 {
     let mut wl = Workload::new(cfg, &SeedTree::new(42), GEN_DURATION_MS);
+    let schemas = SchemaTimeline::default();
     let mut buf = Vec::with_capacity(512);
     let mut n = 0;
     while let Some(txn) = wl.next_transaction() {
         for c in &txn.changes {
             buf.clear();
-            encode_change_into(c, txn.commit_ms, &mut buf);
+            encode_change_into(
+                c,
+                txn.commit_ms,
+                schemas.at(c.key.table, txn.commit_ms),
+                &mut buf,
+            );
             black_box(&buf);
             n += 1;
         }

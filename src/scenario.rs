@@ -8,26 +8,13 @@ use locate::DocIndex;
 use nrtsim_faults::FaultSpec;
 use nrtsim_pipeline::{Acks, Delivery};
 use nrtsim_pipeline::{CostConfig, PipelineConfig};
-use nrtsim_reports::{Checks, Expect, SloName};
+use nrtsim_reports::{AnomalyKind, Checks, Expect, SloName};
 use nrtsim_sim::{NetworkConfig, PlatformConfig};
 use nrtsim_workloads::{SimDuration, WorkloadConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// Anomaly names a scenario's `[expect]` may list (DESIGN §4, "Anomalies, by name").
-pub const ANOMALY_NAMES: [&str; 9] = [
-    "lost",
-    "duplicated",
-    "reordered",
-    "phantom",
-    "aborted_read",
-    "torn_transaction",
-    "lake_mismatch",
-    "aggregate_mismatch",
-    "inconsistent_offsets",
-];
 
 /// A parsed and validated scenario file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -264,12 +251,13 @@ impl Scenario {
                 )?;
             }
             for (i, anomaly) in expect.anomalies.iter().enumerate() {
+                let names: Vec<&str> = AnomalyKind::ALL.iter().map(|k| k.name()).collect();
                 let message = format!(
                     "unknown anomaly {anomaly:?}; expected one of {}",
-                    ANOMALY_NAMES.join(", ")
+                    names.join(", ")
                 );
                 check(
-                    ANOMALY_NAMES.contains(&anomaly.as_str()),
+                    AnomalyKind::from_name(anomaly).is_some(),
                     &format!("expect.anomalies[{i}]"),
                     &message,
                 )?;
@@ -305,7 +293,11 @@ impl Scenario {
                 "must be between 0 and 1",
             ),
         ];
-        first_failure(at, &checks)
+        first_failure(at, &checks)?;
+        if let Err((i, message)) = nrtsim_workloads::SchemaTimeline::new(&w.ddl) {
+            return Err(at.field_error(&format!("workload.ddl[{i}].column"), message));
+        }
+        Ok(())
     }
 
     fn validate_platform(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {

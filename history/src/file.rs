@@ -522,6 +522,14 @@ enum Frame {
         offsets: Vec<u64>,
         change_ids: Vec<u64>,
     },
+    SchemaDecision {
+        t_ms: u64,
+        host: String,
+        subject: String,
+        table_version: u32,
+        id: Option<u32>,
+        reason: String,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -623,6 +631,14 @@ enum FrameRef<'a> {
         partition: u32,
         offsets: &'a [u64],
         change_ids: &'a [u64],
+    },
+    SchemaDecision {
+        t_ms: u64,
+        host: &'a str,
+        subject: &'a str,
+        table_version: u32,
+        id: Option<u32>,
+        reason: &'a str,
     },
 }
 
@@ -800,6 +816,21 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 offsets,
                 change_ids,
             },
+            Observation::SchemaDecision {
+                t_ms,
+                host,
+                subject,
+                table_version,
+                id,
+                reason,
+            } => FrameRef::SchemaDecision {
+                t_ms: *t_ms,
+                host,
+                subject,
+                table_version: *table_version,
+                id: *id,
+                reason,
+            },
         }
     }
 }
@@ -974,6 +1005,21 @@ impl From<Frame> for Observation {
                 partition,
                 offsets,
                 change_ids,
+            },
+            Frame::SchemaDecision {
+                t_ms,
+                host,
+                subject,
+                table_version,
+                id,
+                reason,
+            } => Observation::SchemaDecision {
+                t_ms,
+                host,
+                subject,
+                table_version,
+                id,
+                reason,
             },
         }
     }

@@ -17,10 +17,14 @@ pub enum TopicName {
     Redo,
     /// Poison records and records that ran out of redo attempts.
     Critical,
+    /// The schema registry's registrations (`_schemas`, one partition); present only when
+    /// the pipeline has a registry, and not one of the pipeline's topics.
+    Schemas,
 }
 
 impl TopicName {
-    /// Every topic, in a fixed order.
+    /// Every topic of the pipeline, in a fixed order (`_schemas` is the registry's, not the
+    /// pipeline's).
     pub const ALL: [TopicName; 5] = [
         TopicName::Raw,
         TopicName::Standard,
@@ -37,12 +41,16 @@ impl TopicName {
             TopicName::Enriched => "enriched",
             TopicName::Redo => "redo",
             TopicName::Critical => "critical",
+            TopicName::Schemas => "_schemas",
         }
     }
 
     /// The topic called `name`, if there is one.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name)
+        Self::ALL
+            .into_iter()
+            .chain([TopicName::Schemas])
+            .find(|t| t.name() == name)
     }
 }
 
@@ -152,6 +160,10 @@ pub enum RouteReason {
     ReferenceMiss,
     /// The record missed the reference store more often than allowed.
     RedoExhausted,
+    /// The schema registry refused the schema the record was made under.
+    SchemaRejected,
+    /// The record could not be read with the schema its reader was built for.
+    SchemaUnreadable,
 }
 
 /// Whether a fault began or ended.
@@ -371,6 +383,22 @@ pub enum Observation {
         /// The rules that fired, comma-separated.
         reasons: String,
     },
+    /// The schema registry's answer to a standardize task about a table schema it met for
+    /// the first time: an id, or why the schema was refused.
+    SchemaDecision {
+        /// When.
+        t_ms: u64,
+        /// The task that asked.
+        host: String,
+        /// The subject.
+        subject: String,
+        /// The source table's schema version.
+        table_version: u32,
+        /// The schema id; none when refused.
+        id: Option<u32>,
+        /// Why it was refused (empty when registered).
+        reason: String,
+    },
 }
 
 impl Observation {
@@ -392,7 +420,8 @@ impl Observation {
             | Observation::TxnEnd { t_ms, .. }
             | Observation::KafkaTxn { t_ms, .. }
             | Observation::AbortMarker { t_ms, .. }
-            | Observation::FraudAlert { t_ms, .. } => *t_ms,
+            | Observation::FraudAlert { t_ms, .. }
+            | Observation::SchemaDecision { t_ms, .. } => *t_ms,
         }
     }
 }

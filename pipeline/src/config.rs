@@ -2,6 +2,7 @@
 //! produce, consume, and what each record costs them.
 
 use crate::fraud::FraudConfig;
+use crate::schema::Compatibility;
 use crate::spend::SpendConfig;
 use nrtsim_workloads::SimDuration;
 use serde::{Deserialize, Serialize};
@@ -306,6 +307,24 @@ pub struct PipelineConfig {
     pub tx_metadata: TxMetadata,
     /// Kafka transactions for the standardize and enrich tasks' outputs.
     pub transactions: TransactionsConfig,
+    /// A schema registry for the `standard` topic (off by default).
+    pub schema_registry: SchemaRegistryConfig,
+}
+
+/// The `[pipeline.schema_registry]` table. With it on, a `schema-registry` host keeps
+/// subjects and versions in a `_schemas` topic, the standardize job registers the schema of
+/// every table version it meets and writes `standard` records in the Confluent wire format
+/// (Avro), and the enrich job reads them by their schema id. Off, `standard` carries the
+/// canonical binary form, and a standardize job that meets a changed table schema treats the
+/// change as poison.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Whether the registry runs. Default false.
+    pub enabled: bool,
+    /// Every subject's compatibility mode: `backward`, `forward`, `full` or `none`. Default
+    /// `backward`, the registry's own default.
+    pub compatibility: Compatibility,
 }
 
 /// The `[pipeline] transactions` table: Kafka transactions for the stream tasks. Each task is
@@ -442,6 +461,7 @@ impl Default for PipelineConfig {
             spend: SpendConfig::default(),
             tx_metadata: TxMetadata::Persisted,
             transactions: TransactionsConfig::default(),
+            schema_registry: SchemaRegistryConfig::default(),
         }
     }
 }

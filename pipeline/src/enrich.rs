@@ -79,6 +79,18 @@ pub fn enrich(
         Ok(c) => c,
         Err(e) => return EnrichOutcome::Critical(input.clone(), e.to_string()),
     };
+    enrich_change(input, change, store, replayed, max_attempts, enc)
+}
+
+/// Enriches one record already read into its canonical change (see [`enrich`]).
+pub fn enrich_change(
+    input: &Record,
+    change: Canonical,
+    store: &ReferenceStore,
+    replayed: bool,
+    max_attempts: Option<u32>,
+    enc: &mut Encoder,
+) -> EnrichOutcome {
     let merchant = match &change.row {
         Some(RowBody::CardTransaction(t)) => match store.lookup(t.merchant_id) {
             Some(m) => Some(m),

@@ -6,9 +6,10 @@ use crate::log::ProducerState;
 use crate::record::TopicPartition;
 use crate::spend::SpendAggregator;
 use nrtsim_history::Observation;
-use nrtsim_workloads::Transaction;
+use nrtsim_workloads::{Table, TableSchema, Transaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Time and observation recording for one host.
 pub trait Env {
@@ -76,4 +77,7 @@ pub trait SourceLog {
     fn read_from(&self, from_lsn: u64, max_changes: usize) -> Vec<Transaction>;
     /// The LSN of transaction `txid`'s last change (its commit record), if it committed.
     fn last_lsn_of(&self, txid: u64) -> Option<u64>;
+    /// The schema `table` had when a change committed at `commit_ms` was made (the source's
+    /// catalog, as the connector follows it through the DDL in the log).
+    fn table_schema(&self, table: Table, commit_ms: u64) -> Arc<TableSchema>;
 }

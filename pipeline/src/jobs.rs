@@ -3,21 +3,27 @@
 //! simulated brokers and on a real cluster. A task that cannot produce fails over the way a
 //! stream processor's task does: it restarts from its last completed checkpoint.
 
-use crate::canonical::{decode, Encoder, Enriched, RowBody};
+use crate::canonical::{decode, Canonical, Encoder, Enriched, RowBody};
 use crate::checkpoint::trigger_at;
 use crate::config::{Delivery, OnMiss, OnTxnAbort, PartitionKey};
-use crate::enrich::{enrich, EnrichOutcome, ReferenceStore};
+use crate::enrich::{enrich, enrich_change, EnrichOutcome, ReferenceStore};
 use crate::env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 use crate::fraud::{FraudConfig, FraudScorer};
 use crate::lake::{LakeTable, PendingWrite};
 use crate::log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
 use crate::record::{partition_for, Record, RecordMeta, TopicPartition};
+use crate::schema::{
+    avro_schema_for, decode_standard, schema_id, subject_for, RegistryError, SchemaCache,
+    WriterSchema,
+};
 use crate::spend::{SpendAggregator, SpendConfig, WindowResult};
-use crate::standardize::{standardize, Standardized};
+use crate::standardize::{standardize, standardize_avro, Standardized};
+use apache_avro::Schema;
 use nrtsim_history::{LakeRow, Observation, RouteReason, Stage, TopicName};
-use nrtsim_workloads::envelope::encode_change_into;
+use nrtsim_workloads::envelope::{encode_change_into, parse_schema_block};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a task behaves: its delivery mode, checkpoint cadence and per-record cost.
@@ -41,6 +47,8 @@ pub struct TaskSettings {
     pub tx_counters_persisted: bool,
     /// Kafka transactions for the stream tasks' outputs, when on.
     pub transactions: Option<TxnSettings>,
+    /// Whether `standard` records are Avro registered with the schema registry.
+    pub schema_registry: bool,
 }
 
 /// How a stream task uses Kafka transactions.
@@ -198,7 +206,10 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                             TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
                         outputs.entry(tp).or_default().push(Record {
                             key,
-                            value: enc.with(|buf| encode_change_into(c, t.commit_ms, buf)),
+                            value: enc.with(|buf| {
+                                let schema = source.table_schema(c.key.table, t.commit_ms);
+                                encode_change_into(c, t.commit_ms, &schema, buf)
+                            }),
                             meta: RecordMeta {
                                 change_id: c.lsn,
                                 txid: c.txid,
@@ -307,6 +318,8 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
     let stage = role.stage();
     let input = role.input();
     let mut enc = Encoder::default();
+    // What this task learned from the schema registry; lost only when the host restarts.
+    let mut schemas = SchemaCache::default();
     let txn = s.transactions.as_ref();
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
@@ -396,7 +409,15 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     record_checkpoint(env, cp.id);
                 }
                 work(s.per_record_us, batch.len()).await;
-                let (outputs, routed) = process(&role, batch, &mut enc);
+                if s.schema_registry {
+                    resolve_schemas(log, env, &role, &batch, &mut schemas, s).await;
+                }
+                let (outputs, routed) = process(
+                    &role,
+                    batch,
+                    &mut enc,
+                    s.schema_registry.then_some(&mut schemas),
+                );
                 if txn.is_some() && !log.in_transaction() && log.begin_transaction().await.is_err()
                 {
                     break;
@@ -498,37 +519,174 @@ async fn carry_on<L: Log>(log: &mut L, txn: Option<&TxnSettings>, backoff_ms: u6
     true
 }
 
+/// Asks the schema registry about every schema in `batch` this task does not know yet: a
+/// standardize task registers each new table schema it meets (and records the answer), an
+/// enrich task fetches each writer schema id it meets. While the registry cannot be reached
+/// the task waits: only records under a new schema need it.
+async fn resolve_schemas<L: Log, E: Env>(
+    log: &mut L,
+    env: &E,
+    role: &StreamRole,
+    batch: &[(TopicPartition, Record)],
+    cache: &mut SchemaCache,
+    s: &TaskSettings,
+) {
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(borrow)]
+        schema: Option<&'a serde_json::value::RawValue>,
+    }
+    for (_, rec) in batch {
+        match role {
+            StreamRole::Standardize => {
+                // A record that does not parse is poison, whatever its schema.
+                let Ok(Block {
+                    schema: Some(block),
+                }) = serde_json::from_slice(&rec.value)
+                else {
+                    continue;
+                };
+                let text = block.get();
+                if cache.writers.contains_key(text) {
+                    continue;
+                }
+                let Ok(table_schema) = parse_schema_block(text) else {
+                    continue;
+                };
+                let subject = subject_for(table_schema.table);
+                let avro = avro_schema_for(&table_schema);
+                let answer = loop {
+                    match log.register_schema(&subject, &avro).await {
+                        Ok(id) => break Ok(id),
+                        Err(RegistryError::Incompatible(why) | RegistryError::Invalid(why)) => {
+                            break Err(why)
+                        }
+                        Err(_) => pause_ms(s.restart_backoff_ms).await,
+                    }
+                };
+                env.record(Observation::SchemaDecision {
+                    t_ms: env.now_ms(),
+                    host: env.host().to_string(),
+                    subject,
+                    table_version: table_schema.version,
+                    id: answer.as_ref().ok().copied(),
+                    reason: answer.as_ref().err().cloned().unwrap_or_default(),
+                });
+                let writer = match answer {
+                    Ok(id) => WriterSchema::Registered(
+                        id,
+                        Arc::new(Schema::parse_str(&avro).expect("the registry took it")),
+                    ),
+                    Err(why) => WriterSchema::Rejected(why),
+                };
+                cache.writers.insert(text.to_string(), writer);
+                cache
+                    .tables
+                    .insert(text.to_string(), Arc::new(table_schema));
+            }
+            StreamRole::Enrich { .. } => {
+                let Some(id) = schema_id(&rec.value) else {
+                    continue;
+                };
+                if cache.by_id.contains_key(&id) {
+                    continue;
+                }
+                let found = loop {
+                    match log.schema_by_id(id).await {
+                        Ok(text) => break Ok(text),
+                        Err(RegistryError::Unavailable(_)) => pause_ms(s.restart_backoff_ms).await,
+                        Err(e) => break Err(e.to_string()),
+                    }
+                };
+                let entry = found.and_then(|text| {
+                    let schema = Schema::parse_str(&text).map_err(|e| e.to_string())?;
+                    let table = SchemaCache::table_of(&schema)
+                        .ok_or_else(|| format!("schema {id} is not a change of a known table"))?;
+                    Ok((table, Arc::new(schema)))
+                });
+                cache.by_id.insert(id, entry);
+            }
+        }
+    }
+}
+
+/// Reads a `standard` record by the schema id it carries.
+fn read_standard(rec: &Record, cache: &mut SchemaCache) -> Result<Canonical, String> {
+    let id = schema_id(&rec.value).ok_or("not in the schema registry's wire format")?;
+    let (table, writer) = match cache.by_id.get(&id) {
+        Some(Ok((table, writer))) => (*table, writer.clone()),
+        Some(Err(why)) => return Err(why.clone()),
+        None => return Err(format!("schema {id} was not fetched")),
+    };
+    let reader = cache.reader(table);
+    decode_standard(&rec.value, table, &writer, &reader)
+        .map_err(|e| format!("schema {id} cannot be read as {}: {e}", table.name()))
+}
+
 type Outputs = BTreeMap<TopicPartition, Vec<Record>>;
 
 fn process(
     role: &StreamRole,
     batch: Vec<(TopicPartition, Record)>,
     enc: &mut Encoder,
+    mut schemas: Option<&mut SchemaCache>,
 ) -> (Outputs, Vec<Routed>) {
     let mut outputs: Outputs = BTreeMap::new();
     let mut routed = Vec::new();
     for (from, rec) in batch {
         let p = from.partition;
         let (to, out) = match role {
-            StreamRole::Standardize => match standardize(&rec, enc) {
-                Standardized::Standard(r) => (TopicName::Standard, r),
-                Standardized::Poison(r, _) => {
-                    routed.push(Routed {
-                        change_id: r.meta.change_id,
-                        to: TopicName::Critical,
-                        reason: RouteReason::Poison,
-                        attempt: 0,
-                    });
-                    (TopicName::Critical, r)
+            StreamRole::Standardize => {
+                let outcome = match schemas.as_deref_mut() {
+                    Some(cache) => standardize_avro(&rec, cache, enc),
+                    None => standardize(&rec, enc),
+                };
+                let (r, reason) = match outcome {
+                    Standardized::Standard(r) => (r, None),
+                    Standardized::Poison(r, _) => (r, Some(RouteReason::Poison)),
+                    Standardized::Rejected(r, _) => (r, Some(RouteReason::SchemaRejected)),
+                };
+                match reason {
+                    None => (TopicName::Standard, r),
+                    Some(reason) => {
+                        routed.push(Routed {
+                            change_id: r.meta.change_id,
+                            to: TopicName::Critical,
+                            reason,
+                            attempt: 0,
+                        });
+                        (TopicName::Critical, r)
+                    }
                 }
-            },
+            }
             StreamRole::Enrich {
                 store,
                 max_attempts,
                 on_miss,
             } => {
                 let replayed = from.topic == TopicName::Redo;
-                match enrich(&rec, store, replayed, *max_attempts, enc) {
+                let outcome = match schemas.as_deref_mut() {
+                    None => enrich(&rec, store, replayed, *max_attempts, enc),
+                    Some(cache) => match read_standard(&rec, cache) {
+                        Ok(change) => {
+                            enrich_change(&rec, change, store, replayed, *max_attempts, enc)
+                        }
+                        Err(_) => {
+                            routed.push(Routed {
+                                change_id: rec.meta.change_id,
+                                to: TopicName::Critical,
+                                reason: RouteReason::SchemaUnreadable,
+                                attempt: rec.meta.attempt,
+                            });
+                            outputs
+                                .entry(TopicPartition::new(TopicName::Critical, p))
+                                .or_default()
+                                .push(rec);
+                            continue;
+                        }
+                    },
+                };
+                match outcome {
                     EnrichOutcome::Enriched(r) => (TopicName::Enriched, r),
                     // Dropped: nothing is written and nothing says where it went.
                     EnrichOutcome::Redo(_) if *on_miss == OnMiss::Drop => continue,

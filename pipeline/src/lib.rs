@@ -12,14 +12,15 @@ pub mod jobs;
 pub mod lake;
 pub mod log;
 pub mod record;
+pub mod schema;
 pub mod spend;
 pub mod standardize;
 
 pub use config::{
     Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeCommitPolicy,
     LakeConfig, LakeLayout, LakeMode, OnMiss, OnTxnAbort, Parallelism, PartitionKey,
-    PipelineConfig, ProducerConfig, RedoAtEnd, TransactionsConfig, TxMetadata, TxnCommit,
-    TxnIdScope,
+    PipelineConfig, ProducerConfig, RedoAtEnd, SchemaRegistryConfig, TransactionsConfig,
+    TxMetadata, TxnCommit, TxnIdScope,
 };
 pub use env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 pub use log::{Appended, Assignment, Fetched, Log, LogError, ProduceBatch, ProducerState};

@@ -3,6 +3,7 @@
 //! cluster.
 
 use crate::record::{Record, TopicPartition};
+use crate::schema::RegistryError;
 use nrtsim_history::TopicName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -212,5 +213,20 @@ pub trait Log {
     /// The positions the group has committed.
     async fn group_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
         Err(LogError::Unsupported("consumer groups"))
+    }
+
+    /// Registers `schema` (Avro JSON) under `subject` with the schema registry beside the
+    /// cluster, as a Confluent serializer does, and returns its id.
+    async fn register_schema(
+        &mut self,
+        _subject: &str,
+        _schema: &str,
+    ) -> Result<u32, RegistryError> {
+        Err(RegistryError::Unavailable("no schema registry".into()))
+    }
+
+    /// The schema (Avro JSON) the registry holds under `id`.
+    async fn schema_by_id(&mut self, _id: u32) -> Result<String, RegistryError> {
+        Err(RegistryError::Unavailable("no schema registry".into()))
     }
 }

@@ -173,6 +173,40 @@ pub struct Analysis {
     pub conservation: Conservation,
     /// Transaction ENDs against the source and the enriched topic.
     pub completeness: Completeness,
+    /// The schema registry's decisions, when the run had a registry or a record went to
+    /// `critical` for its schema.
+    pub schemas: Option<SchemaReport>,
+}
+
+/// What the schema registry decided over the run, and what its refusals cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaReport {
+    /// Each first answer a standardize task had about a table schema, in time order (one
+    /// per table version; later tasks' identical answers are left out).
+    pub decisions: Vec<SchemaDecision>,
+    /// Records sent to `critical` by standardize because of their table schema: refused by
+    /// the registry, or without one, lacking a column the canonical record needs.
+    pub rejected_records: u64,
+    /// Records sent to `critical` because their reader could not read them with the schema
+    /// it was built for.
+    pub unreadable_records: u64,
+}
+
+/// One schema decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaDecision {
+    /// When, in simulated ms.
+    pub t_ms: u64,
+    /// The subject.
+    pub subject: String,
+    /// The source table's schema version.
+    pub table_version: u32,
+    /// The schema id; absent when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// Why it was refused; absent when registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What the lake's layout cost: snapshots, files written, and the files the last snapshot

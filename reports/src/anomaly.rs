@@ -34,11 +34,16 @@ pub enum AnomalyKind {
     /// An account's final balance in the lake is not its opening balance moved by its
     /// payments in the source (checked when the history carries account balances).
     BalanceMismatch,
+    /// A change sent to `critical` for its schema: the registry refused the schema it was
+    /// made under, its reader could not read it, or (without a registry) its table lost a
+    /// column the canonical record needs. Checked when the run has a registry; without one,
+    /// present only when such a change was found.
+    SchemaRejected,
 }
 
 impl AnomalyKind {
     /// Every checked anomaly, in report order.
-    pub const ALL: [AnomalyKind; 10] = [
+    pub const ALL: [AnomalyKind; 11] = [
         AnomalyKind::Lost,
         AnomalyKind::Duplicated,
         AnomalyKind::Reordered,
@@ -49,6 +54,7 @@ impl AnomalyKind {
         AnomalyKind::InconsistentOffsets,
         AnomalyKind::AggregateMismatch,
         AnomalyKind::BalanceMismatch,
+        AnomalyKind::SchemaRejected,
     ];
 
     /// The anomaly's report name.
@@ -64,6 +70,7 @@ impl AnomalyKind {
             AnomalyKind::InconsistentOffsets => "inconsistent_offsets",
             AnomalyKind::AggregateMismatch => "aggregate_mismatch",
             AnomalyKind::BalanceMismatch => "balance_mismatch",
+            AnomalyKind::SchemaRejected => "schema_rejected",
         }
     }
 
@@ -118,6 +125,10 @@ pub struct ExactlyOnce {
     /// carries no account balances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance_mismatch: Option<u64>,
+    /// Changes sent to `critical` for their schema; absent when the run has no schema
+    /// registry and none was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_rejected: Option<u64>,
     /// Whether torn transactions fail the run (the scenario's `[checks]`), or only warn.
     pub torn_transaction_is_violation: bool,
     /// Examples, grouped by anomaly in report order, at most a few per anomaly.
@@ -138,6 +149,7 @@ impl ExactlyOnce {
             AnomalyKind::InconsistentOffsets => self.inconsistent_offsets,
             AnomalyKind::AggregateMismatch => self.aggregate_mismatch.unwrap_or(0),
             AnomalyKind::BalanceMismatch => self.balance_mismatch.unwrap_or(0),
+            AnomalyKind::SchemaRejected => self.schema_rejected.unwrap_or(0),
         }
     }
 
@@ -153,6 +165,7 @@ impl ExactlyOnce {
             AnomalyKind::InconsistentOffsets => &mut self.inconsistent_offsets,
             AnomalyKind::AggregateMismatch => self.aggregate_mismatch.get_or_insert(0),
             AnomalyKind::BalanceMismatch => self.balance_mismatch.get_or_insert(0),
+            AnomalyKind::SchemaRejected => self.schema_rejected.get_or_insert(0),
         }
     }
 
@@ -162,6 +175,7 @@ impl ExactlyOnce {
             AnomalyKind::AggregateMismatch => self.aggregate_mismatch.is_some(),
             AnomalyKind::BalanceMismatch => self.balance_mismatch.is_some(),
             AnomalyKind::AbortedRead => self.aborted_read.is_some(),
+            AnomalyKind::SchemaRejected => self.schema_rejected.is_some(),
             _ => true,
         })
     }

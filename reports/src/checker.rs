@@ -42,13 +42,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analysis::{
     Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths,
-    TimelineSecond,
+    SchemaDecision, SchemaReport, TimelineSecond,
 };
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
 use crate::skew::Spread;
 use crate::torn::{LakeHistory, TornPolicy, TornTracker};
-use nrtsim_history::{FaultPhase, LakeRow, Observation, RunHeader, SourceChange, Stage, TopicName};
+use nrtsim_history::{
+    FaultPhase, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage, TopicName,
+};
 use nrtsim_workloads::{Key, Op, Table};
 
 /// How the checker judges and summarises a history.
@@ -202,6 +204,7 @@ pub struct Checker {
     task_load: BTreeMap<String, u64>,
     lake: LakeStats,
     torn: TornTracker,
+    schemas: Option<SchemaReport>,
     header: Option<RunHeader>,
     changes: Vec<ChangeState>,
     key_index: BTreeMap<Key, u32>,
@@ -264,6 +267,7 @@ impl Checker {
             task_load: BTreeMap::new(),
             lake: LakeStats::default(),
             torn: TornTracker::default(),
+            schemas: None,
             header: None,
             changes: Vec::new(),
             key_index: BTreeMap::new(),
@@ -358,6 +362,29 @@ impl Checker {
                 }
             }
             Observation::FraudAlert { .. } => self.fraud_alerts += 1,
+            Observation::SchemaDecision {
+                t_ms,
+                subject,
+                table_version,
+                id,
+                reason,
+                ..
+            } => {
+                let report = self.schemas.get_or_insert_with(SchemaReport::default);
+                let seen = report
+                    .decisions
+                    .iter()
+                    .any(|d| &d.subject == subject && d.table_version == *table_version);
+                if !seen {
+                    report.decisions.push(SchemaDecision {
+                        t_ms: *t_ms,
+                        subject: subject.clone(),
+                        table_version: *table_version,
+                        id: *id,
+                        reason: (!reason.is_empty()).then(|| reason.clone()),
+                    });
+                }
+            }
             Observation::AbortMarker {
                 topic,
                 partition,
@@ -408,7 +435,45 @@ impl Checker {
                 self.watermark_ms = self.watermark_ms.max(*watermark_ms);
                 self.late_dropped = *late_dropped;
             }
-            Observation::Routed { change_id, to, .. } => self.routed(*change_id, *to),
+            Observation::Routed {
+                t_ms,
+                change_id,
+                to,
+                reason,
+                ..
+            } => {
+                let why = match reason {
+                    RouteReason::SchemaRejected => {
+                        self.schemas
+                            .get_or_insert_with(SchemaReport::default)
+                            .rejected_records += 1;
+                        Some("its table schema changed in a way standardize could not carry on")
+                    }
+                    RouteReason::SchemaUnreadable => {
+                        self.schemas
+                            .get_or_insert_with(SchemaReport::default)
+                            .unreadable_records += 1;
+                        Some("its reader could not read it with the schema it was built for")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    let key = self.known_mut(*change_id).map(|c| c.key);
+                    let key = key.map(|k| self.keys[k as usize].key.to_string());
+                    self.exactly_once.record(
+                        AnomalyKind::SchemaRejected,
+                        AnomalyExample {
+                            anomaly: AnomalyKind::SchemaRejected.name().into(),
+                            change_id: Some(*change_id),
+                            key,
+                            lsn: Some(*change_id),
+                            location: format!("sent to critical at {}: {why}", human_window(*t_ms)),
+                        },
+                        self.opts.max_examples,
+                    );
+                }
+                self.routed(*change_id, *to)
+            }
             Observation::LakeCommit {
                 t_ms,
                 checkpoint_id,
@@ -554,7 +619,7 @@ impl Checker {
                     set_first(&mut c.enriched_ms, t_ms);
                     c.flags &= !LAST_ROUTE_REDO;
                 }
-                TopicName::Redo | TopicName::Critical => {}
+                TopicName::Redo | TopicName::Critical | TopicName::Schemas => {}
             }
         }
     }
@@ -593,7 +658,7 @@ impl Checker {
                 TopicName::Raw => set_first(&mut c.raw_ms, t_ms),
                 TopicName::Standard => set_first(&mut c.standard_ms, t_ms),
                 TopicName::Enriched => set_first(&mut c.enriched_ms, t_ms),
-                TopicName::Redo | TopicName::Critical => {}
+                TopicName::Redo | TopicName::Critical | TopicName::Schemas => {}
             }
         }
         if topic == TopicName::Raw {
@@ -730,7 +795,7 @@ impl Checker {
                 c.flags |= ROUTED_CRITICAL;
                 c.flags &= !LAST_ROUTE_REDO;
             }
-            TopicName::Raw | TopicName::Standard | TopicName::Enriched => {}
+            TopicName::Raw | TopicName::Standard | TopicName::Enriched | TopicName::Schemas => {}
         }
     }
 
@@ -878,6 +943,9 @@ impl Checker {
         self.judge_torn_transactions();
         let completeness = self.judge_completeness();
         let skew = self.skew();
+        if self.schemas.is_some() {
+            self.exactly_once.schema_rejected.get_or_insert(0);
+        }
         self.exactly_once.sort_examples();
         Analysis {
             header: self.header,
@@ -895,6 +963,7 @@ impl Checker {
             skew,
             conservation,
             completeness,
+            schemas: self.schemas,
         }
     }
 

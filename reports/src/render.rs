@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::{Completeness, Conservation, Counts};
+use crate::analysis::{Completeness, Conservation, Counts, SchemaReport};
 use crate::anomaly::AnomalyKind;
 use crate::latency::{Percentiles, Tiers};
 use crate::report::Report;
@@ -79,6 +79,23 @@ pub(crate) fn conservation_line(c: &Conservation) -> String {
         c.critical,
         c.unaccounted,
         if c.holds { "holds" } else { "BROKEN" }
+    )
+}
+
+/// The schema registry's decisions in one line: versions registered, schemas refused, and
+/// records sent to `critical` for their schema.
+pub(crate) fn schema_line(sc: &SchemaReport) -> String {
+    let registered = sc.decisions.iter().filter(|d| d.id.is_some()).count();
+    let refused = sc.decisions.len() - registered;
+    if sc.decisions.is_empty() {
+        return format!(
+            "schemas  no registry; to critical for a changed table schema: {}",
+            sc.rejected_records
+        );
+    }
+    format!(
+        "schemas  {registered} registered, {refused} refused; to critical: {} refused, {} unreadable",
+        sc.rejected_records, sc.unreadable_records
     )
 }
 
@@ -229,6 +246,24 @@ pub fn to_markdown(r: &Report) -> String {
     );
     for e in &r.completeness.examples {
         let _ = writeln!(md, "- {e}");
+    }
+    if let Some(sc) = &r.schemas {
+        let _ = writeln!(
+            md,
+            "\n## Schema registry\n\n{}\n\n| at | subject | table version | id | refused because |\n|---:|---|---:|---:|---|",
+            schema_line(sc)
+        );
+        for d in &sc.decisions {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                human_ms(d.t_ms),
+                d.subject,
+                d.table_version,
+                d.id.map_or("-".to_string(), |id| id.to_string()),
+                d.reason.as_deref().unwrap_or("")
+            );
+        }
     }
     let l = &r.lake;
     let _ = write!(
@@ -597,6 +632,9 @@ pub fn summary_text(r: &Report) -> String {
     }
     let _ = writeln!(s, "{}", conservation_line(&r.conservation));
     let _ = writeln!(s, "{}", completeness_line(&r.completeness));
+    if let Some(sc) = &r.schemas {
+        let _ = writeln!(s, "{}", schema_line(sc));
+    }
     let open = r.faults.iter().filter(|f| f.end_ms.is_none()).count();
     let _ = writeln!(
         s,

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{
-    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, TimelineSecond,
+    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, SchemaReport,
+    TimelineSecond,
 };
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
@@ -178,6 +179,10 @@ pub struct Report {
     /// Transaction ENDs held against the source and the enriched topic.
     #[serde(default)]
     pub completeness: Completeness,
+    /// The schema registry's decisions and the records sent to `critical` for their schema;
+    /// absent when the run had no registry and no such record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schemas: Option<SchemaReport>,
     /// Per simulated second: committed, made visible, and the worst lake latency.
     pub timeline: Vec<TimelineSecond>,
     /// The scenario's `[expect]` and whether it held; only present when it has one.
@@ -274,6 +279,7 @@ impl Report {
             skew: analysis.skew.clone(),
             conservation: analysis.conservation,
             completeness: analysis.completeness.clone(),
+            schemas: analysis.schemas.clone(),
             timeline: analysis.timeline.clone(),
             expectation,
         }

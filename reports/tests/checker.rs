@@ -7,8 +7,8 @@ use nrtsim_history::{
     FaultPhase, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage, TopicName,
 };
 use nrtsim_reports::{
-    analyze, summary_text, to_json, to_junit, to_markdown, Analysis, CheckOptions, Checker, Expect,
-    Report, ReportInputs,
+    analyze, summary_text, to_json, to_junit, to_markdown, Analysis, AnomalyKind, CheckOptions,
+    Checker, Expect, Report, ReportInputs,
 };
 use nrtsim_workloads::{Key, Op, Table};
 use proptest::prelude::*;
@@ -1896,4 +1896,84 @@ fn a_lake_balance_that_does_not_add_up_is_a_balance_mismatch() {
         "{}",
         ex.location
     );
+}
+
+fn schema_decision(t_ms: u64, version: u32, id: Option<u32>, reason: &str) -> Observation {
+    Observation::SchemaDecision {
+        t_ms,
+        host: "standardize-0".into(),
+        subject: "standard-bank.accounts".into(),
+        table_version: version,
+        id,
+        reason: reason.into(),
+    }
+}
+
+/// Without a registry the schema check is absent; with one and nothing refused it is 0.
+#[test]
+fn schema_rejected_is_absent_without_a_registry_and_zero_with_a_clean_one() {
+    let a = check(&clean());
+    assert_eq!(a.exactly_once.schema_rejected, None);
+    assert!(a.schemas.is_none());
+    let h = before_end(clean(), vec![schema_decision(150, 1, Some(1), "")]);
+    let a = check(&h);
+    assert_eq!(a.exactly_once.schema_rejected, Some(0));
+    let sc = a.schemas.expect("a registry report");
+    assert_eq!(sc.decisions.len(), 1);
+    assert_eq!(report(&check(&h), &[], None).exit_code, 0);
+}
+
+/// A change routed to `critical` because the registry refused its schema is not lost, but it
+/// is a `schema_rejected` violation that names the change, and the refusal's reason is kept
+/// once however many tasks met it.
+#[test]
+fn a_change_refused_for_its_schema_is_caught() {
+    let mut h = source();
+    h.push(schema_decision(200, 1, Some(1), ""));
+    h.push(schema_decision(
+        205,
+        2,
+        None,
+        "new schema is not BACKWARD compatible",
+    ));
+    h.push(schema_decision(
+        206,
+        2,
+        None,
+        "new schema is not BACKWARD compatible",
+    ));
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(routed(
+        215,
+        4,
+        TopicName::Critical,
+        RouteReason::SchemaRejected,
+    ));
+    h.push(produced(216, TopicName::Critical, 0, 0, &[4]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 5]));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.lost, 0);
+    assert_eq!(a.exactly_once.schema_rejected, Some(1));
+    let ex: Vec<_> = a
+        .exactly_once
+        .examples_of(AnomalyKind::SchemaRejected)
+        .collect();
+    assert_eq!(ex[0].change_id, Some(4));
+    assert!(
+        ex[0].location.contains("could not carry on"),
+        "{}",
+        ex[0].location
+    );
+    let sc = a.schemas.clone().expect("a registry report");
+    assert_eq!(sc.rejected_records, 1);
+    assert_eq!(sc.decisions.len(), 2);
+    assert_eq!(
+        sc.decisions[1].reason.as_deref(),
+        Some("new schema is not BACKWARD compatible")
+    );
+    assert_eq!(report(&a, &[], None).exit_code, 1);
 }

@@ -11,9 +11,10 @@ use crate::partition_log::ProducerBatch;
 use crate::wire::{
     Connection, FetchPart, FetchResult, GroupError, JoinOutcome, PartError, ProducePart,
     ProduceResult, Request, Response, SharedArena, TxnError, BROKER_PORT, GROUP_COORDINATOR_PORT,
-    TXN_COORDINATOR_PORT,
+    SCHEMA_REGISTRY_PORT, TXN_COORDINATOR_PORT,
 };
 use nrtsim_history::TopicName;
+use nrtsim_pipeline::schema::RegistryError;
 use nrtsim_pipeline::{
     Acks, Appended, Assignment, ConsumerConfig, Fetched, Log, LogError, ProduceBatch,
     ProducerConfig, ProducerState, TopicPartition,
@@ -41,6 +42,8 @@ pub struct SimLog {
     client_id: String,
     /// The consumer-group side, once the client has joined a group.
     group: Option<GroupClient>,
+    /// The connection to the schema registry, once used.
+    registry: Option<Connection>,
 }
 
 /// A consumer-group member's dealings with the group coordinator.
@@ -109,6 +112,7 @@ impl SimLog {
             txn: None,
             client_id: "client".into(),
             group: None,
+            registry: None,
         }
     }
 
@@ -130,6 +134,17 @@ impl SimLog {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(LogError::Timeout),
             Err(e) => Err(LogError::Connection(e.to_string())),
         }
+    }
+
+    async fn call_registry(&mut self, req: Request) -> Result<Response, RegistryError> {
+        let timeout = self.producer.request_timeout.to_std();
+        let arena = self.arena.clone();
+        let conn = self
+            .registry
+            .get_or_insert_with(|| Connection::new(arena, "schema-registry", SCHEMA_REGISTRY_PORT));
+        conn.call(req, timeout)
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))
     }
 
     /// The member id and generation of a group member, for a request.
@@ -895,6 +910,24 @@ impl Log for SimLog {
         match self.call_group(Request::OffsetFetch { group }).await? {
             Response::OffsetFetch(offsets) => Ok(offsets),
             _ => Err(LogError::Connection("unexpected response".into())),
+        }
+    }
+
+    async fn register_schema(&mut self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let req = Request::RegisterSchema {
+            subject: subject.to_string(),
+            schema: schema.to_string(),
+        };
+        match self.call_registry(req).await? {
+            Response::RegisterSchema(answer) => answer,
+            _ => Err(RegistryError::Unavailable("unexpected response".into())),
+        }
+    }
+
+    async fn schema_by_id(&mut self, id: u32) -> Result<String, RegistryError> {
+        match self.call_registry(Request::GetSchema { id }).await? {
+            Response::GetSchema(answer) => answer,
+            _ => Err(RegistryError::Unavailable("unexpected response".into())),
         }
     }
 

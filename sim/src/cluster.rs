@@ -63,6 +63,24 @@ impl ClusterMeta {
         meta
     }
 
+    /// Adds a topic of one partition (the schema registry's `_schemas`), replicated like the
+    /// others, its leader on the broker after the pipeline topics' last one.
+    pub fn add_single_partition_topic(&mut self, topic: TopicName, brokers: u32, rf: u32) {
+        let slot = self.partitions.len() as u32;
+        let replicas: Vec<u32> = (0..rf).map(|i| (slot + i) % brokers.max(1)).collect();
+        self.topic_partitions.insert(topic, 1);
+        self.partitions.insert(
+            TopicPartition::new(topic, 0),
+            PartitionMeta {
+                leader: Some(replicas[0]),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            },
+        );
+        self.version += 1;
+    }
+
     /// The partition's state.
     pub fn get(&self, tp: &TopicPartition) -> Option<&PartitionMeta> {
         self.partitions.get(tp)

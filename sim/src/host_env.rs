@@ -5,10 +5,11 @@ use crate::progress::Recorder;
 use nrtsim_history::Observation;
 use nrtsim_pipeline::checkpoint::Coordinator;
 use nrtsim_pipeline::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
-use nrtsim_workloads::Transaction;
+use nrtsim_workloads::{SchemaTimeline, Table, TableSchema, Transaction};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// The host's clock: tokio's, which turmoil drives in simulated time (never the wall clock).
 pub fn sim_instant() -> tokio::time::Instant {
@@ -97,9 +98,18 @@ impl CheckpointStore for SharedCheckpoints {
 #[derive(Clone, Default)]
 pub struct SharedSource {
     txns: Rc<RefCell<Vec<Transaction>>>,
+    schemas: Rc<SchemaTimeline>,
 }
 
 impl SharedSource {
+    /// An empty log whose tables change as `schemas` says.
+    pub fn with_schemas(schemas: SchemaTimeline) -> Self {
+        Self {
+            txns: Rc::default(),
+            schemas: Rc::new(schemas),
+        }
+    }
+
     /// Appends a committed transaction.
     pub fn commit(&self, txn: Transaction) {
         self.txns.borrow_mut().push(txn);
@@ -107,6 +117,10 @@ impl SharedSource {
 }
 
 impl SourceLog for SharedSource {
+    fn table_schema(&self, table: Table, commit_ms: u64) -> Arc<TableSchema> {
+        self.schemas.at(table, commit_ms).clone()
+    }
+
     fn last_lsn_of(&self, txid: u64) -> Option<u64> {
         let txns = self.txns.borrow();
         // Transaction ids increase in commit order.

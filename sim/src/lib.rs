@@ -11,6 +11,7 @@ pub mod group_coordinator;
 pub mod host_env;
 pub mod partition_log;
 pub mod progress;
+pub mod schema_registry;
 pub mod txn_coordinator;
 pub mod wire;
 pub mod world;

@@ -7,6 +7,7 @@
 use crate::cluster::ClusterMeta;
 use crate::partition_log::{ProducerBatch, StoredRecord};
 use nrtsim_history::TopicName;
+use nrtsim_pipeline::schema::RegistryError;
 use nrtsim_pipeline::{Acks, Isolation, Record, TopicPartition};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,6 +25,8 @@ pub const CONTROLLER_PORT: u16 = 9093;
 pub const TXN_COORDINATOR_PORT: u16 = 9094;
 /// The port the group coordinator serves consumers on.
 pub const GROUP_COORDINATOR_PORT: u16 = 9095;
+/// The port the schema registry serves its clients on.
+pub const SCHEMA_REGISTRY_PORT: u16 = 9096;
 
 /// A produce request's per-partition part.
 #[derive(Clone, Debug)]
@@ -192,6 +195,18 @@ pub enum Request {
         /// Group id.
         group: String,
     },
+    /// Registers a schema under a subject (the registry's `POST /subjects/{s}/versions`).
+    RegisterSchema {
+        /// The subject.
+        subject: String,
+        /// The schema, as Avro JSON.
+        schema: String,
+    },
+    /// The schema with an id (the registry's `GET /schemas/ids/{id}`).
+    GetSchema {
+        /// The id.
+        id: u32,
+    },
 }
 
 /// Why the group coordinator refused a request.
@@ -324,6 +339,10 @@ pub enum Response {
     OffsetCommit(Result<(), GroupError>),
     /// The group's committed positions.
     OffsetFetch(BTreeMap<TopicPartition, u64>),
+    /// The registered schema's id.
+    RegisterSchema(Result<u32, RegistryError>),
+    /// The schema.
+    GetSchema(Result<String, RegistryError>),
 }
 
 /// A message in the arena.

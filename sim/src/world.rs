@@ -12,6 +12,7 @@ use crate::drain::{DrainProbe, Reader};
 use crate::group_coordinator::{run_group_coordinator, GroupCoordinatorSetup, GroupStore};
 use crate::host_env::{sim_now_ms, SharedCheckpoints, SharedSource, SimEnv};
 use crate::progress::Recorder;
+use crate::schema_registry::{run_schema_registry, SchemaRegistrySetup};
 use crate::txn_coordinator::{run_txn_coordinator, TxnCoordinatorSetup, TxnStore};
 use crate::wire::SharedArena;
 use crate::{LatencyRange, NetworkConfig, PlatformConfig};
@@ -29,7 +30,7 @@ use nrtsim_pipeline::{
     TopicPartition, TxMetadata, TxnCommit, TxnIdScope,
 };
 use nrtsim_workloads::reference::ReferenceData;
-use nrtsim_workloads::{Op, Row, SeedTree, Workload, WorkloadConfig};
+use nrtsim_workloads::{Op, Row, SchemaTimeline, SeedTree, Workload, WorkloadConfig};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -102,6 +103,9 @@ pub fn host_names(platform: &PlatformConfig, pipeline: &PipelineConfig) -> Vec<S
     if pipeline.group_lake_sink() {
         hosts.push("group-coordinator".into());
     }
+    if pipeline.schema_registry.enabled {
+        hosts.push("schema-registry".into());
+    }
     hosts.push("cdc".into());
     let p = &pipeline.parallelism;
     for (job, n) in [
@@ -146,11 +150,19 @@ impl World {
             .rng_seed(seeds.derive("network"))
             .build();
         let platform = spec.platform.clone();
-        let meta = Rc::new(RefCell::new(ClusterMeta::new(
+        let mut cluster = ClusterMeta::new(
             platform.brokers,
             platform.partitions,
             platform.replication_factor,
-        )));
+        );
+        if spec.pipeline.schema_registry.enabled {
+            cluster.add_single_partition_topic(
+                TopicName::Schemas,
+                platform.brokers,
+                platform.replication_factor,
+            );
+        }
+        let meta = Rc::new(RefCell::new(cluster));
         let mut world = World {
             sim,
             meta,
@@ -224,6 +236,16 @@ impl World {
                 run_txn_coordinator(setup.clone())
             });
         }
+        if spec.pipeline.schema_registry.enabled {
+            let setup = SchemaRegistrySetup {
+                arena: arena.clone(),
+                meta: self.meta.clone(),
+                compatibility: spec.pipeline.schema_registry.compatibility,
+            };
+            self.sim.host("schema-registry", move || {
+                run_schema_registry(setup.clone())
+            });
+        }
         if spec.pipeline.group_lake_sink() {
             let setup = GroupCoordinatorSetup {
                 store: self.groups.clone(),
@@ -237,7 +259,9 @@ impl World {
 
     fn add_jobs(&mut self, spec: &RunSpec, seeds: &SeedTree, arena: &SharedArena) {
         let checkpoints = SharedCheckpoints::default();
-        let source = SharedSource::default();
+        // Validation has checked that the DDL applies.
+        let source =
+            SharedSource::with_schemas(SchemaTimeline::new(&spec.workload.ddl).unwrap_or_default());
         let pipeline = &spec.pipeline;
         let timer_commit_ms = (pipeline.lake.commit == LakeCommitPolicy::Timer)
             .then(|| pipeline.lake.commit_interval.ms().max(1));
@@ -267,6 +291,7 @@ impl World {
                     .then(|| pipeline.transactions.commit_interval.ms().max(1)),
                 on_abort: pipeline.transactions.on_abort,
             }),
+            schema_registry: pipeline.schema_registry.enabled,
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
         // producer id is the task's own (restored with its checkpoint); otherwise every start

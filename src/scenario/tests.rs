@@ -459,3 +459,38 @@ fn zero_windows_and_timeouts_are_refused() {
         assert_eq!(e.field, field, "{e}");
     }
 }
+
+#[test]
+fn ddl_entries_are_read_and_checked() {
+    let ok = "name = \"x\"\n\
+              [[workload.ddl]]\nat = \"20s\"\ntable = \"accounts\"\nchange = \"add-column\"\n\
+              column = \"nickname\"\ntype = \"string\"\n\
+              [pipeline]\nschema_registry = { enabled = true, compatibility = \"full\" }\n";
+    let s = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.workload.ddl.len(), 1);
+    assert!(s.host_names().contains(&"schema-registry".to_string()));
+    // The key column cannot be dropped: the error points at the entry's column.
+    let err = parse_err(
+        "name = \"x\"\n\
+         [[workload.ddl]]\nat = \"20s\"\ntable = \"orders\"\nchange = \"drop-column\"\n\
+         column = \"order_id\"\n",
+    );
+    assert_err(&err, 6, 10, "workload.ddl[0].column", "key of table orders");
+    // An added column needs its type.
+    let err = parse_err(
+        "name = \"x\"\n\
+         [[workload.ddl]]\nat = \"20s\"\ntable = \"orders\"\nchange = \"add-column\"\n\
+         column = \"promo\"\n",
+    );
+    assert_eq!(err.field, "workload.ddl[0].column", "{err}");
+    assert!(err.message.contains("needs a `type`"), "{err}");
+    // Unknown fields and kinds are refused like everywhere else.
+    let err = parse_err(
+        "name = \"x\"\n[[workload.ddl]]\nat = \"20s\"\ntable = \"orders\"\n\
+         change = \"rename-column\"\ncolumn = \"status\"\n",
+    );
+    assert_eq!(err.line, 5, "{err}");
+    let err =
+        parse_err("name = \"x\"\n[pipeline]\nschema_registry = { compatibility = \"strict\" }\n");
+    assert_eq!(err.line, 3, "{err}");
+}

@@ -1,5 +1,6 @@
 //! The `[workload]` section of a scenario: what traffic the source database sees.
 
+use crate::schema::DdlConfig;
 use serde::{Deserialize, Serialize};
 
 /// Which generator drives the source database.
@@ -51,6 +52,9 @@ pub struct WorkloadConfig {
     pub unresolvable_merchant_ratio: f64,
     /// Share of changes the CDC connector emits malformed. Default 0.0001.
     pub poison_ratio: f64,
+    /// DDL statements run against the source during the run (`[[workload.ddl]]`). Default
+    /// none.
+    pub ddl: Vec<DdlConfig>,
 }
 
 impl Default for WorkloadConfig {
@@ -65,6 +69,7 @@ impl Default for WorkloadConfig {
             unknown_merchant_ratio: 0.01,
             unresolvable_merchant_ratio: 0.0,
             poison_ratio: 0.0001,
+            ddl: Vec::new(),
         }
     }
 }

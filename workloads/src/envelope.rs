@@ -1,10 +1,13 @@
 //! Debezium-style JSON change envelopes, as the CDC connector writes them to the raw topic and
 //! the standardize job reads them back, and Debezium's transaction boundary events.
 //!
-//! A change:
+//! A change, with the schema of its table at the time it was made (as Debezium's JSON
+//! converter writes it with schemas enabled; see [`crate::schema`]):
 //!
 //! ```json
-//! {"before":{"account_id":7,"customer_id":7,"balance_cents":900,"updated_ms":0},
+//! {"schema":{"fields":[{"field":"account_id","optional":false,"type":"int64"},…],
+//!            "name":"bank.accounts","type":"struct","version":1},
+//!  "before":{"account_id":7,"customer_id":7,"balance_cents":900,"updated_ms":0},
 //!  "after":{"account_id":7,"customer_id":7,"balance_cents":650,"updated_ms":1200},
 //!  "op":"u","source":{"table":"accounts","lsn":51,"txId":1,"ts_ms":1200},"ts_ms":1200}
 //! ```
@@ -21,7 +24,9 @@
 use crate::change::{
     Account, CardTransaction, CardTxnKind, Change, Key, Op, Order, OrderStatus, Row, Table,
 };
+use crate::schema::{Column, ColumnType, TableSchema};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Why an envelope or boundary event was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,17 @@ pub enum EnvelopeError {
     /// A boundary event's `id` is not a transaction id.
     #[error("boundary id {0:?} is not a transaction id")]
     BadTransactionId(String),
+    /// The envelope carries no schema block, or one that does not describe a table.
+    #[error("bad schema block: {0}")]
+    BadSchema(String),
+    /// A row image does not match the schema its envelope carries.
+    #[error("`{image}` row does not match its schema: {detail}")]
+    SchemaViolation {
+        /// `before` or `after`.
+        image: &'static str,
+        /// What does not match.
+        detail: String,
+    },
 }
 
 /// A decoded, validated change envelope.
@@ -146,9 +162,10 @@ pub struct TxBoundary {
 }
 
 #[derive(Serialize)]
-struct EnvelopeOut<'a, L> {
-    before: Option<&'a Row>,
-    after: Option<&'a Row>,
+struct EnvelopeOut<'a, L, I> {
+    schema: &'a RawValue,
+    before: Option<I>,
+    after: Option<I>,
     op: Op,
     source: SourceOut<L>,
     ts_ms: u64,
@@ -214,19 +231,61 @@ struct BoundaryIn {
     ts_ms: u64,
 }
 
-/// The envelope of `change` committed at `commit_ms`; malformed bytes if it is poison.
+/// The envelope of `change` committed at `commit_ms` under its table's first schema;
+/// malformed bytes if it is poison.
 pub fn encode_change(change: &Change, commit_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    encode_change_into(change, commit_ms, &mut out);
+    let schema = TableSchema::base(change.key.table);
+    encode_change_into(change, commit_ms, &schema, &mut out);
     out
 }
 
-/// Appends the envelope of `change` to `out` (so a caller can reuse one buffer).
-pub fn encode_change_into(change: &Change, commit_ms: u64, out: &mut Vec<u8>) {
+/// Appends the envelope of `change`, made under `schema` (its table's schema at its commit),
+/// to `out` (so a caller can reuse one buffer).
+pub fn encode_change_into(
+    change: &Change,
+    commit_ms: u64,
+    schema: &TableSchema,
+    out: &mut Vec<u8>,
+) {
+    if schema.is_base() {
+        encode_images(
+            change,
+            commit_ms,
+            schema,
+            change.before.as_ref(),
+            change.after.as_ref(),
+            out,
+        );
+    } else {
+        // Rows written after DDL: the typed row reshaped to the table's columns of the time.
+        let shaped = |row: Option<&Row>| {
+            row.map(|r| match serde_json::to_value(r).expect("rows serialize") {
+                serde_json::Value::Object(m) => schema.shape(m),
+                other => other,
+            })
+        };
+        let (before, after) = (
+            shaped(change.before.as_ref()),
+            shaped(change.after.as_ref()),
+        );
+        encode_images(change, commit_ms, schema, before, after, out);
+    }
+}
+
+fn encode_images<I: Serialize>(
+    change: &Change,
+    commit_ms: u64,
+    schema: &TableSchema,
+    before: Option<I>,
+    after: Option<I>,
+    out: &mut Vec<u8>,
+) {
     let start = out.len();
     let mut envelope = EnvelopeOut {
-        before: change.before.as_ref(),
-        after: change.after.as_ref(),
+        schema: schema.envelope_json(),
+        before,
+        after,
         op: change.op,
         source: SourceOut {
             table: change.key.table,
@@ -247,6 +306,7 @@ pub fn encode_change_into(change: &Change, commit_ms: u64, out: &mut Vec<u8>) {
             }
             1 => {
                 let envelope = EnvelopeOut {
+                    schema: envelope.schema,
                     before: envelope.before,
                     after: envelope.after,
                     op: envelope.op,
@@ -280,22 +340,7 @@ pub fn decode_change(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         .transpose()?;
     let after = raw.after.map(|c| c.into_row(table, "after")).transpose()?;
     let op = raw.op;
-    let (needs_before, needs_after) = match op {
-        Op::Create | Op::Read => (false, true),
-        Op::Update => (true, true),
-        Op::Delete => (true, false),
-    };
-    for (image, needed, present) in [
-        ("before", needs_before, before.is_some()),
-        ("after", needs_after, after.is_some()),
-    ] {
-        if needed && !present {
-            return Err(EnvelopeError::MissingImage { op, image });
-        }
-        if !needed && present {
-            return Err(EnvelopeError::UnexpectedImage { op, image });
-        }
-    }
+    check_images(op, before.is_some(), after.is_some())?;
     if let (Some(b), Some(a)) = (&before, &after) {
         if b.key() != a.key() {
             return Err(EnvelopeError::KeyMismatch {
@@ -313,6 +358,176 @@ pub fn decode_change(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         before,
         after,
     })
+}
+
+fn check_images(op: Op, has_before: bool, has_after: bool) -> Result<(), EnvelopeError> {
+    let (needs_before, needs_after) = match op {
+        Op::Create | Op::Read => (false, true),
+        Op::Update => (true, true),
+        Op::Delete => (true, false),
+    };
+    for (image, needed, present) in [
+        ("before", needs_before, has_before),
+        ("after", needs_after, has_after),
+    ] {
+        if needed && !present {
+            return Err(EnvelopeError::MissingImage { op, image });
+        }
+        if !needed && present {
+            return Err(EnvelopeError::UnexpectedImage { op, image });
+        }
+    }
+    Ok(())
+}
+
+/// A row image as a JSON object, column by column.
+pub type Image = serde_json::Map<String, serde_json::Value>;
+
+/// A change envelope read by the schema it carries, for a reader that must take any version
+/// of a table: the row images stay JSON objects, checked column by column against that
+/// schema, which is handed back as the text of its block (for the reader to cache).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchemaEnvelope {
+    /// What the change did.
+    pub op: Op,
+    /// `source.table`.
+    pub table: Table,
+    /// `source.lsn`: the change id.
+    pub lsn: u64,
+    /// `source.txId`.
+    pub txid: u64,
+    /// The schema block, as written.
+    pub schema: String,
+    /// The row before the change.
+    pub before: Option<Image>,
+    /// The row after the change.
+    pub after: Option<Image>,
+}
+
+impl SchemaEnvelope {
+    /// The changed row's id (its key column's value).
+    pub fn key_id(&self) -> Option<u64> {
+        let column = TableSchema::key_column(self.table);
+        self.after
+            .as_ref()
+            .or(self.before.as_ref())
+            .and_then(|i| i.get(column))
+            .and_then(serde_json::Value::as_u64)
+    }
+}
+
+#[derive(Deserialize)]
+struct SchemaEnvelopeIn<'a> {
+    #[serde(borrow)]
+    schema: Option<&'a RawValue>,
+    before: Option<Image>,
+    after: Option<Image>,
+    op: Op,
+    source: SourceIn,
+}
+
+#[derive(Deserialize)]
+struct SchemaBlockIn {
+    name: String,
+    version: u32,
+    fields: Vec<FieldIn>,
+}
+
+#[derive(Deserialize)]
+struct FieldIn {
+    field: String,
+    #[serde(rename = "type")]
+    ty: String,
+    optional: bool,
+}
+
+/// Reads an envelope's schema block.
+pub fn parse_schema_block(text: &str) -> Result<TableSchema, EnvelopeError> {
+    let block: SchemaBlockIn =
+        serde_json::from_str(text).map_err(|e| EnvelopeError::BadSchema(e.to_string()))?;
+    let table = block
+        .name
+        .strip_prefix("bank.")
+        .and_then(Table::from_name)
+        .ok_or_else(|| EnvelopeError::BadSchema(format!("unknown table {}", block.name)))?;
+    let mut columns = Vec::with_capacity(block.fields.len());
+    for f in block.fields {
+        let ty = ColumnType::from_envelope_name(&f.ty)
+            .ok_or_else(|| EnvelopeError::BadSchema(format!("unknown type {}", f.ty)))?;
+        columns.push(Column {
+            name: f.field,
+            ty,
+            optional: f.optional,
+        });
+    }
+    Ok(TableSchema::new(table, block.version, columns))
+}
+
+/// Decodes one change envelope by the schema it carries; `schema_of` turns the block's text
+/// into the schema (a reader caches it). Every row image must have exactly the schema's
+/// columns, each of its type, null only where the column is optional.
+pub fn decode_change_by_schema(
+    bytes: &[u8],
+    schema_of: &mut dyn FnMut(&str) -> Result<std::sync::Arc<TableSchema>, EnvelopeError>,
+) -> Result<(SchemaEnvelope, std::sync::Arc<TableSchema>), EnvelopeError> {
+    let raw: SchemaEnvelopeIn = serde_json::from_slice(bytes)?;
+    let block = raw
+        .schema
+        .ok_or_else(|| EnvelopeError::BadSchema("no schema block".into()))?;
+    let schema = schema_of(block.get())?;
+    if schema.table != raw.source.table {
+        return Err(EnvelopeError::BadSchema(format!(
+            "schema of {} on a change of {}",
+            schema.table.name(),
+            raw.source.table.name()
+        )));
+    }
+    check_images(raw.op, raw.before.is_some(), raw.after.is_some())?;
+    for (image, row) in [("before", &raw.before), ("after", &raw.after)] {
+        if let Some(row) = row {
+            check_image(&schema, image, row)?;
+        }
+    }
+    let env = SchemaEnvelope {
+        op: raw.op,
+        table: raw.source.table,
+        lsn: raw.source.lsn,
+        txid: raw.source.txid,
+        schema: block.get().to_string(),
+        before: raw.before,
+        after: raw.after,
+    };
+    Ok((env, schema))
+}
+
+fn check_image(
+    schema: &TableSchema,
+    image: &'static str,
+    row: &Image,
+) -> Result<(), EnvelopeError> {
+    let violation = |detail: String| EnvelopeError::SchemaViolation { image, detail };
+    if let Some(foreign) = row.keys().find(|k| schema.column(k).is_none()) {
+        return Err(violation(format!(
+            "column `{foreign}` is not in the schema"
+        )));
+    }
+    for c in &schema.columns {
+        let ok = match row.get(&c.name) {
+            None => return Err(violation(format!("column `{}` is missing", c.name))),
+            Some(serde_json::Value::Null) => c.optional,
+            Some(v) => match c.ty {
+                ColumnType::Long => v.is_i64() || v.is_u64(),
+                ColumnType::String => v.is_string(),
+            },
+        };
+        if !ok {
+            return Err(violation(format!(
+                "column `{}` is not a {:?}",
+                c.name, c.ty
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The BEGIN event of transaction `txid`.
@@ -475,7 +690,14 @@ mod tests {
         let text = String::from_utf8(encode_change(&account_update(false, 51), 1200)).unwrap();
         assert_eq!(
             text,
-            r#"{"before":{"account_id":7,"customer_id":7,"balance_cents":900,"updated_ms":0},"after":{"account_id":7,"customer_id":7,"balance_cents":650,"updated_ms":1200},"op":"u","source":{"table":"accounts","lsn":51,"txId":1,"ts_ms":1200},"ts_ms":1200}"#
+            concat!(
+                r#"{"schema":{"fields":[{"field":"account_id","optional":false,"type":"int64"},"#,
+                r#"{"field":"customer_id","optional":false,"type":"int64"},"#,
+                r#"{"field":"balance_cents","optional":false,"type":"int64"},"#,
+                r#"{"field":"updated_ms","optional":false,"type":"int64"}],"#,
+                r#""name":"bank.accounts","type":"struct","version":1},"#,
+                r#""before":{"account_id":7,"customer_id":7,"balance_cents":900,"updated_ms":0},"after":{"account_id":7,"customer_id":7,"balance_cents":650,"updated_ms":1200},"op":"u","source":{"table":"accounts","lsn":51,"txId":1,"ts_ms":1200},"ts_ms":1200}"#
+            )
         );
         let env = decode_change(text.as_bytes()).unwrap();
         assert_eq!(env.into_change(), account_update(false, 51));

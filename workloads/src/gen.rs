@@ -7,6 +7,7 @@
 //! reached the count (so a card run may print one event more than asked).
 
 use crate::envelope::{encode_begin_into, encode_change_into, encode_end_into};
+use crate::schema::SchemaTimeline;
 use crate::{SeedTree, Workload, WorkloadConfig};
 use std::io::Write;
 
@@ -24,6 +25,9 @@ pub fn write_jsonl(
 ) -> std::io::Result<u64> {
     let duration_ms = gen_duration_ms(cfg.rate_per_s, events);
     let mut workload = Workload::new(cfg, &SeedTree::new(seed), duration_ms);
+    let schemas = SchemaTimeline::new(&cfg.ddl).map_err(|(i, e)| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("ddl[{i}]: {e}"))
+    })?;
     let mut buf = Vec::with_capacity(FLUSH_BYTES + 4096);
     let mut written = 0u64;
     while written < events {
@@ -39,7 +43,8 @@ pub fn write_jsonl(
             if snapshot && written == events {
                 break;
             }
-            encode_change_into(change, txn.commit_ms, &mut buf);
+            let schema = schemas.at(change.key.table, txn.commit_ms);
+            encode_change_into(change, txn.commit_ms, schema, &mut buf);
             buf.push(b'\n');
             written += 1;
             if buf.len() >= FLUSH_BYTES {

@@ -11,6 +11,7 @@ pub mod generator;
 pub mod profile;
 pub mod reference;
 pub mod rng;
+pub mod schema;
 pub mod zipf;
 
 pub use change::{
@@ -20,12 +21,14 @@ pub use change::{
 pub use config::{RateProfile, WorkloadConfig, WorkloadKind};
 pub use duration::SimDuration;
 pub use envelope::{
-    decode_boundary, decode_change, encode_begin, encode_begin_into, encode_change,
-    encode_change_into, encode_end, encode_end_into, Envelope, EnvelopeError, TxBoundary, TxStatus,
+    decode_boundary, decode_change, decode_change_by_schema, encode_begin, encode_begin_into,
+    encode_change, encode_change_into, encode_end, encode_end_into, parse_schema_block, Envelope,
+    EnvelopeError, Image, SchemaEnvelope, TxBoundary, TxStatus,
 };
 pub use gen::write_jsonl;
 pub use generator::Workload;
 pub use profile::CommitClock;
 pub use reference::{Merchant, ReferenceData};
 pub use rng::SeedTree;
+pub use schema::{Column, ColumnType, DdlChange, DdlConfig, DdlKind, SchemaTimeline, TableSchema};
 pub use zipf::Zipf;

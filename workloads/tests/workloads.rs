@@ -38,6 +38,7 @@ fn small_config() -> impl Strategy<Value = WorkloadConfig> {
                     unknown_merchant_ratio: merchant_mix.0,
                     unresolvable_merchant_ratio: merchant_mix.1,
                     poison_ratio: poison,
+                    ddl: Vec::new(),
                 }
             },
         )
@@ -194,4 +195,57 @@ proptest! {
             }
         }
     }
+}
+
+/// An envelope written after DDL carries the new schema, and its rows are read back by that
+/// schema: the added column null, the dropped one gone, the retyped one text. The reader that
+/// knows only the table's first columns refuses it.
+#[test]
+fn envelopes_follow_the_ddl_of_their_time() {
+    use nrtsim_workloads::schema::DdlKind;
+    use nrtsim_workloads::{
+        decode_change_by_schema, parse_schema_block, ColumnType, DdlConfig, SchemaTimeline,
+        SimDuration, Table,
+    };
+    let ddl = |at: u64, change, column: &str| DdlConfig {
+        at: SimDuration::from_ms(at),
+        table: Table::CardTransactions,
+        change,
+        column: column.into(),
+        ty: Some(ColumnType::String),
+    };
+    let timeline = SchemaTimeline::new(&[
+        ddl(1_000, DdlKind::AddColumn, "channel"),
+        ddl(2_000, DdlKind::RetypeColumn, "amount_cents"),
+    ])
+    .unwrap();
+    let mut wl = Workload::new(&WorkloadConfig::default(), &SeedTree::new(3), 3_000);
+    let mut seen = [false; 3];
+    while let Some(t) = wl.next_transaction() {
+        for c in t
+            .changes
+            .iter()
+            .filter(|c| c.key.table == Table::CardTransactions && !c.poison)
+        {
+            let schema = timeline.at(c.key.table, t.commit_ms);
+            let mut buf = Vec::new();
+            nrtsim_workloads::encode_change_into(c, t.commit_ms, schema, &mut buf);
+            let (env, read) = decode_change_by_schema(&buf, &mut |text| {
+                parse_schema_block(text).map(std::sync::Arc::new)
+            })
+            .expect("an envelope reads by its own schema");
+            assert_eq!(read.version, schema.version);
+            assert_eq!(env.key_id(), Some(c.key.id));
+            let after = env.after.unwrap();
+            match schema.version {
+                1 => assert!(!after.contains_key("channel")),
+                2 => assert!(after["channel"].is_null()),
+                _ => assert!(after["amount_cents"].is_string()),
+            }
+            seen[schema.version as usize - 1] = true;
+            let typed = nrtsim_workloads::decode_change(&buf);
+            assert_eq!(typed.is_ok(), schema.version == 1, "{typed:?}");
+        }
+    }
+    assert_eq!(seen, [true; 3]);
 }
