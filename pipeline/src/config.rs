@@ -315,8 +315,8 @@ pub struct PipelineConfig {
 /// subjects and versions in a `_schemas` topic, the standardize job registers the schema of
 /// every table version it meets and writes `standard` records in the Confluent wire format
 /// (Avro), and the enrich job reads them by their schema id. Off, `standard` carries the
-/// canonical binary form, and a standardize job that meets a changed table schema treats the
-/// change as poison.
+/// canonical binary form (the tables' first columns): an added column is left out, and a
+/// change that lacks a column the canonical record needs goes to `critical`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchemaRegistryConfig {

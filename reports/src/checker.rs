@@ -95,6 +95,8 @@ const DELETE: u16 = 1 << 9;
 const SHOWN: u16 = 1 << 10;
 /// A reader found this change in the raw topic.
 const RAW_READ: u16 = 1 << 11;
+/// Counted as `schema_rejected`.
+const SCHEMA_COUNTED: u16 = 1 << 12;
 
 /// An offset no read has reached yet (change ids start at 1).
 const UNREAD: u64 = 0;
@@ -442,14 +444,23 @@ impl Checker {
                 reason,
                 ..
             } => {
+                // A change is counted once, however often a restarted task routes it again.
+                let first = matches!(
+                    reason,
+                    RouteReason::SchemaRejected | RouteReason::SchemaUnreadable
+                ) && self.known_mut(*change_id).is_some_and(|c| {
+                    let first = c.flags & SCHEMA_COUNTED == 0;
+                    c.flags |= SCHEMA_COUNTED;
+                    first
+                });
                 let why = match reason {
-                    RouteReason::SchemaRejected => {
+                    RouteReason::SchemaRejected if first => {
                         self.schemas
                             .get_or_insert_with(SchemaReport::default)
                             .rejected_records += 1;
                         Some("its table schema changed in a way standardize could not carry on")
                     }
-                    RouteReason::SchemaUnreadable => {
+                    RouteReason::SchemaUnreadable if first => {
                         self.schemas
                             .get_or_insert_with(SchemaReport::default)
                             .unreadable_records += 1;

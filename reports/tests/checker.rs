@@ -1950,6 +1950,13 @@ fn a_change_refused_for_its_schema_is_caught() {
         RouteReason::SchemaRejected,
     ));
     h.push(produced(216, TopicName::Critical, 0, 0, &[4]));
+    // A restarted task routes the same change again: still one change.
+    h.push(routed(
+        217,
+        4,
+        TopicName::Critical,
+        RouteReason::SchemaRejected,
+    ));
     h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 5]));
     h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
     h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::schema::{Compatibility, Decision, Registration, Registry, RegistryError};
 use nrtsim_pipeline::{
-    Acks, ConsumerConfig, Log, ProduceBatch, ProducerConfig, Record, RecordMeta, TopicPartition,
+    Acks, Appended, ConsumerConfig, Log, ProduceBatch, ProducerConfig, Record, RecordMeta,
+    TopicPartition,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -31,6 +32,8 @@ pub struct SchemaRegistrySetup {
 
 struct State {
     registry: RefCell<Registry>,
+    /// The next `_schemas` offset to read: everything before it is applied.
+    offset: std::cell::Cell<u64>,
     /// One registration at a time, as the registry's single writer does.
     writer: tokio::sync::Mutex<SimLog>,
 }
@@ -55,24 +58,44 @@ fn client(setup: &SchemaRegistrySetup) -> SimLog {
     .client_id("schema-registry")
 }
 
-/// Reads `_schemas` from the start to its end into a registry.
-async fn replay(log: &mut SimLog, compatibility: Compatibility) -> Registry {
-    let mut registry = Registry::new(compatibility);
-    let mut offset = 0;
+/// Reads `_schemas` from where the registry stopped to its high watermark, and at least past
+/// `past` when given, applying each registration in log order (the first record of an id or
+/// of a subject's version wins; a later one that conflicts is ignored, as every replay will).
+async fn catch_up(
+    log: &mut SimLog,
+    registry: &RefCell<Registry>,
+    offset: &std::cell::Cell<u64>,
+    past: Option<u64>,
+) -> Result<(), RegistryError> {
+    // A write acknowledged by every in-sync replica is not truncated under clean elections;
+    // under an unclean one it may be, and then it is never read: give up after a while.
+    let mut idle_rounds = 0;
     loop {
-        match log.fetch(&[(schemas_tp(), offset)]).await.pop() {
-            Some(Ok(f)) => {
-                for r in &f.records {
-                    if let Ok(reg) = serde_json::from_slice::<Registration>(&r.value) {
-                        registry.apply(&reg);
-                    }
-                }
-                offset = f.next_offset;
-                if offset >= f.high_watermark {
-                    return registry;
-                }
+        let fetched = log.fetch(&[(schemas_tp(), offset.get())]).await.pop();
+        let f = match fetched {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err(RegistryError::Unavailable(format!("_schemas: {e}"))),
+            None => return Err(RegistryError::Unavailable("_schemas: no answer".into())),
+        };
+        for r in &f.records {
+            if let Ok(reg) = serde_json::from_slice::<Registration>(&r.value) {
+                registry.borrow_mut().apply(&reg);
             }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+        offset.set(f.next_offset.max(offset.get()));
+        let reached = past.is_none_or(|p| offset.get() > p);
+        if offset.get() >= f.high_watermark && reached {
+            return Ok(());
+        }
+        idle_rounds = if f.records.is_empty() {
+            idle_rounds + 1
+        } else {
+            0
+        };
+        if idle_rounds > 20 {
+            return Err(RegistryError::Unavailable(
+                "_schemas: its own write never became readable".into(),
+            ));
         }
     }
 }
@@ -80,9 +103,14 @@ async fn replay(log: &mut SimLog, compatibility: Compatibility) -> Registry {
 /// Runs the registry until the host is crashed.
 pub async fn run_schema_registry(setup: SchemaRegistrySetup) -> turmoil::Result {
     let mut log = client(&setup);
-    let registry = replay(&mut log, setup.compatibility).await;
+    let registry = RefCell::new(Registry::new(setup.compatibility));
+    let offset = std::cell::Cell::new(0);
+    while catch_up(&mut log, &registry, &offset, None).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let state = Rc::new(State {
-        registry: RefCell::new(registry),
+        registry,
+        offset,
         writer: tokio::sync::Mutex::new(log),
     });
     let listener = TcpListener::bind(("0.0.0.0", SCHEMA_REGISTRY_PORT)).await?;
@@ -117,9 +145,12 @@ async fn serve(arena: SharedArena, state: Rc<State>, mut stream: TcpStream) {
     }
 }
 
-/// Decides, and stores a new version in `_schemas` before answering with its id.
+/// Decides, and stores a new version in `_schemas` before answering with its id. The
+/// registry learns its own registration, like every other, by reading it back from the log:
+/// a write that failed may still have landed, and the log, not memory, says which id it took.
 async fn register(state: &State, subject: &str, schema: &str) -> Result<u32, RegistryError> {
     let mut log = state.writer.lock().await;
+    catch_up(&mut log, &state.registry, &state.offset, None).await?;
     let decision = state.registry.borrow().decide(subject, schema)?;
     let reg = match decision {
         Decision::Existing(id) => return Ok(id),
@@ -139,12 +170,19 @@ async fn register(state: &State, subject: &str, schema: &str) -> Result<u32, Reg
             },
         }],
     };
-    match log.produce(vec![batch]).await.pop() {
-        Some(Ok(_)) => {
-            state.registry.borrow_mut().apply(&reg);
-            Ok(reg.id)
-        }
-        Some(Err(e)) => Err(RegistryError::Unavailable(format!("_schemas: {e}"))),
-        None => Err(RegistryError::Unavailable("_schemas: no answer".into())),
+    let at = match log.produce(vec![batch]).await.pop() {
+        Some(Ok(Appended::At(offset))) => Some(offset),
+        Some(Ok(_)) => None,
+        Some(Err(e)) => return Err(RegistryError::Unavailable(format!("_schemas: {e}"))),
+        None => return Err(RegistryError::Unavailable("_schemas: no answer".into())),
+    };
+    catch_up(&mut log, &state.registry, &state.offset, at).await?;
+    let registry = state.registry.borrow();
+    match registry.decide(subject, schema) {
+        Ok(Decision::Existing(id)) => Ok(id),
+        // An earlier write that had seemed to fail took the id first: the client retries.
+        _ => Err(RegistryError::Unavailable(
+            "_schemas: the registration lost its id to an earlier write; try again".into(),
+        )),
     }
 }
