@@ -424,6 +424,11 @@ impl Scenario {
                 positive,
             ),
             (
+                p.cdc.chunk_rows >= 1,
+                "pipeline.cdc.chunk_rows",
+                at_least_one,
+            ),
+            (
                 p.delivery != Delivery::ExactlyOnce || p.producer.idempotence,
                 "pipeline.delivery",
                 "exactly-once delivery needs idempotent producers (producer.idempotence = true \

@@ -617,9 +617,17 @@ checkpoint_interval = "5s"
         }
     }
 
-    /// Random checkpoint intervals, lake modes and layouts, and job-task crashes.
+    /// Random checkpoint intervals, lake modes and layouts, CDC snapshots (the initial one, or
+    /// an incremental one from a late start in chunks of random size), and job-task crashes.
     fn pipeline_shapes() -> impl Strategy<Value = (u64, String, Vec<FaultSpec>)> {
         let interval = 1u64..=30;
+        let cdc = prop_oneof![
+            Just(String::new()),
+            (0u64..10_000, 100u32..1_500, 0u64..1_000).prop_map(|(start, rows, read)| format!(
+                "\ncdc = {{ start = \"{start}ms\", snapshot = \"incremental\", \
+                 chunk_rows = {rows}, chunk_read = \"{read}ms\" }}"
+            )),
+        ];
         let mode = prop_oneof![Just("upsert"), Just("changelog")];
         let layout = prop_oneof![Just("merge-on-read"), Just("copy-on-write")];
         let commit = prop_oneof![Just("interval"), Just("checkpoint")];
@@ -635,9 +643,10 @@ checkpoint_interval = "5s"
             mode,
             layout,
             commit,
+            cdc,
             prop::collection::vec(crash, 1..4),
         )
-            .prop_map(|(seed, interval, mode, layout, commit, crashes)| {
+            .prop_map(|(seed, interval, mode, layout, commit, cdc, crashes)| {
                 // A changelog lake owes its readers every change; hold it to that.
                 let history = if mode == "changelog" {
                     "every-change"
@@ -649,7 +658,7 @@ checkpoint_interval = "5s"
                     &format!(
                         "checkpoint_interval = \"{interval}s\"\n\
                          lake = {{ mode = \"{mode}\", layout = \"{layout}\", buckets = 2 }}\n\
-                         transactions = {{ commit = \"{commit}\" }}\n\
+                         transactions = {{ commit = \"{commit}\" }}{cdc}\n\
                          [checks]\nlake_history = \"{history}\""
                     ),
                 );

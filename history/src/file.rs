@@ -30,6 +30,8 @@
 //! {"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3}
 //! {"type":"abort_marker","t_ms":15,"topic":"enriched","partition":0,"offsets":[4],"change_ids":[1]}
 //! {"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}
+//! {"type":"schema_decision","t_ms":16,"host":"standardize-0","subject":"standard-bank.accounts","table_version":2,"id":3,"reason":""}
+//! {"type":"snapshot_chunk","t_ms":2,"host":"cdc","table":"accounts","from_id":0,"to_id":null,"low_lsn":0,"high_lsn":1,"rows":[1]}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -43,6 +45,7 @@ use crate::observation::{
     FaultPhase, LakeFiles, LakeRow, Observation, RouteReason, RunHeader, SourceChange, Stage,
     TopicName,
 };
+use nrtsim_workloads::Table;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -530,6 +533,16 @@ enum Frame {
         id: Option<u32>,
         reason: String,
     },
+    SnapshotChunk {
+        t_ms: u64,
+        host: String,
+        table: Table,
+        from_id: u64,
+        to_id: Option<u64>,
+        low_lsn: u64,
+        high_lsn: u64,
+        rows: Vec<u64>,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -639,6 +652,16 @@ enum FrameRef<'a> {
         table_version: u32,
         id: Option<u32>,
         reason: &'a str,
+    },
+    SnapshotChunk {
+        t_ms: u64,
+        host: &'a str,
+        table: Table,
+        from_id: u64,
+        to_id: Option<u64>,
+        low_lsn: u64,
+        high_lsn: u64,
+        rows: &'a [u64],
     },
 }
 
@@ -831,6 +854,25 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 id: *id,
                 reason,
             },
+            Observation::SnapshotChunk {
+                t_ms,
+                host,
+                table,
+                from_id,
+                to_id,
+                low_lsn,
+                high_lsn,
+                rows,
+            } => FrameRef::SnapshotChunk {
+                t_ms: *t_ms,
+                host,
+                table: *table,
+                from_id: *from_id,
+                to_id: *to_id,
+                low_lsn: *low_lsn,
+                high_lsn: *high_lsn,
+                rows,
+            },
         }
     }
 }
@@ -1021,6 +1063,25 @@ impl From<Frame> for Observation {
                 id,
                 reason,
             },
+            Frame::SnapshotChunk {
+                t_ms,
+                host,
+                table,
+                from_id,
+                to_id,
+                low_lsn,
+                high_lsn,
+                rows,
+            } => Observation::SnapshotChunk {
+                t_ms,
+                host,
+                table,
+                from_id,
+                to_id,
+                low_lsn,
+                high_lsn,
+                rows,
+            },
         }
     }
 }
@@ -1030,7 +1091,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 17] = [
+    const DOC_EXAMPLES: [&str; 19] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -1048,6 +1109,8 @@ mod tests {
         r#"{"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3}"#,
         r#"{"type":"abort_marker","t_ms":15,"topic":"enriched","partition":0,"offsets":[4],"change_ids":[1]}"#,
         r#"{"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}"#,
+        r#"{"type":"schema_decision","t_ms":16,"host":"standardize-0","subject":"standard-bank.accounts","table_version":2,"id":3,"reason":""}"#,
+        r#"{"type":"snapshot_chunk","t_ms":2,"host":"cdc","table":"accounts","from_id":0,"to_id":null,"low_lsn":0,"high_lsn":1,"rows":[1]}"#,
     ];
 
     #[test]

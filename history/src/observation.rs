@@ -1,6 +1,6 @@
 //! The observation records: what happened, when, in simulated milliseconds.
 
-use nrtsim_workloads::{Key, Op};
+use nrtsim_workloads::{Key, Op, Table};
 use serde::{Deserialize, Serialize};
 
 /// The topics of the platform, named as users of a bank platform name them.
@@ -399,6 +399,29 @@ pub enum Observation {
         /// Why it was refused (empty when registered).
         reason: String,
     },
+    /// The CDC connector emitted one chunk of an incremental snapshot: the rows of `table`
+    /// whose ids are in `[from_id, to_id)` (no upper bound when `to_id` is `None`), as the
+    /// source held them at LSN `high_lsn`. Each row is sent as a snapshot read of the change
+    /// that last wrote it, listed in `rows`; every earlier change of that key is taken up in
+    /// the row and is not streamed on its own.
+    SnapshotChunk {
+        /// When the chunk was emitted.
+        t_ms: u64,
+        /// The connector.
+        host: String,
+        /// The table read.
+        table: Table,
+        /// The first id of the chunk's key range.
+        from_id: u64,
+        /// The end of the range (exclusive); `None` for the table's last chunk.
+        to_id: Option<u64>,
+        /// The source's position when the chunk's read began (the low watermark).
+        low_lsn: u64,
+        /// The source's position the rows stand at (the high watermark).
+        high_lsn: u64,
+        /// Per row, the change id that last wrote it, in key order.
+        rows: Vec<u64>,
+    },
 }
 
 impl Observation {
@@ -421,7 +444,8 @@ impl Observation {
             | Observation::KafkaTxn { t_ms, .. }
             | Observation::AbortMarker { t_ms, .. }
             | Observation::FraudAlert { t_ms, .. }
-            | Observation::SchemaDecision { t_ms, .. } => *t_ms,
+            | Observation::SchemaDecision { t_ms, .. }
+            | Observation::SnapshotChunk { t_ms, .. } => *t_ms,
         }
     }
 }

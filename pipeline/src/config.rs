@@ -309,6 +309,70 @@ pub struct PipelineConfig {
     pub transactions: TransactionsConfig,
     /// A schema registry for the `standard` topic (off by default).
     pub schema_registry: SchemaRegistryConfig,
+    /// When the CDC connector starts and how it takes the source's existing rows.
+    pub cdc: CdcConfig,
+}
+
+/// The `[pipeline.cdc]` table: when the CDC connector is deployed and how it reads the rows
+/// the source already holds before it follows the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdcConfig {
+    /// When the connector starts, from the beginning of the run; the source commits from the
+    /// beginning whether it is there or not. Default 0s.
+    pub start: SimDuration,
+    /// `initial` or `incremental`: how the existing rows are read. Default `initial`.
+    pub snapshot: SnapshotMode,
+    /// Under `incremental`: the most rows in one chunk. Default 8096, Flink CDC's.
+    pub chunk_rows: u32,
+    /// Under `incremental`: how long a full chunk's read (its `SELECT`) takes; a smaller one
+    /// takes its share. The source goes on committing meanwhile. Default 100ms.
+    pub chunk_read: SimDuration,
+    /// Under `incremental`: `watermarks` or `none`, how the chunks are joined to the log.
+    /// Default `watermarks`.
+    pub handover: SnapshotHandover,
+}
+
+impl Default for CdcConfig {
+    fn default() -> Self {
+        Self {
+            start: SimDuration::from_ms(0),
+            snapshot: SnapshotMode::Initial,
+            chunk_rows: 8096,
+            chunk_read: SimDuration::from_ms(100),
+            handover: SnapshotHandover::Watermarks,
+        }
+    }
+}
+
+/// How the CDC connector reads the rows the source held before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotMode {
+    /// The existing rows are one consistent snapshot at the head of the log (the source's
+    /// transaction 0, read under a lock or from one consistent view), and the log follows it
+    /// from the start, however late the connector starts.
+    #[default]
+    Initial,
+    /// Flink CDC's lock-free incremental snapshot: each table is read in chunks of primary
+    /// keys while the source keeps committing, then the log is read from the first chunk's
+    /// high watermark on.
+    Incremental,
+}
+
+/// How an incremental snapshot's chunks are joined to the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotHandover {
+    /// Per chunk: note the log position (low watermark), read the chunk, note the position
+    /// again (high watermark), and fold the chunk's changes between the two into its rows;
+    /// the log phase then skips each key's changes up to its chunk's high watermark.
+    #[default]
+    Watermarks,
+    /// A known mistake: each chunk is taken as read, and the log starts where the source
+    /// stands when the last chunk is done. Changes to a key after its chunk was read and
+    /// before the log starts are never emitted.
+    None,
 }
 
 /// The `[pipeline.schema_registry]` table. With it on, a `schema-registry` host keeps
@@ -462,6 +526,7 @@ impl Default for PipelineConfig {
             tx_metadata: TxMetadata::Persisted,
             transactions: TransactionsConfig::default(),
             schema_registry: SchemaRegistryConfig::default(),
+            cdc: CdcConfig::default(),
         }
     }
 }

@@ -4,9 +4,10 @@
 use crate::lake::PendingWrite;
 use crate::log::ProducerState;
 use crate::record::TopicPartition;
+use crate::snapshot::SnapshotProgress;
 use crate::spend::SpendAggregator;
 use nrtsim_history::Observation;
-use nrtsim_workloads::{Table, TableSchema, Transaction};
+use nrtsim_workloads::{Change, Table, TableSchema, Transaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub struct TaskCheckpoint {
     /// The CDC connector's transaction-metadata counter: the transaction it is in the middle
     /// of (one handed over in pieces) and the events it has emitted for it so far.
     pub open_txn: Option<(u64, u64)>,
+    /// The CDC connector's incremental snapshot, while it runs and after (its chunks' marks
+    /// decide what the log phase skips).
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 /// Rows a two-phase lake sink pre-committed with one checkpoint, and the input positions they
@@ -80,4 +84,10 @@ pub trait SourceLog {
     /// The schema `table` had when a change committed at `commit_ms` was made (the source's
     /// catalog, as the connector follows it through the DDL in the log).
     fn table_schema(&self, table: Table, commit_ms: u64) -> Arc<TableSchema>;
+    /// The source's position: the LSN of its last committed change (0 before any).
+    fn head_lsn(&self) -> u64;
+    /// A `SELECT` over `table` as the source holds it now: up to `max` rows whose ids are at
+    /// or above `from_id`, in id order, each given as the change that last wrote it with that
+    /// change's commit time.
+    fn scan(&self, table: Table, from_id: u64, max: usize) -> Vec<(Change, u64)>;
 }

@@ -5,7 +5,9 @@
 
 use crate::canonical::{decode, Canonical, Encoder, Enriched, RowBody};
 use crate::checkpoint::trigger_at;
-use crate::config::{Delivery, OnMiss, OnTxnAbort, PartitionKey};
+use crate::config::{
+    CdcConfig, Delivery, OnMiss, OnTxnAbort, PartitionKey, SnapshotHandover, SnapshotMode,
+};
 use crate::enrich::{enrich, enrich_change, EnrichOutcome, ReferenceStore};
 use crate::env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 use crate::fraud::{FraudConfig, FraudScorer};
@@ -16,11 +18,13 @@ use crate::schema::{
     avro_schema_for, decode_standard, schema_id, subject_for, RegistryError, SchemaCache,
     WriterSchema,
 };
+use crate::snapshot::{fold_to, select, Chunk, SnapshotProgress};
 use crate::spend::{SpendAggregator, SpendConfig, WindowResult};
 use crate::standardize::{standardize, standardize_avro, Standardized};
 use apache_avro::Schema;
 use nrtsim_history::{LakeRow, Observation, RouteReason, Stage, TopicName};
 use nrtsim_workloads::envelope::{encode_change_into, parse_schema_block};
+use nrtsim_workloads::{Change, Op};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +53,8 @@ pub struct TaskSettings {
     pub transactions: Option<TxnSettings>,
     /// Whether `standard` records are Avro registered with the schema registry.
     pub schema_registry: bool,
+    /// When the CDC connector starts and how it reads the existing rows.
+    pub cdc: CdcConfig,
 }
 
 /// How a stream task uses Kafka transactions.
@@ -166,6 +172,10 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
 ) {
     let partitions = log.partitions(TopicName::Raw);
     let mut enc = Encoder::default();
+    let start_ms = s.cdc.start.ms();
+    if env.now_ms() < start_ms {
+        pause_ms(start_ms - env.now_ms()).await;
+    }
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
         cp.next_lsn = cp.next_lsn.max(1);
@@ -174,6 +184,17 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
             cp.open_txn = None;
         }
         restore_producer(log, &cp, s.delivery);
+        let snapshot_due = s.cdc.snapshot == SnapshotMode::Incremental
+            && cp.snapshot.as_ref().is_none_or(|p| p.log_from.is_none());
+        if snapshot_due
+            && run_snapshot(log, env, store, source, s, &mut cp, &mut enc)
+                .await
+                .is_err()
+        {
+            pause_ms(s.restart_backoff_ms).await;
+            continue;
+        }
+        let snapshot = cp.snapshot.clone();
         let mut last_cp_ms = env.now_ms();
         let mut next_lsn = cp.next_lsn;
         loop {
@@ -195,7 +216,17 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                         Some((txid, n)) if txid == t.txid => n,
                         _ => 0,
                     };
+                    // A transaction the snapshot took up in part is not whole in the stream:
+                    // it gets no END.
+                    let mut partial = snapshot
+                        .as_ref()
+                        .is_some_and(|p| p.split_txn == Some(t.txid));
                     for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
+                        if snapshot.as_ref().is_some_and(|p| p.covers(c)) {
+                            partial = true;
+                            last_lsn = c.lsn;
+                            continue;
+                        }
                         emitted += 1;
                         let key = match s.partition_key {
                             PartitionKey::Customer => c.partition_key(),
@@ -221,7 +252,9 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                     }
                     let last = t.changes.last().map(|c| c.lsn);
                     if last.is_some() && last == source.last_lsn_of(t.txid) {
-                        ends.push((t.txid, emitted));
+                        if !partial {
+                            ends.push((t.txid, emitted));
+                        }
                         open = None;
                     } else {
                         open = Some((t.txid, emitted));
@@ -264,6 +297,131 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
         }
         pause_ms(s.restart_backoff_ms).await;
     }
+}
+
+/// Saves the CDC connector's checkpoint as the next one, with its producer's state under
+/// exactly-once delivery.
+fn save_cdc_checkpoint<L: Log, E: Env, C: CheckpointStore>(
+    log: &L,
+    env: &E,
+    store: &C,
+    s: &TaskSettings,
+    cp: &mut TaskCheckpoint,
+) {
+    cp.id += 1;
+    cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
+    store.save(env.host(), cp.clone());
+    record_checkpoint(env, cp.id);
+}
+
+/// The incremental snapshot (see [`crate::snapshot`]): reads every table in chunks, each
+/// brought to its high watermark (unless the handover is `none`), and writes each chunk's rows
+/// to `raw` as snapshot reads. Returns once every chunk is written and the log phase's start
+/// is fixed in `cp`; an error means a write failed and the connector must restart.
+async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
+    log: &mut L,
+    env: &E,
+    store: &C,
+    source: &S,
+    s: &TaskSettings,
+    cp: &mut TaskCheckpoint,
+    enc: &mut Encoder,
+) -> Result<(), LogError> {
+    let partitions = log.partitions(TopicName::Raw);
+    let watermarks = s.cdc.handover == SnapshotHandover::Watermarks;
+    loop {
+        let progress = cp.snapshot.get_or_insert_with(SnapshotProgress::default);
+        let chunk = match progress.pending.clone() {
+            Some(chunk) => chunk,
+            None => {
+                let Some(table) = progress.next_table() else {
+                    progress.finish(source, s.cdc.handover);
+                    cp.next_lsn = progress.log_from.unwrap_or(1);
+                    cp.open_txn = None;
+                    save_cdc_checkpoint(log, env, store, s, cp);
+                    return Ok(());
+                };
+                let from_id = progress.next_id;
+                let low = source.head_lsn();
+                let mut chunk = select(source, table, from_id, s.cdc.chunk_rows as usize, low);
+                // The source goes on committing while the chunk is read; a chunk short of
+                // full takes its share of a full one's time.
+                let full = u64::from(s.cdc.chunk_rows.max(1));
+                let rows = chunk.rows.len() as u64;
+                pause_ms((s.cdc.chunk_read.ms() * rows).div_ceil(full)).await;
+                work(s.per_record_us, chunk.rows.len()).await;
+                if watermarks {
+                    fold_to(&mut chunk, source, source.head_lsn());
+                }
+                chunk
+            }
+        };
+        let progress = cp.snapshot.get_or_insert_with(SnapshotProgress::default);
+        if s.delivery == Delivery::AtMostOnce {
+            // The position moves on before the rows are written.
+            progress.pending = None;
+            progress.advance(chunk.mark);
+        } else {
+            // Written again, the same, if the write fails.
+            progress.pending = Some(chunk.clone());
+        }
+        save_cdc_checkpoint(log, env, store, s, cp);
+        let outputs = snapshot_records(&chunk, source, s, partitions, env.now_ms(), enc);
+        env.record(Observation::SnapshotChunk {
+            t_ms: env.now_ms(),
+            host: env.host().to_string(),
+            table: chunk.mark.table,
+            from_id: chunk.mark.from_id,
+            to_id: chunk.mark.to_id,
+            low_lsn: chunk.low_lsn,
+            high_lsn: chunk.mark.high_lsn,
+            rows: chunk.rows.iter().map(|(c, _)| c.lsn).collect(),
+        });
+        produce_recorded(log, env, Stage::Cdc, outputs, s.batch_records).await?;
+        if s.delivery != Delivery::AtMostOnce {
+            let progress = cp.snapshot.get_or_insert_with(SnapshotProgress::default);
+            progress.pending = None;
+            progress.advance(chunk.mark);
+            save_cdc_checkpoint(log, env, store, s, cp);
+        }
+    }
+}
+
+/// A chunk's rows as `raw` records: each a snapshot read (`op` `r`) of the change that last
+/// wrote the row, in the table's schema of now, carrying that change's id.
+fn snapshot_records<S: SourceLog>(
+    chunk: &Chunk,
+    source: &S,
+    s: &TaskSettings,
+    partitions: u32,
+    now_ms: u64,
+    enc: &mut Encoder,
+) -> BTreeMap<TopicPartition, Vec<Record>> {
+    let mut outputs: BTreeMap<TopicPartition, Vec<Record>> = BTreeMap::new();
+    let schema = source.table_schema(chunk.mark.table, now_ms);
+    for (c, commit_ms) in &chunk.rows {
+        let read = Change {
+            op: Op::Read,
+            before: None,
+            ..c.clone()
+        };
+        let key = match s.partition_key {
+            PartitionKey::Customer => read.partition_key(),
+            PartitionKey::Random => read.lsn.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        };
+        let tp = TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
+        outputs.entry(tp).or_default().push(Record {
+            key,
+            value: enc.with(|buf| encode_change_into(&read, *commit_ms, &schema, buf)),
+            meta: RecordMeta {
+                change_id: read.lsn,
+                txid: read.txid,
+                commit_ms: *commit_ms,
+                attempt: 0,
+            },
+        });
+    }
+    outputs
 }
 
 /// What a stream task does to each record.
@@ -1237,7 +1395,8 @@ pub async fn run_spend_aggregator<L: Log, E: Env, C: CheckpointStore>(
                 let Some(RowBody::CardTransaction(t)) = &e.change.row else {
                     continue;
                 };
-                if e.change.op != nrtsim_workloads::Op::Create {
+                // A payment is its row's insert, or the snapshot read of that row.
+                if !matches!(e.change.op, Op::Create | Op::Read) {
                     continue;
                 }
                 let now = env.now_ms();

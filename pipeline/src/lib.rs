@@ -13,14 +13,15 @@ pub mod lake;
 pub mod log;
 pub mod record;
 pub mod schema;
+pub mod snapshot;
 pub mod spend;
 pub mod standardize;
 
 pub use config::{
-    Acks, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation, LakeCommitPolicy,
-    LakeConfig, LakeLayout, LakeMode, OnMiss, OnTxnAbort, Parallelism, PartitionKey,
-    PipelineConfig, ProducerConfig, RedoAtEnd, SchemaRegistryConfig, TransactionsConfig,
-    TxMetadata, TxnCommit, TxnIdScope,
+    Acks, CdcConfig, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation,
+    LakeCommitPolicy, LakeConfig, LakeLayout, LakeMode, OnMiss, OnTxnAbort, Parallelism,
+    PartitionKey, PipelineConfig, ProducerConfig, RedoAtEnd, SchemaRegistryConfig,
+    SnapshotHandover, SnapshotMode, TransactionsConfig, TxMetadata, TxnCommit, TxnIdScope,
 };
 pub use env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
 pub use log::{Appended, Assignment, Fetched, Log, LogError, ProduceBatch, ProducerState};

@@ -28,6 +28,10 @@ pub struct Counts {
     pub snapshot_changes: u64,
     /// Changes whose last routing went to redo and that never reached their end.
     pub parked_in_redo: u64,
+    /// Changes an incremental snapshot took up in a later row of their key before they were
+    /// streamed: accounted for, not delivered on their own.
+    #[serde(default)]
+    pub absorbed_by_snapshot: u64,
     /// Keys that hold a row in the final lake state.
     pub lake_keys: u64,
     /// Changes still on their way when a run that did not drain ended: a liveness failure
@@ -53,7 +57,7 @@ pub struct Counts {
 }
 
 /// Where every source change ended: the conservation line `source = enriched + waiting in
-/// redo + critical + unaccounted`. Each change counts once, at the furthest place it ended.
+/// redo + critical + absorbed by a snapshot + unaccounted`. Each change counts once, at the furthest place it ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conservation {
     /// Source changes.
@@ -65,6 +69,9 @@ pub struct Conservation {
     pub waiting_in_redo: u64,
     /// Changes in critical (poison, or out of redo attempts).
     pub critical: u64,
+    /// Changes an incremental snapshot took up in a later row of their key.
+    #[serde(default)]
+    pub absorbed_by_snapshot: u64,
     /// Changes none of those account for: dropped or lost before the enriched topic, or still
     /// on their way when a run that did not drain ended. (The line is about enrichment: a
     /// change lost after the enriched topic, in the lake, counts as enriched here and as
@@ -75,8 +82,8 @@ pub struct Conservation {
 }
 
 impl Conservation {
-    /// Counts one change: `critical`, `parked`, `enriched` say where it ended.
-    pub(crate) fn add(&mut self, critical: bool, parked: bool, enriched: bool) {
+    /// Counts one change: `critical`, `parked`, `enriched`, `absorbed` say where it ended.
+    pub(crate) fn add(&mut self, critical: bool, parked: bool, enriched: bool, absorbed: bool) {
         self.source += 1;
         if critical {
             self.critical += 1;
@@ -84,6 +91,8 @@ impl Conservation {
             self.waiting_in_redo += 1;
         } else if enriched {
             self.enriched += 1;
+        } else if absorbed {
+            self.absorbed_by_snapshot += 1;
         } else {
             self.unaccounted += 1;
         }

@@ -36,6 +36,13 @@
 //! - In a run that did not drain, changes still on their way at the end are `unfinished`, not
 //!   `lost` (they may yet have arrived): the run exits 4 unless something else is wrong, and
 //!   the keys they touch are not judged against the source.
+//! - An incremental snapshot chunk (`SnapshotChunk`) emits each row as a snapshot read of the
+//!   change that last wrote it. Every earlier change of that key not yet streamed is
+//!   *absorbed*: taken up in the row, neither expected on its own nor lost. Changes after the
+//!   row's change must still arrive by the log; a handover that skips them loses them. The
+//!   rows are backfill: they leave the latency figures and the raw-order check (a chunk is in
+//!   key order, not LSN order), and a key's expected final row never reaches back past an
+//!   absorbed change.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,6 +104,11 @@ const SHOWN: u16 = 1 << 10;
 const RAW_READ: u16 = 1 << 11;
 /// Counted as `schema_rejected`.
 const SCHEMA_COUNTED: u16 = 1 << 12;
+/// An incremental snapshot emitted a later change of this key as its row before this change
+/// was streamed: the row took it up, and it is not expected on its own.
+const ABSORBED: u16 = 1 << 13;
+/// An incremental snapshot chunk emitted this change as its key's row.
+const SNAPSHOT_ROW: u16 = 1 << 14;
 
 /// An offset no read has reached yet (change ids start at 1).
 const UNREAD: u64 = 0;
@@ -415,6 +427,11 @@ impl Checker {
             } => {
                 self.announced.insert(*txid, *event_count);
             }
+            Observation::SnapshotChunk { rows, high_lsn, .. } => {
+                for &id in rows {
+                    self.snapshot_row(id, *high_lsn);
+                }
+            }
             Observation::Aggregate {
                 account_id,
                 window_start_ms,
@@ -608,6 +625,31 @@ impl Checker {
         };
     }
 
+    /// Change `id` was emitted as its key's row by a snapshot chunk standing at `high_lsn`:
+    /// the key's earlier changes that were not streamed are absorbed into it.
+    fn snapshot_row(&mut self, id: u64, high_lsn: u64) {
+        let Some(c) = self.known_mut(id) else {
+            self.phantom(id, None, "emitted by a snapshot chunk".to_string());
+            return;
+        };
+        if id > high_lsn {
+            // A row from past the chunk's own high watermark: not a read the chunk could make,
+            // so it absorbs nothing, and what it should have absorbed is judged as usual.
+            return;
+        }
+        c.flags |= SNAPSHOT | SNAPSHOT_ROW;
+        let mut prev = c.prev_same_key;
+        while let Some(p) = self.known_mut(prev) {
+            if p.has(ABSORBED) {
+                break;
+            }
+            if p.raw_ms == NEVER {
+                p.flags |= ABSORBED;
+            }
+            prev = p.prev_same_key;
+        }
+    }
+
     fn phantom(&mut self, id: u64, key: Option<String>, location: String) {
         if self.phantoms.insert(id) {
             let ex = self.example(AnomalyKind::Phantom, id, key, location);
@@ -768,7 +810,8 @@ impl Checker {
             };
             let first = !c.has(RAW_READ);
             c.flags |= RAW_READ;
-            if !first {
+            // Snapshot rows come in key order; only streamed changes keep LSN order.
+            if !first || c.has(SNAPSHOT_ROW) {
                 continue;
             }
             if id < max_lsn {
@@ -906,20 +949,18 @@ impl Checker {
             } else if payment && self.fraud_seen && c.enriched_ms != NEVER {
                 counts.fraud_unscored += 1;
             }
-            conservation.add(
-                c.has(ROUTED_CRITICAL),
-                c.parked(),
-                c.enriched_ms != NEVER || c.has(SEEN_ENRICHED) || c.applied(),
-            );
+            let enriched = c.enriched_ms != NEVER || c.has(SEEN_ENRICHED) || c.applied();
+            let absorbed = c.has(ABSORBED) && !enriched && !c.has(ROUTED_CRITICAL);
+            conservation.add(c.has(ROUTED_CRITICAL), c.parked(), enriched, absorbed);
             if !c.has(SNAPSHOT) {
                 record_latencies(&mut latency, c, &bounds);
                 add_to_timeline(&mut timeline, c);
             }
             let ended = c.applied() || c.has(ROUTED_CRITICAL);
             let lost = if c.has(POISON) {
-                !ended
+                !ended && !absorbed
             } else {
-                !ended && !c.parked()
+                !ended && !c.parked() && !absorbed
             };
             if lost && stalled {
                 counts.unfinished += 1;
@@ -1003,7 +1044,12 @@ impl Checker {
             }
             let missing = (first_lsn..first_lsn + u64::from(size))
                 .filter_map(|lsn| self.known(lsn))
-                .filter(|c| c.enriched_ms == NEVER && !c.has(ROUTED_CRITICAL) && !c.parked())
+                .filter(|c| {
+                    c.enriched_ms == NEVER
+                        && !c.has(ROUTED_CRITICAL)
+                        && !c.parked()
+                        && !c.has(ABSORBED)
+                })
                 .count();
             if missing > 0 {
                 out.incomplete += 1;
@@ -1319,10 +1365,14 @@ impl Checker {
         }
     }
 
-    /// The key's last change that should be visible in the lake, walking back from `lsn`.
+    /// The key's last change that should be visible in the lake, walking back from `lsn`;
+    /// none past a change a snapshot row absorbed (the lake never had the key's older states).
     fn expected_change(&self, mut lsn: u64) -> Option<u64> {
         while lsn != 0 {
             let c = self.known(lsn)?;
+            if c.has(ABSORBED) {
+                return None;
+            }
             if c.counts_for_final_row() {
                 return Some(lsn);
             }
@@ -1368,6 +1418,7 @@ fn tally(counts: &mut Counts, c: &ChangeState) {
     counts.redo += u64::from(c.has(ROUTED_REDO));
     counts.critical += u64::from(c.has(ROUTED_CRITICAL));
     counts.parked_in_redo += u64::from(c.parked());
+    counts.absorbed_by_snapshot += u64::from(c.has(ABSORBED) && c.raw_ms == NEVER);
 }
 
 fn record_latencies(latency: &mut LatencyPaths, c: &ChangeState, bounds: &TierBounds) {

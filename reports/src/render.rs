@@ -33,10 +33,11 @@ pub fn human_ms(ms: u64) -> String {
 }
 
 /// The counts every report shows, in order.
-pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 16] {
+pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 17] {
     [
         ("source changes", c.source_changes),
         ("of which snapshot", c.snapshot_changes),
+        ("absorbed by snapshot", c.absorbed_by_snapshot),
         ("raw", c.raw),
         ("standard", c.standard),
         ("enriched", c.enriched),
@@ -71,8 +72,14 @@ fn write_wrapped(out: &mut String, head: &str, items: impl IntoIterator<Item = S
 
 /// The conservation line in words.
 pub(crate) fn conservation_line(c: &Conservation) -> String {
+    // The snapshot term appears only in runs with an incremental snapshot.
+    let absorbed = if c.absorbed_by_snapshot > 0 {
+        format!(" + absorbed by snapshot {}", c.absorbed_by_snapshot)
+    } else {
+        String::new()
+    };
     format!(
-        "conserved  source {} = enriched {} + redo {} + critical {} + unaccounted {}  {}",
+        "conserved  source {} = enriched {} + redo {} + critical {}{absorbed} + unaccounted {}  {}",
         c.source,
         c.enriched,
         c.waiting_in_redo,
@@ -630,7 +637,16 @@ pub fn summary_text(r: &Report) -> String {
     if !skew.is_empty() {
         write_wrapped(&mut s, "skew     max/min load:", skew);
     }
-    let _ = writeln!(s, "{}", conservation_line(&r.conservation));
+    let line = conservation_line(&r.conservation);
+    match line.split_once(" + absorbed") {
+        // Too wide for one screen line: the snapshot term and the rest go on a second.
+        Some((head, tail)) if line.len() > 100 => {
+            let _ = writeln!(s, "{head}\n           + absorbed{tail}");
+        }
+        _ => {
+            let _ = writeln!(s, "{line}");
+        }
+    }
     let _ = writeln!(s, "{}", completeness_line(&r.completeness));
     if let Some(sc) = &r.schemas {
         let _ = writeln!(s, "{}", schema_line(sc));

@@ -173,7 +173,7 @@ pub struct Report {
     /// Load over each topic's partitions and over the tasks; flagged past 10× max/min.
     pub skew: Vec<crate::skew::Spread>,
     /// Where every source change ended: source = enriched + waiting in redo + critical +
-    /// unaccounted.
+    /// absorbed by an incremental snapshot + unaccounted.
     #[serde(default)]
     pub conservation: Conservation,
     /// Transaction ENDs held against the source and the enriched topic.

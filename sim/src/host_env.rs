@@ -5,7 +5,7 @@ use crate::progress::Recorder;
 use nrtsim_history::Observation;
 use nrtsim_pipeline::checkpoint::Coordinator;
 use nrtsim_pipeline::{CheckpointStore, Env, SourceLog, TaskCheckpoint};
-use nrtsim_workloads::{SchemaTimeline, Table, TableSchema, Transaction};
+use nrtsim_workloads::{Change, Key, SchemaTimeline, Table, TableSchema, Transaction};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -98,6 +98,9 @@ impl CheckpointStore for SharedCheckpoints {
 #[derive(Clone, Default)]
 pub struct SharedSource {
     txns: Rc<RefCell<Vec<Transaction>>>,
+    /// The tables as they stand: per live row, where the change that last wrote it sits in
+    /// `txns` (transaction index, change index).
+    rows: Rc<RefCell<BTreeMap<Key, (usize, usize)>>>,
     schemas: Rc<SchemaTimeline>,
 }
 
@@ -106,17 +109,47 @@ impl SharedSource {
     pub fn with_schemas(schemas: SchemaTimeline) -> Self {
         Self {
             txns: Rc::default(),
+            rows: Rc::default(),
             schemas: Rc::new(schemas),
         }
     }
 
     /// Appends a committed transaction.
     pub fn commit(&self, txn: Transaction) {
-        self.txns.borrow_mut().push(txn);
+        let mut txns = self.txns.borrow_mut();
+        let mut rows = self.rows.borrow_mut();
+        let t = txns.len();
+        for (i, c) in txn.changes.iter().enumerate() {
+            if c.after.is_some() {
+                rows.insert(c.key, (t, i));
+            } else {
+                rows.remove(&c.key);
+            }
+        }
+        txns.push(txn);
     }
 }
 
 impl SourceLog for SharedSource {
+    fn head_lsn(&self) -> u64 {
+        let txns = self.txns.borrow();
+        txns.iter()
+            .rev()
+            .find_map(|t| t.changes.last())
+            .map_or(0, |c| c.lsn)
+    }
+
+    fn scan(&self, table: Table, from_id: u64, max: usize) -> Vec<(Change, u64)> {
+        let txns = self.txns.borrow();
+        let rows = self.rows.borrow();
+        let from = Key { table, id: from_id };
+        rows.range(from..)
+            .take_while(|(k, _)| k.table == table)
+            .take(max)
+            .map(|(_, &(t, i))| (txns[t].changes[i].clone(), txns[t].commit_ms))
+            .collect()
+    }
+
     fn table_schema(&self, table: Table, commit_ms: u64) -> Arc<TableSchema> {
         self.schemas.at(table, commit_ms).clone()
     }

@@ -3,6 +3,8 @@
 //! simulator's own; the checker derives its verdict from the history alone.
 
 use nrtsim_history::{Observation, TopicName};
+use nrtsim_workloads::Key;
+use std::collections::BTreeMap;
 
 const PENDING: u8 = 0;
 const PARKED: u8 = 1;
@@ -14,6 +16,10 @@ pub struct Recorder {
     observations: Vec<Observation>,
     /// Per LSN (index = LSN): pending, parked in redo, or done.
     state: Vec<u8>,
+    /// Per LSN, the LSN of the same key's change before it (0 for none).
+    prev_same_key: Vec<u64>,
+    /// Per key, its latest LSN.
+    last_of_key: BTreeMap<Key, u64>,
     pending: u64,
     /// Whether a change parked in redo is still pending (the scenario waits for redo).
     wait_for_redo: bool,
@@ -36,8 +42,10 @@ impl Recorder {
                     let i = c.lsn as usize;
                     if self.state.len() <= i {
                         self.state.resize(i + 1, DONE);
+                        self.prev_same_key.resize(i + 1, 0);
                     }
                     self.state[i] = PENDING;
+                    self.prev_same_key[i] = self.last_of_key.insert(c.key, c.lsn).unwrap_or(0);
                     self.pending += 1;
                 }
             }
@@ -66,6 +74,17 @@ impl Recorder {
                     if self.state.get(*id as usize) == Some(&PARKED) {
                         self.state[*id as usize] = PENDING;
                         self.pending += 1;
+                    }
+                }
+            }
+            Observation::SnapshotChunk { rows, .. } => {
+                // A snapshot row takes up its key's earlier changes: they will not be
+                // streamed on their own.
+                for &id in rows {
+                    let mut prev = self.prev_same_key.get(id as usize).copied().unwrap_or(0);
+                    while prev != 0 && self.state.get(prev as usize) == Some(&PENDING) {
+                        self.settle(prev, DONE);
+                        prev = self.prev_same_key[prev as usize];
                     }
                 }
             }

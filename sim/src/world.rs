@@ -292,6 +292,7 @@ impl World {
                 on_abort: pipeline.transactions.on_abort,
             }),
             schema_registry: pipeline.schema_registry.enabled,
+            cdc: pipeline.cdc.clone(),
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
         // producer id is the task's own (restored with its checkpoint); otherwise every start
