@@ -435,7 +435,12 @@ impl Scenario {
                  and acks = \"all\"); use at-least-once or at-most-once otherwise",
             ),
         ];
-        first_failure(at, &checks)
+        first_failure(at, &checks)?;
+        if let Err(e) = p.cdc.capture() {
+            let message = format!("not a regular expression: {e}");
+            return Err(at.field_error("pipeline.cdc.tables", message));
+        }
+        Ok(())
     }
 
     fn validate_faults(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {

@@ -331,6 +331,25 @@ pub struct CdcConfig {
     /// Under `incremental`: `watermarks` or `none`, how the chunks are joined to the log.
     /// Default `watermarks`.
     pub handover: SnapshotHandover,
+    /// The tables captured: a regular expression a source table's whole name must match
+    /// (`orders`, or a shard's `orders_2`), as a connector's table include list is. Default
+    /// `.*`, every table.
+    pub tables: String,
+}
+
+impl CdcConfig {
+    /// The compiled `tables` pattern, anchored at both ends; `None` when it takes every
+    /// table. The error says why the pattern does not compile.
+    pub fn capture(&self) -> Result<Option<regex::Regex>, String> {
+        if self.tables == ".*" {
+            return Ok(None);
+        }
+        // Checked as written first, so that an error points into the user's own text.
+        regex::Regex::new(&self.tables).map_err(|e| e.to_string())?;
+        regex::Regex::new(&format!("^(?:{})$", self.tables))
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Default for CdcConfig {
@@ -341,6 +360,7 @@ impl Default for CdcConfig {
             chunk_rows: 8096,
             chunk_read: SimDuration::from_ms(100),
             handover: SnapshotHandover::Watermarks,
+            tables: ".*".to_string(),
         }
     }
 }

@@ -55,6 +55,17 @@ pub struct TaskSettings {
     pub schema_registry: bool,
     /// When the CDC connector starts and how it reads the existing rows.
     pub cdc: CdcConfig,
+    /// The source tables the CDC connector captures; `None`: every one.
+    pub capture: Option<regex::Regex>,
+}
+
+impl TaskSettings {
+    /// Whether the CDC connector captures `change`'s table (or shard).
+    fn captures(&self, change: &Change) -> bool {
+        self.capture
+            .as_ref()
+            .is_none_or(|re| re.is_match(&change.key.table.shard_name(change.shard)))
+    }
 }
 
 /// How a stream task uses Kafka transactions.
@@ -222,7 +233,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                         .as_ref()
                         .is_some_and(|p| p.split_txn == Some(t.txid));
                     for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
-                        if snapshot.as_ref().is_some_and(|p| p.covers(c)) {
+                        if !s.captures(c) || snapshot.as_ref().is_some_and(|p| p.covers(c)) {
                             partial = true;
                             last_lsn = c.lsn;
                             continue;
@@ -344,6 +355,8 @@ async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 let from_id = progress.next_id;
                 let low = source.head_lsn();
                 let mut chunk = select(source, table, from_id, s.cdc.chunk_rows as usize, low);
+                // Shards the connector does not capture are not read.
+                chunk.rows.retain(|(c, _)| s.captures(c));
                 // The source goes on committing while the chunk is read; a chunk short of
                 // full takes its share of a full one's time.
                 let full = u64::from(s.cdc.chunk_rows.max(1));
@@ -352,6 +365,7 @@ async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 work(s.per_record_us, chunk.rows.len()).await;
                 if watermarks {
                     fold_to(&mut chunk, source, source.head_lsn());
+                    chunk.rows.retain(|(c, _)| s.captures(c));
                 }
                 chunk
             }

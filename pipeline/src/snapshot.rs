@@ -217,6 +217,7 @@ mod tests {
             before: None,
             after: (op != Op::Delete).then_some(row),
             poison: false,
+            shard: 0,
         }
     }
 

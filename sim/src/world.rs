@@ -293,6 +293,8 @@ impl World {
             }),
             schema_registry: pipeline.schema_registry.enabled,
             cdc: pipeline.cdc.clone(),
+            // Validation has checked that the pattern compiles.
+            capture: pipeline.cdc.capture().unwrap_or_default(),
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
         // producer id is the task's own (restored with its checkpoint); otherwise every start

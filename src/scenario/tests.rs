@@ -494,3 +494,31 @@ fn ddl_entries_are_read_and_checked() {
         parse_err("name = \"x\"\n[pipeline]\nschema_registry = { compatibility = \"strict\" }\n");
     assert_eq!(err.line, 3, "{err}");
 }
+
+#[test]
+fn shards_and_the_capture_pattern_are_read_and_checked() {
+    let ok = "name = \"x\"\n\
+              [[workload.ddl]]\nat = \"20s\"\ntable = \"orders\"\nchange = \"create-shard\"\n\
+              [pipeline]\ncdc = { tables = \"orders(_[0-9]+)?\" }\n";
+    let s = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+    let re = s.pipeline.cdc.capture().unwrap().expect("a pattern");
+    assert!(re.is_match("orders") && re.is_match("orders_12"));
+    assert!(!re.is_match("card_transactions") && !re.is_match("orders_x"));
+    // A shard has no column.
+    let err = parse_err(
+        "name = \"x\"\n\
+         [[workload.ddl]]\nat = \"20s\"\ntable = \"orders\"\nchange = \"create-shard\"\n\
+         column = \"status\"\n",
+    );
+    assert_eq!(err.field, "workload.ddl[0].column", "{err}");
+    assert!(err.message.contains("create-shard takes no"), "{err}");
+    // A column change needs its column.
+    let err = parse_err(
+        "name = \"x\"\n\
+         [[workload.ddl]]\nat = \"20s\"\ntable = \"orders\"\nchange = \"drop-column\"\n",
+    );
+    assert!(err.message.contains("needs a `column`"), "{err}");
+    // A pattern that does not compile is named with its place.
+    let err = parse_err("name = \"x\"\n[pipeline]\ncdc = { tables = \"orders(\" }\n");
+    assert_err(&err, 3, 18, "pipeline.cdc.tables", "unclosed group");
+}

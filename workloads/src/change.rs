@@ -34,6 +34,32 @@ impl Table {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
+
+    /// The name of the table's shard `shard` in the source database: the table's own name
+    /// for shard 0, `<table>_<shard>` for the shards DDL created after it.
+    pub fn shard_name(self, shard: u16) -> std::borrow::Cow<'static, str> {
+        if shard == 0 {
+            self.name().into()
+        } else {
+            format!("{}_{shard}", self.name()).into()
+        }
+    }
+
+    /// The table and shard a source table name stands for (`orders` → shard 0, `orders_2` →
+    /// shard 2), if it is one.
+    pub fn from_shard_name(name: &str) -> Option<(Self, u16)> {
+        if let Some(t) = Self::from_name(name) {
+            return Some((t, 0));
+        }
+        let (table, shard) = name.rsplit_once('_')?;
+        if shard.starts_with('0') || !shard.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((
+            Self::from_name(table)?,
+            shard.parse().ok().filter(|s| *s > 0)?,
+        ))
+    }
 }
 
 /// A row's primary key: its table and its id.
@@ -253,6 +279,14 @@ pub struct Change {
     pub after: Option<Row>,
     /// Whether the CDC connector will emit this change malformed (a poison record).
     pub poison: bool,
+    /// The shard of the table the row lives in (0: the table itself; see
+    /// [`Table::shard_name`]). A row stays in the shard it was inserted into.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 impl Change {
@@ -307,5 +341,28 @@ mod tests {
             }
         );
         assert_eq!(a.partition_key(), 7);
+    }
+
+    #[test]
+    fn shard_names_round_trip_and_strangers_are_refused() {
+        for t in Table::ALL {
+            for shard in [0, 1, 12] {
+                assert_eq!(
+                    Table::from_shard_name(&t.shard_name(shard)),
+                    Some((t, shard))
+                );
+            }
+        }
+        assert_eq!(Table::shard_name(Table::Orders, 3), "orders_3");
+        for name in [
+            "orders_0",
+            "orders_01",
+            "orders_",
+            "orders_x",
+            "ledger_1",
+            "card",
+        ] {
+            assert_eq!(Table::from_shard_name(name), None, "{name}");
+        }
     }
 }

@@ -99,8 +99,10 @@ pub enum EnvelopeError {
 pub struct Envelope {
     /// What the change did.
     pub op: Op,
-    /// `source.table`.
+    /// `source.table`: the table (a shard counts as its table).
     pub table: Table,
+    /// The shard `source.table` names (0: the table itself).
+    pub shard: u16,
     /// `source.lsn`: the change id.
     pub lsn: u64,
     /// `source.txId`.
@@ -133,6 +135,7 @@ impl Envelope {
             before: self.before,
             after: self.after,
             poison: false,
+            shard: self.shard,
         }
     }
 }
@@ -173,7 +176,7 @@ struct EnvelopeOut<'a, L, I> {
 
 #[derive(Serialize)]
 struct SourceOut<L> {
-    table: Table,
+    table: std::borrow::Cow<'static, str>,
     lsn: L,
     #[serde(rename = "txId")]
     txid: u64,
@@ -190,11 +193,19 @@ struct EnvelopeIn {
 
 #[derive(Deserialize)]
 struct SourceIn {
-    table: Table,
+    #[serde(deserialize_with = "shard_of_name")]
+    table: (Table, u16),
     lsn: u64,
     #[serde(rename = "txId")]
     txid: u64,
     ts_ms: u64,
+}
+
+/// Reads `source.table`: a table's name, or the name of one of its shards.
+fn shard_of_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(Table, u16), D::Error> {
+    let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    Table::from_shard_name(&name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown table `{name}`")))
 }
 
 /// The columns of every table, each optional; checked against `source.table` after parsing.
@@ -288,7 +299,7 @@ fn encode_images<I: Serialize>(
         after,
         op: change.op,
         source: SourceOut {
-            table: change.key.table,
+            table: change.key.table.shard_name(change.shard),
             lsn: change.lsn,
             txid: change.txid,
             ts_ms: commit_ms,
@@ -311,7 +322,7 @@ fn encode_images<I: Serialize>(
                     after: envelope.after,
                     op: envelope.op,
                     source: SourceOut {
-                        table: change.key.table,
+                        table: change.key.table.shard_name(change.shard),
                         lsn: change.lsn.to_string(),
                         txid: change.txid,
                         ts_ms: commit_ms,
@@ -333,7 +344,7 @@ fn encode_images<I: Serialize>(
 /// Decodes and validates one change envelope.
 pub fn decode_change(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     let raw: EnvelopeIn = serde_json::from_slice(bytes)?;
-    let table = raw.source.table;
+    let (table, shard) = raw.source.table;
     let before = raw
         .before
         .map(|c| c.into_row(table, "before"))
@@ -352,6 +363,7 @@ pub fn decode_change(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     Ok(Envelope {
         op,
         table,
+        shard,
         lsn: raw.source.lsn,
         txid: raw.source.txid,
         ts_ms: raw.source.ts_ms,
@@ -475,11 +487,13 @@ pub fn decode_change_by_schema(
         .schema
         .ok_or_else(|| EnvelopeError::BadSchema("no schema block".into()))?;
     let schema = schema_of(block.get())?;
-    if schema.table != raw.source.table {
+    // A shard has its table's schema.
+    let (table, _) = raw.source.table;
+    if schema.table != table {
         return Err(EnvelopeError::BadSchema(format!(
             "schema of {} on a change of {}",
             schema.table.name(),
-            raw.source.table.name()
+            table.name()
         )));
     }
     check_images(raw.op, raw.before.is_some(), raw.after.is_some())?;
@@ -490,7 +504,7 @@ pub fn decode_change_by_schema(
     }
     let env = SchemaEnvelope {
         op: raw.op,
-        table: raw.source.table,
+        table,
         lsn: raw.source.lsn,
         txid: raw.source.txid,
         schema: block.get().to_string(),
@@ -682,6 +696,7 @@ mod tests {
             before: Some(row(900, 0)),
             after: Some(row(650, 1200)),
             poison,
+            shard: 0,
         }
     }
 
@@ -701,6 +716,27 @@ mod tests {
         );
         let env = decode_change(text.as_bytes()).unwrap();
         assert_eq!(env.into_change(), account_update(false, 51));
+    }
+
+    /// A change in a shard names the shard as its table and decodes back into it; an unknown
+    /// table name does not decode.
+    #[test]
+    fn a_shard_is_named_in_source_table_and_read_back() {
+        let mut change = account_update(false, 52);
+        change.shard = 3;
+        let text = String::from_utf8(encode_change(&change, 1200)).unwrap();
+        assert!(
+            text.contains(r#""source":{"table":"accounts_3","#),
+            "{text}"
+        );
+        let env = decode_change(text.as_bytes()).unwrap();
+        assert_eq!((env.table, env.shard), (Table::Accounts, 3));
+        assert_eq!(env.into_change(), change);
+        let schemas = |t: &str| Ok(std::sync::Arc::new(parse_schema_block(t)?));
+        let (by_schema, _) = decode_change_by_schema(text.as_bytes(), &mut { schemas }).unwrap();
+        assert_eq!(by_schema.table, Table::Accounts);
+        let stranger = text.replace("accounts_3", "ledger_3");
+        assert!(decode_change(stranger.as_bytes()).is_err());
     }
 
     #[test]

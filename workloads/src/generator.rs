@@ -29,7 +29,7 @@ use crate::change::{
 use crate::profile::CommitClock;
 use crate::reference::unknown_pool_len;
 use crate::zipf::Zipf;
-use crate::{SeedTree, WorkloadConfig, WorkloadKind};
+use crate::{DdlKind, SeedTree, WorkloadConfig, WorkloadKind};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -53,6 +53,8 @@ struct OrderState {
     status: OrderStatus,
     amount_cents: i64,
     updated_ms: u64,
+    /// The shard of `orders` it was inserted into.
+    shard: u16,
 }
 
 impl OrderState {
@@ -95,6 +97,9 @@ pub struct Workload {
     order_rng: ChaCha8Rng,
     mix_rng: ChaCha8Rng,
     poison_rng: ChaCha8Rng,
+    /// Per table, when DDL created each of its shards after the first (in order): rows
+    /// inserted from then on go to the newest.
+    shards: BTreeMap<Table, Vec<u64>>,
 }
 
 impl Workload {
@@ -110,6 +115,13 @@ impl Workload {
             Vec::new()
         };
         let pool_start = cfg.merchants;
+        let mut shards: BTreeMap<Table, Vec<u64>> = BTreeMap::new();
+        for d in cfg.ddl.iter().filter(|d| d.change == DdlKind::CreateShard) {
+            shards.entry(d.table).or_default().push(d.at.ms());
+        }
+        for times in shards.values_mut() {
+            times.sort_unstable();
+        }
         Self {
             kind: cfg.kind,
             clock: CommitClock::new(cfg.profile, cfg.rate_per_s, duration_ms),
@@ -133,7 +145,15 @@ impl Workload {
             order_rng: seeds.fork("workload.order"),
             mix_rng: seeds.fork("workload.mix"),
             poison_rng: seeds.fork("workload.poison"),
+            shards,
         }
+    }
+
+    /// The shard of `table` a row inserted at `t_ms` goes to.
+    fn shard_at(&self, table: Table, t_ms: u64) -> u16 {
+        self.shards.get(&table).map_or(0, |times| {
+            u16::try_from(times.partition_point(|&at| at <= t_ms)).unwrap_or(u16::MAX)
+        })
     }
 
     /// The next committed transaction, or `None` once the run's duration is over.
@@ -178,6 +198,7 @@ impl Workload {
         op: Op,
         before: Option<Row>,
         after: Option<Row>,
+        shard: u16,
     ) -> Change {
         let lsn = self.next_lsn;
         self.next_lsn += 1;
@@ -190,6 +211,7 @@ impl Workload {
             before,
             after,
             poison,
+            shard,
         }
     }
 
@@ -198,7 +220,7 @@ impl Workload {
         for id in 0..self.accounts.len() as u64 {
             let row = self.account_row(id);
             let key = row.key();
-            changes.push(self.change(0, key, Op::Read, None, Some(row)));
+            changes.push(self.change(0, key, Op::Read, None, Some(row), 0));
         }
         Transaction {
             txid: 0,
@@ -280,9 +302,10 @@ impl Workload {
             table: Table::CardTransactions,
             id: txn_id,
         };
+        let card_shard = self.shard_at(Table::CardTransactions, t_ms);
         let changes = vec![
-            self.change(txid, account_key, Op::Update, Some(before), Some(after)),
-            self.change(txid, card_key, Op::Create, None, Some(card_row)),
+            self.change(txid, account_key, Op::Update, Some(before), Some(after), 0),
+            self.change(txid, card_key, Op::Create, None, Some(card_row), card_shard),
         ];
         Transaction {
             txid,
@@ -318,6 +341,7 @@ impl Workload {
                 status: OrderStatus::Created,
                 amount_cents: self.order_rng.gen_range(500..=50_000),
                 updated_ms: t_ms,
+                shard: self.shard_at(Table::Orders, t_ms),
             };
             (Op::Create, None, state)
         };
@@ -331,7 +355,7 @@ impl Workload {
             table: Table::Orders,
             id: state.order_id,
         };
-        let change = self.change(txid, key, op, before, Some(state.row()));
+        let change = self.change(txid, key, op, before, Some(state.row()), state.shard);
         Transaction {
             txid,
             commit_ms: t_ms,
@@ -412,6 +436,49 @@ mod tests {
             max_in_flight = max_in_flight.max(w.orders_in_flight());
         }
         assert!(max_in_flight > 50, "{max_in_flight}");
+    }
+
+    /// After `create-shard`, new rows go to the new shard and rows already written stay in
+    /// theirs, whatever step they take next.
+    #[test]
+    fn new_rows_go_to_the_newest_shard_and_old_rows_stay() {
+        let ddl = |table| crate::DdlConfig {
+            at: crate::SimDuration::from_ms(2_000),
+            table,
+            change: DdlKind::CreateShard,
+            column: String::new(),
+            ty: None,
+        };
+        for kind in [WorkloadKind::Card, WorkloadKind::Order] {
+            let c = WorkloadConfig {
+                ddl: vec![ddl(Table::CardTransactions), ddl(Table::Orders)],
+                ..cfg(kind)
+            };
+            let mut shard_of: BTreeMap<Key, u16> = BTreeMap::new();
+            let (mut old, mut new) = (0, 0);
+            for t in Workload::new(&c, &SeedTree::new(3), 6_000) {
+                for ch in &t.changes {
+                    if ch.key.table == Table::Accounts {
+                        assert_eq!(ch.shard, 0);
+                        continue;
+                    }
+                    match ch.op {
+                        Op::Create => {
+                            assert_eq!(ch.shard, u16::from(t.commit_ms >= 2_000), "{ch:?}");
+                            shard_of.insert(ch.key, ch.shard);
+                        }
+                        _ => assert_eq!(Some(&ch.shard), shard_of.get(&ch.key), "{ch:?}"),
+                    }
+                    if t.commit_ms >= 2_000 {
+                        *(if ch.shard == 0 { &mut old } else { &mut new }) += 1;
+                    }
+                }
+            }
+            assert!(new > 0, "{kind:?}: nothing written to the new shard");
+            if kind == WorkloadKind::Order {
+                assert!(old > 0, "orders created before the shard keep moving in it");
+            }
+        }
     }
 
     #[test]

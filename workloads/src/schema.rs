@@ -6,7 +6,10 @@
 //! DDL is kept to what a bank's DBAs actually run against a live table: a nullable column added
 //! (the application does not write it yet, so its value is null), a column dropped, and a
 //! `long` column retyped to `string` (an amount moved to a decimal string). The key column can
-//! be neither dropped nor retyped.
+//! be neither dropped nor retyped. Besides these, a table can be sharded on: `CREATE TABLE
+//! <table>_<n> LIKE <table>` makes a new shard with the same columns, and rows inserted from
+//! then on go to it (a monthly shard of a transactions table, say); rows already written stay
+//! where they are. Shards share their table's schema.
 
 use crate::change::Table;
 use crate::duration::SimDuration;
@@ -272,6 +275,8 @@ pub enum DdlKind {
     DropColumn,
     /// Change a column's type (needs `type`).
     RetypeColumn,
+    /// Create the table's next shard, `<table>_<n>`; new rows are inserted there.
+    CreateShard,
 }
 
 /// One `[[workload.ddl]]` entry: a DDL statement run against the source at a set time.
@@ -283,9 +288,10 @@ pub struct DdlConfig {
     pub at: SimDuration,
     /// The table: `accounts`, `card_transactions` or `orders`.
     pub table: Table,
-    /// `add-column`, `drop-column` or `retype-column`.
+    /// `add-column`, `drop-column`, `retype-column` or `create-shard`.
     pub change: DdlKind,
-    /// The column it adds, drops or retypes.
+    /// The column it adds, drops or retypes (not for `create-shard`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub column: String,
     /// The added column's type, or the retyped column's new one: `long` or `string`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -293,18 +299,37 @@ pub struct DdlConfig {
 }
 
 impl DdlConfig {
-    /// The statement this entry describes, or what it lacks.
-    pub fn statement(&self) -> Result<DdlChange, String> {
+    /// The column statement this entry describes (`None` for `create-shard`, which leaves
+    /// the columns alone), or what it lacks.
+    pub fn statement(&self) -> Result<Option<DdlChange>, String> {
         let column = self.column.clone();
-        let ty = || {
-            self.ty
-                .ok_or_else(|| format!("{:?} needs a `type`", self.change).to_lowercase())
+        let named = |what: &str| {
+            if column.is_empty() {
+                Err(format!("{what} needs a `column`"))
+            } else {
+                Ok(column.clone())
+            }
         };
-        Ok(match self.change {
-            DdlKind::AddColumn => DdlChange::AddColumn { column, ty: ty()? },
-            DdlKind::DropColumn => DdlChange::DropColumn { column },
-            DdlKind::RetypeColumn => DdlChange::RetypeColumn { column, ty: ty()? },
-        })
+        let ty = |what: &str| self.ty.ok_or_else(|| format!("{what} needs a `type`"));
+        Ok(Some(match self.change {
+            DdlKind::AddColumn => DdlChange::AddColumn {
+                column: named("add-column")?,
+                ty: ty("add-column")?,
+            },
+            DdlKind::DropColumn => DdlChange::DropColumn {
+                column: named("drop-column")?,
+            },
+            DdlKind::RetypeColumn => DdlChange::RetypeColumn {
+                column: named("retype-column")?,
+                ty: ty("retype-column")?,
+            },
+            DdlKind::CreateShard => {
+                if !column.is_empty() || self.ty.is_some() {
+                    return Err("create-shard takes no `column` or `type`".to_string());
+                }
+                return Ok(None);
+            }
+        }))
     }
 }
 
@@ -332,10 +357,11 @@ impl SchemaTimeline {
         for (i, d) in order {
             let list = versions.get_mut(&d.table).expect("every table has a base");
             let (_, current) = list.last().expect("every table has a base");
-            let next = d
-                .statement()
-                .and_then(|change| current.apply(&change))
-                .map_err(|e| (i, e))?;
+            let Some(change) = d.statement().map_err(|e| (i, e))? else {
+                // A new shard has its table's columns.
+                continue;
+            };
+            let next = current.apply(&change).map_err(|e| (i, e))?;
             list.push((d.at.ms(), Arc::new(next)));
         }
         Ok(Self { versions })
