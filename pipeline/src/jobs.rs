@@ -60,6 +60,15 @@ pub struct TaskSettings {
 }
 
 impl TaskSettings {
+    /// The key the CDC connector gives `change`'s record in `raw`, which picks its partition.
+    fn raw_key(&self, change: &Change) -> u64 {
+        match self.partition_key {
+            PartitionKey::Customer => change.partition_key(),
+            // Scattered, but the same on every run: a mix of the change id.
+            PartitionKey::Random => change.lsn.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
     /// Whether the CDC connector captures `change`'s table (or shard).
     fn captures(&self, change: &Change) -> bool {
         self.capture
@@ -239,11 +248,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                             continue;
                         }
                         emitted += 1;
-                        let key = match s.partition_key {
-                            PartitionKey::Customer => c.partition_key(),
-                            // Scattered, but the same on every run: a mix of the change id.
-                            PartitionKey::Random => c.lsn.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                        };
+                        let key = s.raw_key(c);
                         let tp =
                             TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
                         outputs.entry(tp).or_default().push(Record {
@@ -419,10 +424,7 @@ fn snapshot_records<S: SourceLog>(
             before: None,
             ..c.clone()
         };
-        let key = match s.partition_key {
-            PartitionKey::Customer => read.partition_key(),
-            PartitionKey::Random => read.lsn.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        };
+        let key = s.raw_key(&read);
         let tp = TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
         outputs.entry(tp).or_default().push(Record {
             key,

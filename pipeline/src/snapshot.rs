@@ -74,6 +74,9 @@ pub struct SnapshotProgress {
     /// A transaction that began before `log_from` and ends after it: the connector sees only
     /// part of it, so it emits no END for it.
     pub split_txn: Option<u64>,
+    /// The highest high watermark: past it the log phase skips nothing.
+    #[serde(default)]
+    pub max_high_lsn: u64,
 }
 
 impl SnapshotProgress {
@@ -105,6 +108,7 @@ impl SnapshotProgress {
             SnapshotHandover::None => source.head_lsn() + 1,
         };
         self.skip_covered = handover == SnapshotHandover::Watermarks;
+        self.max_high_lsn = self.chunks.iter().map(|c| c.high_lsn).max().unwrap_or(0);
         // The transaction holding the change just before `from`, if it goes on past it.
         self.split_txn = source
             .read_from(from.saturating_sub(1).max(1), 1)
@@ -118,6 +122,7 @@ impl SnapshotProgress {
     /// Whether the log phase must skip `change`: its chunk's rows already reflect it.
     pub fn covers(&self, change: &Change) -> bool {
         self.skip_covered
+            && change.lsn <= self.max_high_lsn
             && self
                 .chunks
                 .iter()
