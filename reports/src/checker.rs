@@ -952,7 +952,7 @@ impl Checker {
             let enriched = c.enriched_ms != NEVER || c.has(SEEN_ENRICHED) || c.applied();
             let absorbed = c.has(ABSORBED) && !enriched && !c.has(ROUTED_CRITICAL);
             conservation.add(c.has(ROUTED_CRITICAL), c.parked(), enriched, absorbed);
-            if !c.has(SNAPSHOT) {
+            if !c.has(SNAPSHOT) && !c.has(ABSORBED) {
                 record_latencies(&mut latency, c, &bounds);
                 add_to_timeline(&mut timeline, c);
             }
@@ -1242,7 +1242,17 @@ impl Checker {
     fn judge_torn_transactions(&mut self) {
         self.exactly_once.torn_transaction_is_violation =
             self.opts.torn_transaction == TornPolicy::Violation;
-        let torn: Vec<_> = self.torn.torn().collect();
+        // A transaction an incremental snapshot read (in part absorbed, or as rows of chunks
+        // taken at different times) reaches the lake as backfill, not as a transaction.
+        let torn: Vec<_> = self
+            .torn
+            .torn()
+            .filter(|t| {
+                !(t.first_lsn..t.first_lsn + u64::from(t.size))
+                    .filter_map(|lsn| self.known(lsn))
+                    .any(|c| c.has(ABSORBED) || c.has(SNAPSHOT_ROW))
+            })
+            .collect();
         for t in torn {
             let how = if t.split {
                 "in more than one snapshot"

@@ -2059,3 +2059,41 @@ fn a_stale_snapshot_row_does_not_excuse_the_changes_after_it() {
     assert_eq!(ex[0].change_id, Some(3));
     assert_eq!(a.counts.absorbed_by_snapshot, 0);
 }
+
+/// A source transaction whose rows an incremental snapshot read in different chunks reaches
+/// the lake in more than one snapshot: backfill, not a torn transaction, even where torn
+/// transactions are violations.
+#[test]
+fn a_transaction_read_by_snapshot_chunks_is_not_torn() {
+    let mut h = source();
+    let end = h.pop().expect("the delete of key 2");
+    h.push(snapshot_chunk(150, 4, &[3]));
+    h.push(snapshot_chunk(160, 4, &[2, 4]));
+    h.push(end);
+    let all = [3, 2, 4, 5];
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &all));
+    h.push(read(240, TopicName::Enriched, 0, 0, &all));
+    h.push(lake(300, 1, &lake_rows(&[3])));
+    h.push(lake(400, 2, &lake_rows(&[2, 4, 5])));
+    h.push(run_end(500, true));
+    let opts = CheckOptions {
+        torn_transaction: nrtsim_reports::TornPolicy::Violation,
+        ..CheckOptions::default()
+    };
+    let a = analyze(&h, &opts);
+    assert_eq!(a.exactly_once.torn_transaction, 0, "{:?}", a.exactly_once);
+    assert_eq!(counts(&a), [0; 5]);
+    // The same lake commits without the snapshot are a split transaction.
+    let mut plain = source();
+    plain.pop();
+    plain.push(commit(200, 2, vec![change(5, 2, Op::Delete, None)]));
+    let ids = [1, 2, 3, 4, 5];
+    plain.push(produced(210, TopicName::Raw, 0, 0, &ids));
+    plain.push(produced(230, TopicName::Enriched, 0, 0, &ids));
+    plain.push(read(240, TopicName::Enriched, 0, 0, &ids));
+    plain.push(lake(300, 1, &lake_rows(&[1, 2, 3])));
+    plain.push(lake(400, 2, &lake_rows(&[4, 5])));
+    plain.push(run_end(500, true));
+    assert_eq!(analyze(&plain, &opts).exactly_once.torn_transaction, 1);
+}
