@@ -57,15 +57,28 @@ fn baseline_without_transactions() -> Scenario {
     s
 }
 
+/// The baseline's platform with almost no traffic (one payment a second, and the initial
+/// snapshot): what simulated time costs by itself, whatever flows through it.
+fn baseline_idle() -> Scenario {
+    let mut s = baseline();
+    s.workload.rate_per_s = 1;
+    s
+}
+
 /// Runs the scenario once; returns the source changes it carried.
 fn run_pipeline(scenario: &Scenario) -> u64 {
+    run_measured(scenario).0
+}
+
+/// Runs the scenario once; returns the source changes it carried and the simulated ms.
+fn run_measured(scenario: &Scenario) -> (u64, u64) {
     let sim = runner::simulate(scenario, scenario.seed).expect("the baseline runs");
     let report = runner::judge(scenario, scenario.seed, &sim.history, sim.wall_ms);
     assert_eq!(
         report.exit_code, 0,
         "the baseline must pass while it is benchmarked"
     );
-    report.counts.source_changes
+    (report.counts.source_changes, report.sim_duration_ms)
 }
 
 fn bench_workload(c: &mut Criterion) {
@@ -106,7 +119,9 @@ fn ratio_summary() {
     let raw = rate(generate_and_encode(&cfg), t);
     let scenario = baseline();
     let t = Instant::now();
-    let e2e = rate(run_pipeline(&scenario), t);
+    let (changes, sim_ms) = run_measured(&scenario);
+    let busy_s = t.elapsed().as_secs_f64();
+    let e2e = changes as f64 / busy_s;
     let plain = baseline_without_transactions();
     let t = Instant::now();
     let off = rate(run_pipeline(&plain), t);
@@ -115,6 +130,28 @@ fn ratio_summary() {
         "summary: baseline-card with transactions {e2e:.0} changes/s, without {off:.0} changes/s; \
          transactions cost {:.0}%",
         100.0 * (1.0 - e2e / off)
+    );
+    // Split the baseline's wall time into what simulated time costs on its own (every host
+    // is stepped each simulated millisecond, busy or not) and what its changes cost.
+    let idle = baseline_idle();
+    let t = Instant::now();
+    let (idle_changes, idle_sim_ms) = run_measured(&idle);
+    let idle_s = t.elapsed().as_secs_f64();
+    let floor_s = idle_s * sim_ms as f64 / idle_sim_ms.max(1) as f64;
+    let per_change_us =
+        1e6 * (busy_s - floor_s).max(0.0) / changes.saturating_sub(idle_changes).max(1) as f64;
+    println!(
+        "summary: baseline-card simulates {:.1} s in {busy_s:.2} s; the same platform with almost no \
+         traffic simulates {:.1} s in {idle_s:.2} s ({:.0} simulated s per wall s)",
+        sim_ms as f64 / 1e3,
+        idle_sim_ms as f64 / 1e3,
+        idle_sim_ms as f64 / 1e3 / idle_s,
+    );
+    println!(
+        "summary: of the baseline's wall time, {floor_s:.2} s is simulated time at idle, which alone caps \
+         its rate at {:.0} changes/s (1/{:.1} of generate+encode); the changes cost {per_change_us:.1} us each",
+        changes as f64 / floor_s,
+        raw * floor_s / changes as f64,
     );
 }
 

@@ -559,7 +559,7 @@ fn fetch_one(
     }
     if replica.is_some() {
         // Followers read to the log end, markers and all.
-        let records = log.read(p.offset, log.leo(), max).to_vec();
+        let records = log.read(p.offset, log.leo(), max);
         return FetchResult::Records {
             base_offset: p.offset,
             next_offset: p.offset + records.len() as u64,

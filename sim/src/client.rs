@@ -670,7 +670,10 @@ impl Log for SimLog {
                                 Ok(Fetched {
                                     tp,
                                     base_offset,
-                                    records: records.into_iter().map(|s| s.record).collect(),
+                                    records: records
+                                        .into_iter()
+                                        .map(|s| s.record.clone())
+                                        .collect(),
                                     offsets,
                                     next_offset,
                                     high_watermark,

@@ -6,6 +6,7 @@
 
 use nrtsim_pipeline::{Record, RecordMeta};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// The producer that wrote a batch, as the batch header carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,10 @@ pub struct Marker {
     /// Commit (true) or abort (false).
     pub commit: bool,
 }
+
+/// A stored record, shared by every replica that holds it and every fetch that hands it on:
+/// a follower appends the very record its leader stored, so replication copies no record.
+pub type SharedRecord = Rc<StoredRecord>;
 
 /// A record as a replica stores it.
 #[derive(Clone, Debug)]
@@ -80,7 +85,7 @@ pub enum LeaderAppend {
 #[derive(Clone, Debug, Default)]
 pub struct ConsumerRead {
     /// `(offset, record)` in offset order.
-    pub records: Vec<(u64, StoredRecord)>,
+    pub records: Vec<(u64, SharedRecord)>,
     /// The offset to fetch from next (past any control or filtered records read over).
     pub next_offset: u64,
 }
@@ -97,7 +102,7 @@ struct AbortedTxn {
 /// A replica's log.
 #[derive(Clone, Debug, Default)]
 pub struct PartitionLog {
-    records: Vec<StoredRecord>,
+    records: Segments,
     /// (epoch, start offset), increasing.
     epochs: Vec<(u32, u64)>,
     /// Per producer id: its epoch, the last sequence number appended in that epoch (none yet
@@ -123,7 +128,7 @@ struct ProducerEntry {
 impl PartitionLog {
     /// Log end offset: the offset the next record gets.
     pub fn leo(&self) -> u64 {
-        self.records.len() as u64
+        self.records.len
     }
 
     /// The newest epoch in the log, if any.
@@ -185,12 +190,12 @@ impl PartitionLog {
                 seq: b.base_seq + i as u64,
                 transactional: b.transactional,
             });
-            self.push(StoredRecord {
+            self.push(Rc::new(StoredRecord {
                 epoch,
                 record: r.clone(),
                 producer,
                 control: None,
-            });
+            }));
         }
         LeaderAppend::Appended {
             base_offset,
@@ -199,7 +204,7 @@ impl PartitionLog {
     }
 
     /// Appends records fetched from the leader.
-    pub fn append_follower(&mut self, records: &[StoredRecord]) {
+    pub fn append_follower(&mut self, records: &[SharedRecord]) {
         for r in records {
             self.begin_epoch(r.epoch);
             self.push(r.clone());
@@ -225,7 +230,7 @@ impl PartitionLog {
         }
         self.begin_epoch(epoch);
         let offset = self.leo();
-        self.push(StoredRecord {
+        self.push(Rc::new(StoredRecord {
             epoch,
             record: control_placeholder(),
             producer: Some(ProducerMark {
@@ -235,11 +240,11 @@ impl PartitionLog {
                 transactional: true,
             }),
             control: Some(Marker { commit }),
-        });
+        }));
         Some(offset)
     }
 
-    fn push(&mut self, r: StoredRecord) {
+    fn push(&mut self, r: SharedRecord) {
         let offset = self.leo();
         if let Some(p) = r.producer {
             let entry = self.producers.entry(p.pid).or_insert(ProducerEntry {
@@ -291,10 +296,10 @@ impl PartitionLog {
         };
         (a.first..a.marker)
             .filter(|&o| {
-                let r = &self.records[o as usize];
+                let r = self.records.get(o);
                 r.control.is_none() && r.producer.is_some_and(|p| p.pid == a.pid)
             })
-            .map(|o| (o, self.records[o as usize].record.meta.change_id))
+            .map(|o| (o, self.records.get(o).record.meta.change_id))
             .collect()
     }
 
@@ -329,7 +334,7 @@ impl PartitionLog {
         };
         let mut o = offset;
         while o < end && out.records.len() < max {
-            let r = &self.records[o as usize];
+            let r = self.records.get(o);
             let skip = r.control.is_some()
                 || (committed_only
                     && r.producer
@@ -348,12 +353,13 @@ impl PartitionLog {
         if offset >= self.leo() {
             return;
         }
-        let kept: Vec<StoredRecord> = self.records.drain(..).take(offset as usize).collect();
+        let mut kept = std::mem::take(&mut self.records);
+        kept.truncate(offset);
         self.epochs.retain(|(_, start)| *start < offset);
         self.producers.clear();
         self.open.clear();
         self.aborted.clear();
-        for r in kept {
+        for r in kept.into_records() {
             self.push(r);
         }
         self.hw_checkpoint = self.hw_checkpoint.min(offset);
@@ -371,13 +377,68 @@ impl PartitionLog {
     }
 
     /// Up to `max` records from `offset`, stopping before `end`.
-    pub fn read(&self, offset: u64, end: u64, max: usize) -> &[StoredRecord] {
+    pub fn read(&self, offset: u64, end: u64, max: usize) -> Vec<SharedRecord> {
         let end = end.min(self.leo());
         if offset >= end {
-            return &[];
+            return Vec::new();
         }
-        let stop = end.min(offset + max as u64);
-        &self.records[offset as usize..stop as usize]
+        let stop = end.min(offset.saturating_add(max as u64));
+        (offset..stop)
+            .map(|o| self.records.get(o).clone())
+            .collect()
+    }
+}
+
+/// Records in a log segment at most. A replica's log is kept in segments, as a broker keeps
+/// its files, so that a growing log never copies what it already holds: a single vector
+/// would move every record each time it doubled.
+const SEGMENT_RECORDS: usize = 4096;
+
+/// A log's records in fixed-size segments, indexed by offset.
+#[derive(Clone, Debug, Default)]
+struct Segments {
+    segments: Vec<Vec<SharedRecord>>,
+    len: u64,
+}
+
+impl Segments {
+    fn get(&self, offset: u64) -> &SharedRecord {
+        let o = offset as usize;
+        &self.segments[o / SEGMENT_RECORDS][o % SEGMENT_RECORDS]
+    }
+
+    fn push(&mut self, r: SharedRecord) {
+        match self.segments.last_mut() {
+            Some(seg) if seg.len() < SEGMENT_RECORDS => seg.push(r),
+            _ => {
+                let mut seg = Vec::with_capacity(if self.segments.is_empty() {
+                    16
+                } else {
+                    SEGMENT_RECORDS
+                });
+                seg.push(r);
+                self.segments.push(seg);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Keeps the first `len` records.
+    fn truncate(&mut self, len: u64) {
+        if len >= self.len {
+            return;
+        }
+        let l = len as usize;
+        let kept = l.div_ceil(SEGMENT_RECORDS);
+        self.segments.truncate(kept);
+        if let Some(seg) = self.segments.last_mut() {
+            seg.truncate(l - (kept - 1) * SEGMENT_RECORDS);
+        }
+        self.len = len;
+    }
+
+    fn into_records(self) -> impl Iterator<Item = SharedRecord> {
+        self.segments.into_iter().flatten()
     }
 }
 
@@ -412,6 +473,35 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    #[test]
+    fn segments_keep_offsets_across_boundaries_and_truncation() {
+        let n = 2 * SEGMENT_RECORDS as u64 + 10;
+        let mut log = PartitionLog::default();
+        log.append_leader(0, &recs(n), None);
+        assert_eq!(log.leo(), n);
+        let ids = |log: &PartitionLog, from: u64, max: usize| -> Vec<u64> {
+            log.read(from, log.leo(), max)
+                .iter()
+                .map(|r| r.record.meta.change_id)
+                .collect()
+        };
+        let edge = SEGMENT_RECORDS as u64;
+        assert_eq!(
+            ids(&log, edge - 2, 4),
+            vec![edge - 2, edge - 1, edge, edge + 1]
+        );
+        for cut in [n - 1, 2 * edge, edge + 1, edge, 3, 0] {
+            let mut l = log.clone();
+            l.truncate_to(cut);
+            assert_eq!(l.leo(), cut);
+            assert_eq!(ids(&l, 0, usize::MAX), (0..cut).collect::<Vec<_>>());
+            // The log grows on from the cut with the offsets it would have had.
+            l.append_leader(0, &recs(3), None);
+            assert_eq!(l.leo(), cut + 3);
+            assert_eq!(ids(&l, cut, 3), vec![0, 1, 2]);
+        }
     }
 
     fn idem(pid: u64, base_seq: u64) -> Option<ProducerBatch> {

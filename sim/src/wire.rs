@@ -5,7 +5,7 @@
 //! shared between replicas instead of copied.
 
 use crate::cluster::ClusterMeta;
-use crate::partition_log::{ProducerBatch, StoredRecord};
+use crate::partition_log::{ProducerBatch, SharedRecord};
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::schema::RegistryError;
 use nrtsim_pipeline::{Acks, Isolation, Record, TopicPartition};
@@ -290,7 +290,7 @@ pub enum FetchResult {
         base_offset: u64,
         /// The records: every one from `base_offset` for a follower; for a consumer, data
         /// only, at `offsets`.
-        records: Vec<StoredRecord>,
+        records: Vec<SharedRecord>,
         /// A consumer's records' offsets (empty for a follower).
         offsets: Vec<u64>,
         /// Where to fetch next.
