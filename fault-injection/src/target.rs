@@ -53,7 +53,11 @@ fn parse_topic_partition(input: &str, rest: &str) -> Result<(TopicName, u32), Ta
         .split_once('/')
         .ok_or_else(|| err("a role needs TOPIC/PARTITION, such as raw/3".to_string()))?;
     let topic = TopicName::from_name(topic).ok_or_else(|| {
-        let known: Vec<&str> = TopicName::ALL.iter().map(|t| t.name()).collect();
+        let known: Vec<&str> = TopicName::ALL
+            .iter()
+            .chain(&[TopicName::Schemas])
+            .map(|t| t.name())
+            .collect();
         err(format!(
             "unknown topic {topic:?}; expected one of {}",
             known.join(", ")
@@ -222,6 +226,25 @@ impl Target {
                     ))
                 }
             }
+            Target::LeaderOf {
+                topic: TopicName::Schemas,
+                partition,
+            }
+            | Target::FollowerOf {
+                topic: TopicName::Schemas,
+                partition,
+            } => {
+                if !hosts.iter().any(|h| h == "schema-registry") {
+                    Err(format!(
+                        "{self}: the _schemas topic exists only with [pipeline.schema_registry] \
+                         enabled"
+                    ))
+                } else if *partition != 0 {
+                    Err(format!("{self}: the _schemas topic has one partition, 0"))
+                } else {
+                    Ok(())
+                }
+            }
             Target::LeaderOf { partition, .. } | Target::FollowerOf { partition, .. } => {
                 if *partition < partitions {
                     Ok(())
@@ -322,7 +345,28 @@ mod tests {
             .parse::<Target>()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("ledger") && err.contains("standard"), "{err}");
+        assert!(
+            err.contains("ledger") && err.contains("standard") && err.contains("_schemas"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_schemas_topic_is_a_target_only_with_a_registry() {
+        let hosts = |registry: bool| -> Vec<String> {
+            let mut h = vec!["broker-0".to_string(), "controller".to_string()];
+            if registry {
+                h.push("schema-registry".to_string());
+            }
+            h
+        };
+        let t: Target = "leader-of:_schemas/0".parse().unwrap();
+        assert_eq!(t.check_static(&hosts(true), 6), Ok(()));
+        let err = t.check_static(&hosts(false), 6).unwrap_err();
+        assert!(err.contains("schema_registry"), "{err}");
+        let t: Target = "follower-of:_schemas/2".parse().unwrap();
+        let err = t.check_static(&hosts(true), 6).unwrap_err();
+        assert!(err.contains("one partition"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,19 @@ pub trait Env {
     fn record(&self, obs: Observation);
 }
 
+/// A source transaction the CDC connector has handed over in part: the rest comes in a later
+/// read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenTxn {
+    /// The transaction.
+    pub txid: u64,
+    /// Change events emitted for it so far.
+    pub emitted: u64,
+    /// Whether a piece so far skipped one of its changes (the snapshot covered it, or its
+    /// table is not captured): a transaction not whole in the stream gets no END.
+    pub partial: bool,
+}
+
 /// A task's durable checkpoint: where it had got to, and what it had produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCheckpoint {
@@ -42,8 +55,8 @@ pub struct TaskCheckpoint {
     /// The spend aggregator's windows and watermark (spend only).
     pub spend: Option<SpendAggregator>,
     /// The CDC connector's transaction-metadata counter: the transaction it is in the middle
-    /// of (one handed over in pieces) and the events it has emitted for it so far.
-    pub open_txn: Option<(u64, u64)>,
+    /// of (one handed over in pieces) and what it has emitted for it so far.
+    pub open_txn: Option<OpenTxn>,
     /// The CDC connector's incremental snapshot, while it runs and after (its chunks' marks
     /// decide what the log phase skips).
     pub snapshot: Option<SnapshotProgress>,

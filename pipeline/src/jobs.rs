@@ -9,7 +9,7 @@ use crate::config::{
     CdcConfig, Delivery, OnMiss, OnTxnAbort, PartitionKey, SnapshotHandover, SnapshotMode,
 };
 use crate::enrich::{enrich, enrich_change, EnrichOutcome, ReferenceStore};
-use crate::env::{CheckpointStore, Env, SourceLog, StagedCommit, TaskCheckpoint};
+use crate::env::{CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint};
 use crate::fraud::{FraudConfig, FraudScorer};
 use crate::lake::{LakeTable, PendingWrite};
 use crate::log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
@@ -24,7 +24,7 @@ use crate::standardize::{standardize, standardize_avro, Standardized};
 use apache_avro::Schema;
 use nrtsim_history::{LakeRow, Observation, RouteReason, Stage, TopicName};
 use nrtsim_workloads::envelope::{encode_change_into, parse_schema_block};
-use nrtsim_workloads::{Change, Op};
+use nrtsim_workloads::{Change, Op, Transaction};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,6 +95,90 @@ async fn work(us_per_record: u64, records: usize) {
 
 async fn pause_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// What one read of the source log hands over to `raw`.
+struct HandOver {
+    /// The change records, by partition.
+    outputs: BTreeMap<TopicPartition, Vec<Record>>,
+    /// The END boundary events due: transaction and its event count.
+    ends: Vec<(u64, u64)>,
+    /// The transaction left in the middle, if the read ended inside one.
+    open: Option<OpenTxn>,
+    /// The last LSN read.
+    last_lsn: u64,
+}
+
+/// Turns the transactions of one read (from `next_lsn`) into `raw` records and END events.
+/// Each transaction's END counts the change events this connector emitted for it, over every
+/// piece of a large one; `open` is the transaction the previous read ended inside, whose
+/// counter is part of the checkpoint. Changes of tables not captured, and changes the
+/// snapshot covers, are skipped, and a transaction with a skipped change gets no END.
+#[allow(clippy::too_many_arguments)]
+fn hand_over<S: SourceLog>(
+    txns: &[Transaction],
+    next_lsn: u64,
+    mut open: Option<OpenTxn>,
+    snapshot: Option<&SnapshotProgress>,
+    s: &TaskSettings,
+    source: &S,
+    partitions: u32,
+    enc: &mut Encoder,
+) -> HandOver {
+    let mut outputs: BTreeMap<TopicPartition, Vec<Record>> = BTreeMap::new();
+    let mut last_lsn = next_lsn;
+    let mut ends: Vec<(u64, u64)> = Vec::with_capacity(txns.len());
+    for t in txns {
+        let carried = open.filter(|o| o.txid == t.txid);
+        let mut emitted = carried.map_or(0, |o| o.emitted);
+        // A transaction the snapshot took up in part, or one a piece of which was
+        // skipped, is not whole in the stream: it gets no END.
+        let mut partial = carried.is_some_and(|o| o.partial)
+            || snapshot.is_some_and(|p| p.split_txn == Some(t.txid));
+        for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
+            if !s.captures(c) || snapshot.is_some_and(|p| p.covers(c)) {
+                partial = true;
+                last_lsn = c.lsn;
+                continue;
+            }
+            emitted += 1;
+            let key = s.raw_key(c);
+            let tp = TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
+            outputs.entry(tp).or_default().push(Record {
+                key,
+                value: enc.with(|buf| {
+                    let schema = source.table_schema(c.key.table, t.commit_ms);
+                    encode_change_into(c, t.commit_ms, &schema, buf)
+                }),
+                meta: RecordMeta {
+                    change_id: c.lsn,
+                    txid: c.txid,
+                    commit_ms: t.commit_ms,
+                    attempt: 0,
+                },
+            });
+            last_lsn = c.lsn;
+        }
+        let last = t.changes.last().map(|c| c.lsn);
+        if last.is_some() && last == source.last_lsn_of(t.txid) {
+            if !partial {
+                ends.push((t.txid, emitted));
+            }
+            open = None;
+        } else {
+            open = Some(OpenTxn {
+                txid: t.txid,
+                emitted,
+                partial,
+            });
+        }
+    }
+    HandOver {
+        outputs,
+        ends,
+        open,
+        last_lsn,
+    }
 }
 
 /// Under exactly-once delivery a restarted task rewinds its producer's sequence numbers to its
@@ -224,58 +308,21 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
             } else {
                 let n: usize = txns.iter().map(|t| t.changes.len()).sum();
                 work(s.per_record_us, n).await;
-                let mut outputs: BTreeMap<TopicPartition, Vec<Record>> = BTreeMap::new();
-                let mut last_lsn = next_lsn;
-                // Each transaction's END boundary event counts the change events this
-                // connector emitted for it, over every piece of a large one; the counter of
-                // the transaction it is in the middle of is part of its checkpoint.
-                let mut ends: Vec<(u64, u64)> = Vec::with_capacity(txns.len());
-                let mut open = cp.open_txn;
-                for t in &txns {
-                    let mut emitted = match open {
-                        Some((txid, n)) if txid == t.txid => n,
-                        _ => 0,
-                    };
-                    // A transaction the snapshot took up in part is not whole in the stream:
-                    // it gets no END.
-                    let mut partial = snapshot
-                        .as_ref()
-                        .is_some_and(|p| p.split_txn == Some(t.txid));
-                    for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
-                        if !s.captures(c) || snapshot.as_ref().is_some_and(|p| p.covers(c)) {
-                            partial = true;
-                            last_lsn = c.lsn;
-                            continue;
-                        }
-                        emitted += 1;
-                        let key = s.raw_key(c);
-                        let tp =
-                            TopicPartition::new(TopicName::Raw, partition_for(key, partitions));
-                        outputs.entry(tp).or_default().push(Record {
-                            key,
-                            value: enc.with(|buf| {
-                                let schema = source.table_schema(c.key.table, t.commit_ms);
-                                encode_change_into(c, t.commit_ms, &schema, buf)
-                            }),
-                            meta: RecordMeta {
-                                change_id: c.lsn,
-                                txid: c.txid,
-                                commit_ms: t.commit_ms,
-                                attempt: 0,
-                            },
-                        });
-                        last_lsn = c.lsn;
-                    }
-                    let last = t.changes.last().map(|c| c.lsn);
-                    if last.is_some() && last == source.last_lsn_of(t.txid) {
-                        if !partial {
-                            ends.push((t.txid, emitted));
-                        }
-                        open = None;
-                    } else {
-                        open = Some((t.txid, emitted));
-                    }
-                }
+                let HandOver {
+                    outputs,
+                    ends,
+                    open,
+                    last_lsn,
+                } = hand_over(
+                    &txns,
+                    next_lsn,
+                    cp.open_txn,
+                    snapshot.as_ref(),
+                    s,
+                    source,
+                    partitions,
+                    &mut enc,
+                );
                 // Goes with the position: saved with it, dropped with it if a restart comes
                 // first (the loop reloads the checkpoint).
                 cp.open_txn = open;
@@ -710,6 +757,9 @@ async fn resolve_schemas<L: Log, E: Env>(
         #[serde(borrow)]
         schema: Option<&'a serde_json::value::RawValue>,
     }
+    // A failed lookup holds for the batch it was made for only: as with the registry clients,
+    // only schemas found are cached, and the next record under that id asks again.
+    cache.by_id.retain(|_, found| found.is_ok());
     for (_, rec) in batch {
         match role {
             StreamRole::Standardize => {
@@ -1450,4 +1500,232 @@ fn record_watermark<E: Env>(env: &E, agg: &SpendAggregator, window_ms: u64) {
         window_ms,
         late_dropped: agg.late_dropped(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nrtsim_workloads::{Account, Key, Row, Table, TableSchema};
+    use std::rc::Rc;
+
+    /// A source whose one transaction, 7, ends at LSN 4.
+    struct OneTxn;
+
+    impl SourceLog for OneTxn {
+        fn read_from(&self, _: u64, _: usize) -> Vec<Transaction> {
+            Vec::new()
+        }
+        fn last_lsn_of(&self, txid: u64) -> Option<u64> {
+            (txid == 7).then_some(4)
+        }
+        fn table_schema(&self, table: Table, _: u64) -> Arc<TableSchema> {
+            Arc::new(TableSchema::base(table))
+        }
+        fn head_lsn(&self) -> u64 {
+            4
+        }
+        fn scan(&self, _: Table, _: u64, _: usize) -> Vec<(Change, u64)> {
+            Vec::new()
+        }
+    }
+
+    fn change(lsn: u64, shard: u16) -> Change {
+        Change {
+            lsn,
+            txid: 7,
+            key: Key {
+                table: Table::Accounts,
+                id: lsn,
+            },
+            op: Op::Update,
+            before: None,
+            after: Some(Row::Account(Account {
+                account_id: lsn,
+                customer_id: lsn,
+                balance_cents: 100,
+                updated_ms: 10,
+            })),
+            poison: false,
+            shard,
+        }
+    }
+
+    fn piece(changes: Vec<Change>) -> Transaction {
+        Transaction {
+            txid: 7,
+            commit_ms: 10,
+            changes,
+        }
+    }
+
+    /// Captures `accounts` but not its shard `accounts_1`.
+    fn settings() -> TaskSettings {
+        TaskSettings {
+            delivery: Delivery::ExactlyOnce,
+            checkpoint_interval_ms: 1000,
+            per_record_us: 0,
+            max_changes_per_read: 2,
+            restart_backoff_ms: 0,
+            partition_key: PartitionKey::Customer,
+            batch_records: 100,
+            tx_counters_persisted: true,
+            transactions: None,
+            schema_registry: false,
+            cdc: CdcConfig::default(),
+            capture: Some(regex::Regex::new("^(?:accounts)$").expect("a valid pattern")),
+        }
+    }
+
+    /// A log with nothing in it whose registry answers "not found" for schema 9 the first
+    /// time and finds it after.
+    struct Registry {
+        asked: u32,
+    }
+
+    impl Log for Registry {
+        fn partitions(&self, _: TopicName) -> u32 {
+            1
+        }
+        async fn produce(&mut self, _: Vec<ProduceBatch>) -> Vec<Result<Appended, LogError>> {
+            Vec::new()
+        }
+        async fn fetch(&mut self, _: &[(TopicPartition, u64)]) -> Vec<Result<Fetched, LogError>> {
+            Vec::new()
+        }
+        fn producer_state(&self) -> ProducerState {
+            ProducerState::default()
+        }
+        fn restore_producer_state(&mut self, _: ProducerState) {}
+        async fn schema_by_id(&mut self, id: u32) -> Result<String, RegistryError> {
+            self.asked += 1;
+            if self.asked == 1 {
+                Err(RegistryError::NotFound(id))
+            } else {
+                Ok(avro_schema_for(&TableSchema::base(Table::Accounts)))
+            }
+        }
+    }
+
+    struct Host;
+
+    impl Env for Host {
+        fn host(&self) -> &str {
+            "enrich-0"
+        }
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn record(&self, _: Observation) {}
+    }
+
+    /// A schema the registry could not find is asked for again with the next batch, not
+    /// remembered as missing until the task restarts.
+    #[test]
+    fn a_schema_not_found_is_asked_for_again() {
+        let role = StreamRole::Enrich {
+            store: ReferenceStore::new(
+                Rc::new(nrtsim_workloads::ReferenceData::new(
+                    &nrtsim_workloads::WorkloadConfig::default(),
+                    &nrtsim_workloads::SeedTree::new(1),
+                )),
+                1000,
+            ),
+            max_attempts: None,
+            on_miss: OnMiss::Redo,
+        };
+        let rec = Record {
+            key: 1,
+            value: bytes::Bytes::from_static(&[0, 0, 0, 0, 9, 1, 2]),
+            meta: RecordMeta {
+                change_id: 1,
+                txid: 1,
+                commit_ms: 0,
+                attempt: 0,
+            },
+        };
+        let batch = vec![(TopicPartition::new(TopicName::Standard, 0), rec)];
+        let mut log = Registry { asked: 0 };
+        let mut cache = SchemaCache::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let s = settings();
+        rt.block_on(resolve_schemas(
+            &mut log, &Host, &role, &batch, &mut cache, &s,
+        ));
+        assert!(matches!(cache.by_id.get(&9), Some(Err(_))));
+        rt.block_on(resolve_schemas(
+            &mut log, &Host, &role, &batch, &mut cache, &s,
+        ));
+        assert_eq!(log.asked, 2);
+        assert!(matches!(
+            cache.by_id.get(&9),
+            Some(Ok((Table::Accounts, _)))
+        ));
+        // Found once, it is not asked for again.
+        rt.block_on(resolve_schemas(
+            &mut log, &Host, &role, &batch, &mut cache, &s,
+        ));
+        assert_eq!(log.asked, 2);
+    }
+
+    /// A transaction read in two pieces counts its events over both, and one with a change
+    /// skipped in its first piece gets no END at the end of its last.
+    #[test]
+    fn a_skipped_change_in_an_early_piece_withholds_the_end() {
+        let s = settings();
+        let mut enc = Encoder::default();
+        let whole = |first_shard: u16| {
+            let mut enc2 = Encoder::default();
+            let one = hand_over(
+                &[piece(vec![change(1, first_shard), change(2, 0)])],
+                1,
+                None,
+                None,
+                &s,
+                &OneTxn,
+                3,
+                &mut enc2,
+            );
+            assert!(one.ends.is_empty(), "the transaction is not over yet");
+            assert_eq!(one.last_lsn, 2);
+            let open = one.open.expect("the transaction is left open");
+            hand_over(
+                &[piece(vec![change(3, 0), change(4, 0)])],
+                3,
+                Some(open),
+                None,
+                &s,
+                &OneTxn,
+                3,
+                &mut enc2,
+            )
+        };
+        let captured = whole(0);
+        assert_eq!(captured.ends, vec![(7, 4)], "four events over two pieces");
+        assert_eq!(captured.open, None);
+        let skipped = whole(1);
+        assert!(
+            skipped.ends.is_empty(),
+            "the first piece skipped a change: {:?}",
+            skipped.ends
+        );
+        let records: usize = skipped.outputs.values().map(Vec::len).sum();
+        assert_eq!(records, 2);
+        // In one piece, the skipped change withholds the END as well.
+        let at_once = hand_over(
+            &[piece(
+                (1..=4).map(|l| change(l, u16::from(l == 1))).collect(),
+            )],
+            1,
+            None,
+            None,
+            &s,
+            &OneTxn,
+            3,
+            &mut enc,
+        );
+        assert!(at_once.ends.is_empty());
+    }
 }

@@ -28,8 +28,9 @@ pub struct Counts {
     pub snapshot_changes: u64,
     /// Changes whose last routing went to redo and that never reached their end.
     pub parked_in_redo: u64,
-    /// Changes an incremental snapshot took up in a later row of their key before they were
-    /// streamed: accounted for, not delivered on their own.
+    /// Changes an incremental snapshot took up in a later row of their key and that were
+    /// never delivered on their own (neither enriched nor routed to critical): accounted for,
+    /// not lost. The same count as the conservation line's term.
     #[serde(default)]
     pub absorbed_by_snapshot: u64,
     /// Keys that hold a row in the final lake state.
@@ -128,6 +129,28 @@ pub struct FaultWindow {
     pub start_ms: u64,
     /// When it ended; `None` if it never did.
     pub end_ms: Option<u64>,
+}
+
+impl FaultWindow {
+    /// Whether the fault is a one-way action with nothing to heal: a `failover` hands a task
+    /// to its standby for good.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == "failover"
+    }
+
+    /// Whether the fault could heal and had not when the run ended.
+    pub fn never_healed(&self) -> bool {
+        self.end_ms.is_none() && !self.is_permanent()
+    }
+
+    /// Its end as a report shows it.
+    pub fn end_text(&self) -> String {
+        match self.end_ms {
+            Some(ms) => crate::render::human_ms(ms),
+            None if self.is_permanent() => "permanent".to_string(),
+            None => "never healed".to_string(),
+        }
+    }
 }
 
 /// Every latency path the checker measures, each in milliseconds from its start point.

@@ -169,6 +169,18 @@ impl ChangeState {
         self.has(LAST_ROUTE_REDO) && !self.applied() && !self.has(ROUTED_CRITICAL)
     }
 
+    /// Whether the change reached the enriched topic (seen there, or applied by the lake).
+    fn enriched(&self) -> bool {
+        self.enriched_ms != NEVER || self.has(SEEN_ENRICHED) || self.applied()
+    }
+
+    /// Whether a snapshot row stands for the change: absorbed, and never delivered on its
+    /// own (neither enriched nor routed to critical). The one predicate behind the count, the
+    /// conservation term and the exemption from `lost`.
+    fn absorbed(&self) -> bool {
+        self.has(ABSORBED) && !self.enriched() && !self.has(ROUTED_CRITICAL)
+    }
+
     /// Whether the lake's final row for the key should reflect this change.
     fn counts_for_final_row(&self) -> bool {
         !self.has(POISON) && !self.has(ROUTED_CRITICAL) && !self.parked()
@@ -227,6 +239,8 @@ pub struct Checker {
     enriched_highest: BTreeMap<u32, u64>,
     /// Per raw partition: the highest offset read, and the highest LSN found at a new offset.
     raw_highest: BTreeMap<u32, (u64, u64)>,
+    /// Absorbed change → the snapshot row that absorbed it.
+    absorbed_by: BTreeMap<u64, u64>,
     /// The highest LSN per (enriched partition, key index) read at new offsets.
     enriched_key_lsn: BTreeMap<(u32, u32), u64>,
     phantoms: BTreeSet<u64>,
@@ -288,6 +302,7 @@ impl Checker {
             keys: Vec::new(),
             enriched_highest: BTreeMap::new(),
             raw_highest: BTreeMap::new(),
+            absorbed_by: BTreeMap::new(),
             enriched_key_lsn: BTreeMap::new(),
             phantoms: BTreeSet::new(),
             exactly_once: ExactlyOnce::default(),
@@ -643,10 +658,15 @@ impl Checker {
             if p.has(ABSORBED) {
                 break;
             }
-            if p.raw_ms == NEVER {
+            let absorbs = p.raw_ms == NEVER;
+            if absorbs {
                 p.flags |= ABSORBED;
             }
+            let this = prev;
             prev = p.prev_same_key;
+            if absorbs {
+                self.absorbed_by.insert(this, id);
+            }
         }
     }
 
@@ -914,9 +934,24 @@ impl Checker {
         }
     }
 
+    /// A snapshot row stands for the changes it absorbed only if it was written: a row that
+    /// never reached `raw` (a chunk recorded, then its write failed, under at-most-once)
+    /// leaves them to be judged on their own, so they count as lost with it.
+    fn release_unwritten_absorptions(&mut self) {
+        let absorbed_by = std::mem::take(&mut self.absorbed_by);
+        for (change, row) in absorbed_by {
+            if self.known_mut(row).is_some_and(|r| r.raw_ms == NEVER) {
+                if let Some(c) = self.known_mut(change) {
+                    c.flags &= !ABSORBED;
+                }
+            }
+        }
+    }
+
     /// Ends the history: judges what every change and key came to, and returns the analysis.
     pub fn finish(mut self) -> Analysis {
         self.judge_aborted_reads();
+        self.release_unwritten_absorptions();
         let mut counts = Counts::default();
         let mut latency = LatencyPaths::default();
         let bounds = self.opts.tiers;
@@ -949,9 +984,8 @@ impl Checker {
             } else if payment && self.fraud_seen && c.enriched_ms != NEVER {
                 counts.fraud_unscored += 1;
             }
-            let enriched = c.enriched_ms != NEVER || c.has(SEEN_ENRICHED) || c.applied();
-            let absorbed = c.has(ABSORBED) && !enriched && !c.has(ROUTED_CRITICAL);
-            conservation.add(c.has(ROUTED_CRITICAL), c.parked(), enriched, absorbed);
+            let absorbed = c.absorbed();
+            conservation.add(c.has(ROUTED_CRITICAL), c.parked(), c.enriched(), absorbed);
             if !c.has(SNAPSHOT) && !c.has(ABSORBED) {
                 record_latencies(&mut latency, c, &bounds);
                 add_to_timeline(&mut timeline, c);
@@ -1428,7 +1462,7 @@ fn tally(counts: &mut Counts, c: &ChangeState) {
     counts.redo += u64::from(c.has(ROUTED_REDO));
     counts.critical += u64::from(c.has(ROUTED_CRITICAL));
     counts.parked_in_redo += u64::from(c.parked());
-    counts.absorbed_by_snapshot += u64::from(c.has(ABSORBED) && c.raw_ms == NEVER);
+    counts.absorbed_by_snapshot += u64::from(c.absorbed());
 }
 
 fn record_latencies(latency: &mut LatencyPaths, c: &ChangeState, bounds: &TierBounds) {

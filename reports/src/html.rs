@@ -109,11 +109,13 @@ fn chart(caption: &str, series: &[Series<'_>], report: &Report) -> String {
         // Fault windows first, so the lines are drawn over them.
         for f in &report.faults {
             let start = f.start_ms / 1000;
-            let end = f
-                .end_ms
-                .unwrap_or(report.sim_duration_ms)
-                .div_ceil(1000)
-                .max(start + 1);
+            // A permanent action is an instant; a fault that never healed lasts to the end.
+            let end = match f.end_ms {
+                None if f.is_permanent() => f.start_ms,
+                end => end.unwrap_or(report.sim_duration_ms),
+            }
+            .div_ceil(1000)
+            .max(start + 1);
             let band = [(start, 0), (end, y_max + y_max / 10 + 1)];
             c.draw_series(std::iter::once(Rectangle::new(
                 band,
@@ -222,7 +224,7 @@ fn tables(r: &Report) -> String {
                 xml_escape(&f.kind),
                 xml_escape(&f.target),
                 human_ms(f.start_ms),
-                f.end_ms.map_or("never healed".to_string(), human_ms)
+                f.end_text()
             );
         }
         h.push_str("</table>");

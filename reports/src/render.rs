@@ -143,10 +143,6 @@ pub(crate) fn latency_rows(r: &Report) -> Vec<(&'static str, &Percentiles, Optio
     rows
 }
 
-fn fault_end(end_ms: Option<u64>) -> String {
-    end_ms.map_or("never".to_string(), human_ms)
-}
-
 /// The report as Markdown: summary, counts, latency, tiers, anomalies, SLOs, faults, replay.
 pub fn to_markdown(r: &Report) -> String {
     let mut md = String::new();
@@ -308,7 +304,7 @@ pub fn to_markdown(r: &Report) -> String {
                 f.kind,
                 f.target,
                 human_ms(f.start_ms),
-                fault_end(f.end_ms)
+                f.end_text()
             );
         }
     }
@@ -651,7 +647,7 @@ pub fn summary_text(r: &Report) -> String {
     if let Some(sc) = &r.schemas {
         let _ = writeln!(s, "{}", schema_line(sc));
     }
-    let open = r.faults.iter().filter(|f| f.end_ms.is_none()).count();
+    let open = r.faults.iter().filter(|f| f.never_healed()).count();
     let _ = writeln!(
         s,
         "faults {} ({} never healed)  {}  parked in redo {}",
@@ -709,6 +705,23 @@ mod tests {
             xml_escape("a<b & \"c\" 'd'>\u{1}"),
             "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;?"
         );
+    }
+
+    #[test]
+    fn a_failover_is_permanent_not_unhealed() {
+        let window = |kind: &str, end_ms| crate::FaultWindow {
+            kind: kind.to_string(),
+            target: "enrich-0".to_string(),
+            start_ms: 1_000,
+            end_ms,
+        };
+        let failover = window("failover", None);
+        assert!(failover.is_permanent() && !failover.never_healed());
+        assert_eq!(failover.end_text(), "permanent");
+        let crash = window("crash", None);
+        assert!(crash.never_healed());
+        assert_eq!(crash.end_text(), "never healed");
+        assert_eq!(window("crash", Some(2_500)).end_text(), "2.5s");
     }
 
     #[test]

@@ -2037,6 +2037,49 @@ fn a_watermarked_snapshot_absorbs_earlier_changes_and_passes() {
     assert_eq!(report(&a, &[], None).exit_code, 0);
 }
 
+/// A change the snapshot absorbed and that later reached `raw` but went no further is still
+/// absorbed, and the count and the conservation term agree on it.
+#[test]
+fn an_absorbed_change_streamed_late_is_counted_once_as_absorbed() {
+    let mut h = snapshot_then_log(&[3, 2, 4], &[5]);
+    let end = h.pop().expect("the run end");
+    h.push(produced(250, TopicName::Raw, 1, 0, &[1]));
+    h.push(end);
+    let a = check(&h);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once);
+    assert_eq!(a.counts.absorbed_by_snapshot, 1);
+    assert_eq!(a.conservation.absorbed_by_snapshot, 1);
+    assert!(a.conservation.holds);
+}
+
+/// A snapshot row that was recorded but never written (its write failed under at-most-once)
+/// stands for nothing: the change it would have absorbed is lost along with it.
+#[test]
+fn an_unwritten_snapshot_row_absorbs_nothing() {
+    let mut h = source();
+    let end = h.pop().expect("the delete of key 2");
+    h.push(snapshot_chunk(150, 4, &[3, 2, 4]));
+    h.push(end);
+    let written = [2, 4, 5];
+    h.push(produced(210, TopicName::Raw, 0, 0, &written));
+    h.push(read(212, TopicName::Raw, 0, 0, &written));
+    h.push(produced(220, TopicName::Standard, 0, 0, &written));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &written));
+    h.push(read(240, TopicName::Enriched, 0, 0, &written));
+    h.push(lake(300, 1, &lake_rows(&written)));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.lost, 2, "{:?}", a.exactly_once);
+    let mut ids: Vec<_> = a
+        .exactly_once
+        .examples_of(AnomalyKind::Lost)
+        .filter_map(|e| e.change_id)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(a.counts.absorbed_by_snapshot, 0);
+}
+
 /// The log started past the snapshot's high watermark without it: key 2's delete, made after
 /// its row was read, never arrives. It is lost, and the lake keeps the deleted row.
 #[test]
