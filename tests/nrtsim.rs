@@ -825,3 +825,70 @@ fn the_schema_registry_survives_its_crash_and_only_new_schemas_wait() {
         .expect("card_transactions v2 registered");
     assert!((20_000..21_000).contains(&card_v2.t_ms), "{card_v2:?}");
 }
+
+/// `producer.linger` holds batches that are not full: with a long linger every hop of the
+/// stream waits for it, with none they go at once, and full batches never wait. The CDC
+/// connector's batches open when it hands them over, so its ingest latency grows by about the
+/// whole linger; a stream task's open when its poll returned, so time spent on the records
+/// counts towards the wait.
+#[test]
+fn linger_delays_batches_that_are_not_full() {
+    let text = |linger: &str, batch: u32| {
+        format!(
+            r#"
+name = "linger"
+seed = 5
+duration = "10s"
+
+[workload]
+kind = "card"
+rate_per_s = 100
+accounts = 500
+
+[pipeline]
+producer = {{ linger = "{linger}", batch_records = {batch} }}
+"#
+        )
+    };
+    let none = run_inline(&text("0ms", 500), "linger-0.toml");
+    let long = run_inline(&text("100ms", 500), "linger-100.toml");
+    // Batches of one record are always full, so they do not linger: the same run as
+    // without a linger.
+    let full = run_inline(&text("100ms", 1), "linger-full.toml");
+    let full_none = run_inline(&text("0ms", 1), "linger-full-0.toml");
+    assert_eq!(none.exit_code, 0);
+    assert_eq!(long.exit_code, 0);
+    let ingest = |r: &nrtsim_reports::Report| r.latency.stages.ingest.p50_ms;
+    assert!(
+        ingest(&long) >= ingest(&none) + 90,
+        "ingest p50 {} ms with a 100 ms linger, {} ms without",
+        ingest(&long),
+        ingest(&none)
+    );
+    assert!(long.latency.bus.p50_ms >= none.latency.bus.p50_ms + 150);
+    assert_eq!(
+        comparable(&full)["latency"],
+        comparable(&full_none)["latency"],
+        "full batches do not linger"
+    );
+    // A batch opens when its poll returned: a task that spends longer than the linger on
+    // its records sends them as soon as it is done.
+    let slow = |linger: &str| {
+        let text = format!(
+            "{}\n[costs]\nstandardize_per_record = \"25ms\"\n",
+            text(linger, 500)
+                .replace("rate_per_s = 100", "rate_per_s = 10")
+                .replace("accounts = 500", "accounts = 50")
+                .replace("duration = \"10s\"", "duration = \"20s\"")
+        );
+        run_inline(&text, "linger-slow.toml")
+    };
+    let standardize = |r: &nrtsim_reports::Report| r.latency.stages.standardize.p50_ms;
+    let (slow_none, slow_long) = (slow("0ms"), slow("20ms"));
+    assert!(
+        standardize(&slow_long) < standardize(&slow_none) + 5,
+        "standardize p50 {} ms with a 20 ms linger, {} ms without",
+        standardize(&slow_long),
+        standardize(&slow_none)
+    );
+}

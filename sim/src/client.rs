@@ -44,6 +44,9 @@ pub struct SimLog {
     group: Option<GroupClient>,
     /// The connection to the schema registry, once used.
     registry: Option<Connection>,
+    /// When the last fetch that returned records did: the records a task makes from them
+    /// start their batch then, and `linger` counts from there.
+    batch_opened: Option<tokio::time::Instant>,
 }
 
 /// A consumer-group member's dealings with the group coordinator.
@@ -89,6 +92,22 @@ fn txn_error(e: TxnError) -> LogError {
 }
 
 impl SimLog {
+    /// Kafka's `linger.ms`: the batches of one produce call wait until `linger` has passed
+    /// since they opened, unless every one of them is full. A task hands over what it made of
+    /// one poll in a single call, so its batches open when that poll returned (or now, for the
+    /// CDC connector, which polls no topic), and the time the task spent on the records counts
+    /// towards the wait.
+    async fn linger(&mut self, pending: &[(usize, ProducePart)]) {
+        let opened = self.batch_opened.take();
+        let linger = self.producer.linger.to_std();
+        let cap = self.producer.batch_records as usize;
+        if linger.is_zero() || pending.iter().all(|(_, p)| p.records.len() >= cap) {
+            return;
+        }
+        let opened = opened.unwrap_or_else(tokio::time::Instant::now);
+        tokio::time::sleep_until(opened + linger).await;
+    }
+
     /// A client with the given producer id (0 for a producer without idempotence).
     pub fn new(
         arena: SharedArena,
@@ -113,6 +132,7 @@ impl SimLog {
             client_id: "client".into(),
             group: None,
             registry: None,
+            batch_opened: None,
         }
     }
 
@@ -548,6 +568,7 @@ impl Log for SimLog {
                 )
             })
             .collect();
+        self.linger(&pending).await;
         let mut results: Vec<Option<Result<Appended, LogError>>> = vec![None; pending.len()];
         let timeout = self.producer.request_timeout.to_std();
         if self.producer.acks == Acks::None {
@@ -692,6 +713,9 @@ impl Log for SimLog {
                 }
             }
         }
+        // Only a poll that returned records opens a batch; after any other, a batch opens
+        // when it is handed over.
+        self.batch_opened = any_records.then(tokio::time::Instant::now);
         if !any_records && results.iter().any(Result::is_err) {
             // Nothing to read and something failed without waiting: back off, so a task whose
             // leaders are all gone does not spin in zero simulated time.

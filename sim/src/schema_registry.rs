@@ -14,6 +14,7 @@ use nrtsim_pipeline::{
     Acks, Appended, ConsumerConfig, Log, ProduceBatch, ProducerConfig, Record, RecordMeta,
     TopicPartition,
 };
+use nrtsim_workloads::SimDuration;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -43,9 +44,11 @@ fn schemas_tp() -> TopicPartition {
 }
 
 fn client(setup: &SchemaRegistrySetup) -> SimLog {
+    // Each registration is one record the registry waits for: nothing to linger for.
     let producer = ProducerConfig {
         acks: Acks::All,
         idempotence: false,
+        linger: SimDuration::from_ms(0),
         ..ProducerConfig::default()
     };
     SimLog::new(
