@@ -2004,17 +2004,23 @@ fn snapshot_chunk(t_ms: u64, high_lsn: u64, rows: &[u64]) -> Observation {
 /// An incremental snapshot taken at LSN 4 (after key 1's update) and the log after it:
 /// `rows` are the snapshot's rows in key order, `streamed` the changes the log phase emits.
 fn snapshot_then_log(rows: &[u64], streamed: &[u64]) -> Vec<Observation> {
+    let all: Vec<u64> = rows.iter().chain(streamed).copied().collect();
+    snapshot_writing(rows, &all)
+}
+
+/// The snapshot of [`snapshot_then_log`] reading `rows`, where only `written` (snapshot rows
+/// and changes of the log) reach `raw` and go on to the lake.
+fn snapshot_writing(rows: &[u64], written: &[u64]) -> Vec<Observation> {
     let mut h = source();
     let end = h.pop().expect("the delete of key 2");
     h.push(snapshot_chunk(150, 4, rows));
     h.push(end);
-    let all: Vec<u64> = rows.iter().chain(streamed).copied().collect();
-    h.push(produced(210, TopicName::Raw, 0, 0, &all));
-    h.push(read(212, TopicName::Raw, 0, 0, &all));
-    h.push(produced(220, TopicName::Standard, 0, 0, &all));
-    h.push(produced(230, TopicName::Enriched, 0, 0, &all));
-    h.push(read(240, TopicName::Enriched, 0, 0, &all));
-    h.push(lake(300, 1, &lake_rows(&all)));
+    h.push(produced(210, TopicName::Raw, 0, 0, written));
+    h.push(read(212, TopicName::Raw, 0, 0, written));
+    h.push(produced(220, TopicName::Standard, 0, 0, written));
+    h.push(produced(230, TopicName::Enriched, 0, 0, written));
+    h.push(read(240, TopicName::Enriched, 0, 0, written));
+    h.push(lake(300, 1, &lake_rows(written)));
     h.push(run_end(400, true));
     h
 }
@@ -2056,19 +2062,7 @@ fn an_absorbed_change_streamed_late_is_counted_once_as_absorbed() {
 /// stands for nothing: the change it would have absorbed is lost along with it.
 #[test]
 fn an_unwritten_snapshot_row_absorbs_nothing() {
-    let mut h = source();
-    let end = h.pop().expect("the delete of key 2");
-    h.push(snapshot_chunk(150, 4, &[3, 2, 4]));
-    h.push(end);
-    let written = [2, 4, 5];
-    h.push(produced(210, TopicName::Raw, 0, 0, &written));
-    h.push(read(212, TopicName::Raw, 0, 0, &written));
-    h.push(produced(220, TopicName::Standard, 0, 0, &written));
-    h.push(produced(230, TopicName::Enriched, 0, 0, &written));
-    h.push(read(240, TopicName::Enriched, 0, 0, &written));
-    h.push(lake(300, 1, &lake_rows(&written)));
-    h.push(run_end(400, true));
-    let a = check(&h);
+    let a = check(&snapshot_writing(&[3, 2, 4], &[2, 4, 5]));
     assert_eq!(a.exactly_once.lost, 2, "{:?}", a.exactly_once);
     let mut ids: Vec<_> = a
         .exactly_once
