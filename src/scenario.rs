@@ -6,6 +6,7 @@ mod locate;
 
 use locate::DocIndex;
 use nrtsim_faults::FaultSpec;
+use nrtsim_history::TopicName;
 use nrtsim_pipeline::{Acks, Delivery};
 use nrtsim_pipeline::{CostConfig, PipelineConfig};
 use nrtsim_reports::{AnomalyKind, Checks, Expect, SloName};
@@ -327,8 +328,33 @@ impl Scenario {
                 "platform.min_insync_replicas",
                 isr.as_str(),
             ),
+            (
+                p.retention.ms() > 0,
+                "platform.retention",
+                "must be at least 1ms",
+            ),
+            (
+                p.retention_check_interval.ms() > 0,
+                "platform.retention_check_interval",
+                "must be at least 1ms",
+            ),
         ];
-        first_failure(at, &checks)
+        first_failure(at, &checks)?;
+        for (topic, retention) in &p.topic_retention {
+            let field = format!("platform.topic_retention.{}", topic_key(*topic));
+            if *topic == TopicName::Schemas {
+                return Err(at.field_error(
+                    &field,
+                    "the schema registry's topic is compacted and never expires; name raw, \
+                     standard, enriched, redo or critical"
+                        .to_string(),
+                ));
+            }
+            if retention.ms() == 0 {
+                return Err(at.field_error(&field, "must be at least 1ms".to_string()));
+            }
+        }
+        Ok(())
     }
 
     fn validate_pipeline(&self, at: &Locator<'_>) -> Result<(), ScenarioError> {
@@ -463,6 +489,14 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// A topic as a key of `platform.topic_retention` is written.
+fn topic_key(topic: TopicName) -> &'static str {
+    match topic {
+        TopicName::Schemas => "schemas",
+        t => t.name(),
     }
 }
 

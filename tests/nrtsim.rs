@@ -4,6 +4,7 @@
 
 use nrtsim::runner;
 use nrtsim::scenario::Scenario;
+use nrtsim_history::TopicName;
 use nrtsim_reports::to_json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -891,4 +892,50 @@ producer = {{ linger = "{linger}", batch_records = {batch} }}
         standardize(&slow_long),
         standardize(&slow_none)
     );
+}
+
+/// A reader restarting from positions retention has deleted goes where `auto_offset_reset`
+/// says: `latest` skips to the end (losing what was deleted and what was still held before
+/// it), `earliest` to the log start (losing only what was deleted), and `none` nowhere (the
+/// task reads that partition no more and the run does not drain).
+#[test]
+fn auto_offset_reset_decides_what_a_reader_past_retention_loses() {
+    let defect =
+        std::fs::read_to_string(root().join("scenarios/defects/retention-outruns-outage.toml"))
+            .expect("the shipped defect");
+    let with = |policy: &str| {
+        let text = defect.replace(
+            "[pipeline]\n",
+            &format!("[pipeline]\nconsumer = {{ auto_offset_reset = \"{policy}\" }}\n"),
+        );
+        run_inline(&text, &format!("retention-{policy}.toml"))
+    };
+    let (latest, earliest, none) = (with("latest"), with("earliest"), with("none"));
+
+    assert!(!latest.offset_resets.is_empty());
+    for x in &latest.offset_resets {
+        assert_eq!((x.host.as_str(), x.topic), ("lake-0", TopicName::Enriched));
+        assert!(x.deleted() > 0 && x.skipped_held() > 0, "{x:?}");
+    }
+    assert_eq!(earliest.offset_resets.len(), latest.offset_resets.len());
+    for x in &earliest.offset_resets {
+        assert_eq!((x.deleted() > 0, x.skipped_held()), (true, 0), "{x:?}");
+    }
+    assert!(earliest.exactly_once.lost > 0);
+    assert!(
+        latest.exactly_once.lost > earliest.exactly_once.lost,
+        "latest lost {}, earliest {}",
+        latest.exactly_once.lost,
+        earliest.exactly_once.lost
+    );
+    assert!(none.offset_resets.is_empty());
+    assert!(!none.drained);
+    assert_eq!(none.exit_code, 4);
+    // With the default retention nothing is deleted and nobody is reset.
+    let kept = run_inline(
+        &defect.replace("enriched = \"20s\"", "enriched = \"168h\""),
+        "retention-kept.toml",
+    );
+    assert!(kept.offset_resets.is_empty());
+    assert_eq!(kept.exit_code, 0);
 }

@@ -543,6 +543,16 @@ enum Frame {
         high_lsn: u64,
         rows: Vec<u64>,
     },
+    OffsetReset {
+        t_ms: u64,
+        stage: Stage,
+        host: String,
+        topic: TopicName,
+        partition: u32,
+        from: u64,
+        to: u64,
+        log_start: u64,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -662,6 +672,16 @@ enum FrameRef<'a> {
         low_lsn: u64,
         high_lsn: u64,
         rows: &'a [u64],
+    },
+    OffsetReset {
+        t_ms: u64,
+        stage: Stage,
+        host: &'a str,
+        topic: TopicName,
+        partition: u32,
+        from: u64,
+        to: u64,
+        log_start: u64,
     },
 }
 
@@ -873,6 +893,25 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 high_lsn: *high_lsn,
                 rows,
             },
+            Observation::OffsetReset {
+                t_ms,
+                stage,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+                log_start,
+            } => FrameRef::OffsetReset {
+                t_ms: *t_ms,
+                stage: *stage,
+                host,
+                topic: *topic,
+                partition: *partition,
+                from: *from,
+                to: *to,
+                log_start: *log_start,
+            },
         }
     }
 }
@@ -1081,6 +1120,25 @@ impl From<Frame> for Observation {
                 low_lsn,
                 high_lsn,
                 rows,
+            },
+            Frame::OffsetReset {
+                t_ms,
+                stage,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+                log_start,
+            } => Observation::OffsetReset {
+                t_ms,
+                stage,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+                log_start,
             },
         }
     }

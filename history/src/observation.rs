@@ -399,6 +399,27 @@ pub enum Observation {
         /// Why it was refused (empty when registered).
         reason: String,
     },
+    /// A consumer's position was before the log start (retention had deleted the records
+    /// there), and `auto.offset.reset` moved it: the offsets in `[from, to)` were never read by
+    /// this reader. Recorded by the reading task.
+    OffsetReset {
+        /// When.
+        t_ms: u64,
+        /// The reading stage.
+        stage: Stage,
+        /// The reading task.
+        host: String,
+        /// The topic read.
+        topic: TopicName,
+        /// The partition read.
+        partition: u32,
+        /// The position the reader asked for.
+        from: u64,
+        /// The position it was moved to.
+        to: u64,
+        /// The partition's log start when it was asked: offsets below it had been deleted.
+        log_start: u64,
+    },
     /// The CDC connector emitted one chunk of an incremental snapshot: the rows of `table`
     /// whose ids are in `[from_id, to_id)` (no upper bound when `to_id` is `None`), as the
     /// source held them at LSN `high_lsn`. Each row is sent as a snapshot read of the change
@@ -445,7 +466,8 @@ impl Observation {
             | Observation::AbortMarker { t_ms, .. }
             | Observation::FraudAlert { t_ms, .. }
             | Observation::SchemaDecision { t_ms, .. }
-            | Observation::SnapshotChunk { t_ms, .. } => *t_ms,
+            | Observation::SnapshotChunk { t_ms, .. }
+            | Observation::OffsetReset { t_ms, .. } => *t_ms,
         }
     }
 }

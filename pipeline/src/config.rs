@@ -83,6 +83,21 @@ pub enum Isolation {
     ReadUncommitted,
 }
 
+/// Where a consumer goes when its position is out of range: before the log start, because
+/// retention deleted the records it had not read yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    /// To the oldest record still held.
+    Earliest,
+    /// To the end a reader can reach: the high watermark, or the last stable offset for
+    /// `read_committed`. Kafka's default.
+    #[default]
+    Latest,
+    /// Nowhere: the fetch fails, and the task reads nothing more from that partition.
+    None,
+}
+
 /// Consumer settings shared by every job's consumer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -110,6 +125,9 @@ pub struct ConsumerConfig {
     pub enable_auto_commit: bool,
     /// `auto.commit.interval.ms`. Default 5s, Kafka's.
     pub auto_commit_interval: SimDuration,
+    /// `auto.offset.reset`: `earliest`, `latest` or `none`, for a position retention has
+    /// deleted past. Default `latest`, Kafka's.
+    pub auto_offset_reset: OffsetReset,
 }
 
 impl Default for ConsumerConfig {
@@ -123,6 +141,7 @@ impl Default for ConsumerConfig {
             heartbeat_interval: SimDuration::from_ms(3_000),
             enable_auto_commit: false,
             auto_commit_interval: SimDuration::from_ms(5_000),
+            auto_offset_reset: OffsetReset::Latest,
         }
     }
 }

@@ -244,6 +244,18 @@ async fn produce_recorded<L: Log, E: Env>(
 
 /// Records a fetch's records as reads, one observation per run of consecutive offsets.
 fn record_read<E: Env>(env: &E, stage: Stage, f: &Fetched) {
+    if let Some(log_start) = f.reset_at_log_start {
+        env.record(Observation::OffsetReset {
+            t_ms: env.now_ms(),
+            stage,
+            host: env.host().to_string(),
+            topic: f.tp.topic,
+            partition: f.tp.partition,
+            from: f.base_offset,
+            to: f.next_offset,
+            log_start,
+        });
+    }
     for (base_offset, records) in f.runs() {
         env.record(Observation::Read {
             t_ms: env.now_ms(),

@@ -19,8 +19,8 @@ pub mod standardize;
 
 pub use config::{
     Acks, CdcConfig, ConsumerConfig, CostConfig, Delivery, EnrichConfig, Isolation,
-    LakeCommitPolicy, LakeConfig, LakeLayout, LakeMode, OnMiss, OnTxnAbort, Parallelism,
-    PartitionKey, PipelineConfig, ProducerConfig, RedoAtEnd, SchemaRegistryConfig,
+    LakeCommitPolicy, LakeConfig, LakeLayout, LakeMode, OffsetReset, OnMiss, OnTxnAbort,
+    Parallelism, PartitionKey, PipelineConfig, ProducerConfig, RedoAtEnd, SchemaRegistryConfig,
     SnapshotHandover, SnapshotMode, TransactionsConfig, TxMetadata, TxnCommit, TxnIdScope,
 };
 pub use env::{CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint};

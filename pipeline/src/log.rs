@@ -23,7 +23,8 @@ pub enum LogError {
     /// An idempotent producer's sequence number was out of order.
     #[error("out-of-order sequence number for {0}")]
     OutOfOrderSequence(TopicPartition),
-    /// The fetch offset is beyond the partition's log (it was truncated).
+    /// The fetch offset is outside the partition's log: past its end (it was truncated), or
+    /// before its start (retention deleted what was there) with `auto_offset_reset = "none"`.
     #[error("offset out of range for {0}")]
     OffsetOutOfRange(TopicPartition),
     /// The connection failed.
@@ -86,6 +87,9 @@ pub struct Fetched {
     /// The end a reader can reach now: the high watermark, or for a `read_committed` reader
     /// the last stable offset.
     pub high_watermark: u64,
+    /// Set when the position asked for was before the log start (retention had deleted it)
+    /// and `auto_offset_reset` moved the reader to `next_offset`: the log start it found.
+    pub reset_at_log_start: Option<u64>,
 }
 
 impl Fetched {

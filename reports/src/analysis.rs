@@ -1,7 +1,7 @@
 //! What the checker concludes from a history: the counts per place, the latency paths, the
 //! anomalies and the fault windows. A [`crate::Report`] is built from it.
 
-use nrtsim_history::RunHeader;
+use nrtsim_history::{RunHeader, TopicName};
 use serde::{Deserialize, Serialize};
 
 use crate::anomaly::ExactlyOnce;
@@ -118,6 +118,37 @@ pub struct Completeness {
     pub examples: Vec<String>,
 }
 
+/// A reader whose position retention had deleted, moved on by `auto.offset.reset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetResetSeen {
+    /// When.
+    pub t_ms: u64,
+    /// The reading task.
+    pub host: String,
+    /// The topic read.
+    pub topic: TopicName,
+    /// The partition read.
+    pub partition: u32,
+    /// The position the reader asked for.
+    pub from: u64,
+    /// The position it was moved to.
+    pub to: u64,
+    /// The partition's log start then: the offsets from `from` up to it had been deleted.
+    pub log_start: u64,
+}
+
+impl OffsetResetSeen {
+    /// Offsets the reader never read because retention had deleted them.
+    pub fn deleted(&self) -> u64 {
+        self.log_start.min(self.to).saturating_sub(self.from)
+    }
+
+    /// Offsets still held that the reset skipped (`latest` jumps past them).
+    pub fn skipped_held(&self) -> u64 {
+        self.to.saturating_sub(self.log_start.max(self.from))
+    }
+}
+
 /// A fault as the history recorded it: when it began and, if it was healed, when it ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultWindow {
@@ -187,6 +218,8 @@ pub struct Analysis {
     pub exactly_once: ExactlyOnce,
     /// Faults in the order they began.
     pub faults: Vec<FaultWindow>,
+    /// Readers moved past positions retention had deleted, in the order they were.
+    pub offset_resets: Vec<OffsetResetSeen>,
     /// Whether the run said it drained; `false` when the history has no `RunEnd`.
     pub drained: bool,
     /// Whether the history ended with a `RunEnd`.

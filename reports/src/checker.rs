@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analysis::{
     Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths,
-    SchemaDecision, SchemaReport, TimelineSecond,
+    OffsetResetSeen, SchemaDecision, SchemaReport, TimelineSecond,
 };
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
@@ -246,6 +246,7 @@ pub struct Checker {
     phantoms: BTreeSet<u64>,
     exactly_once: ExactlyOnce,
     faults: Vec<FaultWindow>,
+    offset_resets: Vec<OffsetResetSeen>,
     drained: bool,
     run_ended: bool,
     last_t_ms: u64,
@@ -307,6 +308,7 @@ impl Checker {
             phantoms: BTreeSet::new(),
             exactly_once: ExactlyOnce::default(),
             faults: Vec::new(),
+            offset_resets: Vec::new(),
             drained: false,
             run_ended: false,
             last_t_ms: 0,
@@ -391,6 +393,24 @@ impl Checker {
                 }
             }
             Observation::FraudAlert { .. } => self.fraud_alerts += 1,
+            Observation::OffsetReset {
+                t_ms,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+                log_start,
+                ..
+            } => self.offset_resets.push(OffsetResetSeen {
+                t_ms: *t_ms,
+                host: host.clone(),
+                topic: *topic,
+                partition: *partition,
+                from: *from,
+                to: *to,
+                log_start: *log_start,
+            }),
             Observation::SchemaDecision {
                 t_ms,
                 subject,
@@ -1040,6 +1060,7 @@ impl Checker {
             tier_bounds: bounds,
             exactly_once: self.exactly_once,
             faults: self.faults,
+            offset_resets: self.offset_resets,
             drained: self.drained,
             run_ended: self.run_ended,
             sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),

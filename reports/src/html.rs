@@ -229,5 +229,27 @@ fn tables(r: &Report) -> String {
         }
         h.push_str("</table>");
     }
+    if !r.offset_resets.is_empty() {
+        h.push_str(
+            "<h2>Offset resets</h2><table><tr><th>time</th><th>reader</th><th>partition</th>\
+             <th>from</th><th>to</th><th>deleted</th><th>held but skipped</th></tr>",
+        );
+        for x in &r.offset_resets {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{} p{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td></tr>",
+                human_ms(x.t_ms),
+                xml_escape(&x.host),
+                x.topic.name(),
+                x.partition,
+                x.from,
+                x.to,
+                x.deleted(),
+                x.skipped_held()
+            );
+        }
+        h.push_str("</table>");
+    }
     h
 }

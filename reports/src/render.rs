@@ -308,6 +308,28 @@ pub fn to_markdown(r: &Report) -> String {
             );
         }
     }
+    if !r.offset_resets.is_empty() {
+        md.push_str(
+            "\n## Offset resets\n\nReaders whose position retention had deleted, moved on by \
+             `auto_offset_reset`; they never read the offsets in between.\n\n\
+             | time | reader | partition | from | to | deleted | held but skipped |\n\
+             |---:|---|---|---:|---:|---:|---:|\n",
+        );
+        for x in &r.offset_resets {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} p{} | {} | {} | {} | {} |",
+                human_ms(x.t_ms),
+                x.host,
+                x.topic.name(),
+                x.partition,
+                x.from,
+                x.to,
+                x.deleted(),
+                x.skipped_held()
+            );
+        }
+    }
     let _ = writeln!(md, "\n## Replay\n\n```\n{}\n```", r.replay);
     md
 }
@@ -646,6 +668,16 @@ pub fn summary_text(r: &Report) -> String {
     let _ = writeln!(s, "{}", completeness_line(&r.completeness));
     if let Some(sc) = &r.schemas {
         let _ = writeln!(s, "{}", schema_line(sc));
+    }
+    if !r.offset_resets.is_empty() {
+        let deleted: u64 = r.offset_resets.iter().map(|x| x.deleted()).sum();
+        let held: u64 = r.offset_resets.iter().map(|x| x.skipped_held()).sum();
+        let _ = writeln!(
+            s,
+            "resets   {} by auto_offset_reset: {deleted} offsets deleted unread, {held} held but \
+             skipped",
+            r.offset_resets.len()
+        );
     }
     let open = r.faults.iter().filter(|f| f.never_healed()).count();
     let _ = writeln!(

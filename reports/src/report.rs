@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{
-    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, SchemaReport,
-    TimelineSecond,
+    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, OffsetResetSeen,
+    SchemaReport, TimelineSecond,
 };
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
@@ -168,6 +168,10 @@ pub struct Report {
     pub slo: Vec<SloResult>,
     /// Faults in the order they began.
     pub faults: Vec<FaultWindow>,
+    /// Readers moved past positions retention had deleted (`auto.offset.reset`), in the order
+    /// they were; absent when none was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offset_resets: Vec<OffsetResetSeen>,
     /// The lake's snapshots and files.
     pub lake: LakeStats,
     /// Load over each topic's partitions and over the tasks; flagged past 10× max/min.
@@ -268,6 +272,7 @@ impl Report {
             exactly_once: analysis.exactly_once.clone(),
             slo,
             faults: analysis.faults.clone(),
+            offset_resets: analysis.offset_resets.clone(),
             lake: LakeStats {
                 files_per_snapshot: if analysis.lake.snapshots == 0 {
                     0.0

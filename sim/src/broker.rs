@@ -172,6 +172,7 @@ pub async fn run_broker(setup: BrokerSetup) -> turmoil::Result {
     tokio::task::spawn_local(heartbeat_loop(broker.clone()));
     tokio::task::spawn_local(isr_loop(broker.clone()));
     tokio::task::spawn_local(flush_loop(broker.clone()));
+    tokio::task::spawn_local(retention_loop(broker.clone()));
     let others: Vec<u32> = (0..broker.setup.platform.brokers)
         .filter(|b| *b != broker.setup.id)
         .collect();
@@ -263,7 +264,7 @@ async fn produce(
                     } else {
                         let mut disk = broker.setup.disk.borrow_mut();
                         let log = disk.logs.entry(part.tp).or_default();
-                        match log.append_leader(epoch, &part.records, part.producer) {
+                        match log.append_leader(sim_now_ms(), epoch, &part.records, part.producer) {
                             LeaderAppend::Appended { base_offset, count } => {
                                 appended += count;
                                 if strike == Some(Strike::AfterAppend) {
@@ -363,7 +364,7 @@ async fn write_markers(
         }
         let mut disk = broker.setup.disk.borrow_mut();
         let log = disk.logs.entry(*tp).or_default();
-        match log.append_marker(epoch, pid, producer_epoch, commit) {
+        match log.append_marker(sim_now_ms(), epoch, pid, producer_epoch, commit) {
             Some(offset) => {
                 let aborted = if commit {
                     Vec::new()
@@ -557,6 +558,20 @@ fn fetch_one(
     if p.offset > log.leo() {
         return FetchResult::Error(PartError::OffsetOutOfRange);
     }
+    // Consumers read only what every in-sync replica has; read_committed readers only up to
+    // the last stable offset, and nothing of an aborted transaction.
+    let committed_only = isolation == Isolation::ReadCommitted;
+    let end = if committed_only {
+        log.last_stable_offset(hw)
+    } else {
+        hw
+    };
+    if p.offset < log.log_start() {
+        return FetchResult::BeforeLogStart {
+            log_start: log.log_start(),
+            latest: if replica.is_some() { log.leo() } else { end },
+        };
+    }
     if replica.is_some() {
         // Followers read to the log end, markers and all.
         let records = log.read(p.offset, log.leo(), max);
@@ -568,14 +583,6 @@ fn fetch_one(
             high_watermark: hw,
         };
     }
-    // Consumers read only what every in-sync replica has; read_committed readers only up to
-    // the last stable offset, and nothing of an aborted transaction.
-    let committed_only = isolation == Isolation::ReadCommitted;
-    let end = if committed_only {
-        log.last_stable_offset(hw)
-    } else {
-        hw
-    };
     let read = log.read_for_consumer(p.offset, end, max, committed_only);
     let (offsets, records) = read.records.into_iter().unzip();
     FetchResult::Records {
@@ -714,6 +721,11 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
                             log.hw_checkpoint = log.hw_checkpoint.max(hw);
                         }
                         FetchResult::Diverging { truncate_to } => log.truncate_to(truncate_to),
+                        // The leader's retention has deleted past our log end: what we lack
+                        // is gone, so start again, empty, where the leader's log starts.
+                        FetchResult::BeforeLogStart { log_start, .. } => {
+                            log.truncate_fully_and_start_at(log_start);
+                        }
                         FetchResult::Error(_) => {}
                     }
                 }
@@ -733,6 +745,27 @@ async fn flush_loop(broker: Rc<Broker>) {
         tokio::time::sleep(interval).await;
         for log in broker.setup.disk.borrow_mut().logs.values_mut() {
             log.flush();
+        }
+    }
+}
+
+/// Deletes, every `retention_check_interval`, the records each replica holds that are older
+/// than their topic's retention, up to the high watermark it knows.
+async fn retention_loop(broker: Rc<Broker>) {
+    let platform = broker.setup.platform.clone();
+    let interval = platform.retention_check_interval.to_std();
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = sim_now_ms();
+        for (tp, log) in broker.setup.disk.borrow_mut().logs.iter_mut() {
+            let Some(retention) = platform.retention_of(tp.topic) else {
+                continue;
+            };
+            let Some(cutoff) = now.checked_sub(retention.ms()) else {
+                continue;
+            };
+            let bound = log.hw_checkpoint;
+            log.delete_expired(cutoff, bound);
         }
     }
 }

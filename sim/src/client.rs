@@ -16,7 +16,7 @@ use crate::wire::{
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::schema::RegistryError;
 use nrtsim_pipeline::{
-    Acks, Appended, Assignment, ConsumerConfig, Fetched, Log, LogError, ProduceBatch,
+    Acks, Appended, Assignment, ConsumerConfig, Fetched, Log, LogError, OffsetReset, ProduceBatch,
     ProducerConfig, ProducerState, TopicPartition,
 };
 use std::cell::RefCell;
@@ -326,6 +326,31 @@ impl SimLog {
             producer_id: fresh,
             next_seq: BTreeMap::new(),
         };
+    }
+
+    /// `auto.offset.reset` for a position retention has deleted past: an empty read that moves
+    /// the position to the log start or to the end this reader can reach, or an error.
+    fn reset_position(
+        &self,
+        tp: TopicPartition,
+        position: u64,
+        log_start: u64,
+        latest: u64,
+    ) -> Result<Fetched, LogError> {
+        let to = match self.consumer.auto_offset_reset {
+            OffsetReset::Earliest => log_start,
+            OffsetReset::Latest => latest.max(log_start),
+            OffsetReset::None => return Err(LogError::OffsetOutOfRange(tp)),
+        };
+        Ok(Fetched {
+            tp,
+            base_offset: position,
+            records: Vec::new(),
+            offsets: Vec::new(),
+            next_offset: to,
+            high_watermark: latest,
+            reset_at_log_start: Some(log_start),
+        })
     }
 
     fn take_conn(&mut self, broker: u32) -> Connection {
@@ -698,9 +723,13 @@ impl Log for SimLog {
                                     offsets,
                                     next_offset,
                                     high_watermark,
+                                    reset_at_log_start: None,
                                 })
                             }
                             FetchResult::Diverging { .. } => Err(LogError::NotLeader(tp)),
+                            FetchResult::BeforeLogStart { log_start, latest } => {
+                                self.reset_position(tp, positions[i].1, log_start, latest)
+                            }
                             FetchResult::Error(e) => Err(part_error(tp, e)),
                         };
                     }

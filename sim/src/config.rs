@@ -1,8 +1,10 @@
 //! The `[platform]` and `[network]` sections of a scenario: the brokers and the links between
 //! hosts.
 
+use nrtsim_history::TopicName;
 use nrtsim_workloads::SimDuration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 
 /// The `[platform]` section: the Kafka cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +27,32 @@ pub struct PlatformConfig {
     /// How often brokers flush their logs to disk. Brokers acknowledge before they flush, so
     /// a power loss takes what was appended since the last flush. Default 5s.
     pub log_flush_interval: SimDuration,
+    /// `log.retention.ms`: how long every topic keeps a record after the leader appended it;
+    /// older records are deleted once the high watermark has passed them. Default 168h,
+    /// Kafka's.
+    pub retention: SimDuration,
+    /// `retention.ms` per topic (`raw`, `standard`, `enriched`, `redo`, `critical`), over
+    /// `retention`. Default none.
+    pub topic_retention: BTreeMap<TopicName, SimDuration>,
+    /// `log.retention.check.interval.ms`: how often brokers delete what has expired.
+    /// Default 5m, Kafka's.
+    pub retention_check_interval: SimDuration,
+}
+
+impl PlatformConfig {
+    /// How long `topic` keeps its records; `None` for the schema registry's `_schemas`, which
+    /// is compacted in Kafka and never expires.
+    pub fn retention_of(&self, topic: TopicName) -> Option<SimDuration> {
+        if topic == TopicName::Schemas {
+            return None;
+        }
+        Some(
+            self.topic_retention
+                .get(&topic)
+                .copied()
+                .unwrap_or(self.retention),
+        )
+    }
 }
 
 impl Default for PlatformConfig {
@@ -38,6 +66,9 @@ impl Default for PlatformConfig {
             broker_session_timeout: SimDuration::from_secs(6),
             replica_lag_time_max: SimDuration::from_secs(10),
             log_flush_interval: SimDuration::from_secs(5),
+            retention: SimDuration::from_secs(168 * 3600),
+            topic_retention: BTreeMap::new(),
+            retention_check_interval: SimDuration::from_secs(300),
         }
     }
 }

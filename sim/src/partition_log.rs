@@ -2,10 +2,11 @@
 //! used to find where a follower's log diverges from a new leader's, the idempotent producers'
 //! epochs and last sequence numbers, and the transactions: which are open (they hold back the
 //! last stable offset), which were aborted (the index `read_committed` readers filter by), and
-//! the commit and abort markers that end them.
+//! the commit and abort markers that end them. Retention deletes records from the front: the
+//! log then starts past offset 0, and a read from before its start is out of range.
 
 use nrtsim_pipeline::{Record, RecordMeta};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 /// The producer that wrote a batch, as the batch header carries it.
@@ -50,6 +51,8 @@ pub type SharedRecord = Rc<StoredRecord>;
 pub struct StoredRecord {
     /// The leader epoch it was appended in.
     pub epoch: u32,
+    /// When the leader appended it, in simulated ms: the time retention goes by.
+    pub appended_ms: u64,
     /// The record (its payload is shared between replicas); empty for a control record.
     pub record: Record,
     /// The idempotent producer that wrote it, with its sequence number.
@@ -103,6 +106,8 @@ struct AbortedTxn {
 #[derive(Clone, Debug, Default)]
 pub struct PartitionLog {
     records: Segments,
+    /// The first offset still held: retention deletes what is before it.
+    log_start: u64,
     /// (epoch, start offset), increasing.
     epochs: Vec<(u32, u64)>,
     /// Per producer id: its epoch, the last sequence number appended in that epoch (none yet
@@ -131,6 +136,11 @@ impl PartitionLog {
         self.records.len
     }
 
+    /// Log start offset: the oldest offset a reader may fetch (0 until retention deletes).
+    pub fn log_start(&self) -> u64 {
+        self.log_start
+    }
+
     /// The newest epoch in the log, if any.
     pub fn last_epoch(&self) -> Option<u32> {
         self.epochs.last().map(|e| e.0)
@@ -153,10 +163,12 @@ impl PartitionLog {
         }
     }
 
-    /// Appends as leader in `epoch`. With a producer id, records whose sequence numbers the
-    /// log already holds are dropped, and a gap in sequence numbers is refused.
+    /// Appends as leader in `epoch` at simulated time `now_ms`. With a producer id, records
+    /// whose sequence numbers the log already holds are dropped, and a gap in sequence numbers
+    /// is refused.
     pub fn append_leader(
         &mut self,
+        now_ms: u64,
         epoch: u32,
         records: &[Record],
         producer: Option<ProducerBatch>,
@@ -192,6 +204,7 @@ impl PartitionLog {
             });
             self.push(Rc::new(StoredRecord {
                 epoch,
+                appended_ms: now_ms,
                 record: r.clone(),
                 producer,
                 control: None,
@@ -216,6 +229,7 @@ impl PartitionLog {
     /// `producer_epoch` (the marker is stale).
     pub fn append_marker(
         &mut self,
+        now_ms: u64,
         epoch: u32,
         pid: u64,
         producer_epoch: u32,
@@ -232,6 +246,7 @@ impl PartitionLog {
         let offset = self.leo();
         self.push(Rc::new(StoredRecord {
             epoch,
+            appended_ms: now_ms,
             record: control_placeholder(),
             producer: Some(ProducerMark {
                 pid,
@@ -294,7 +309,7 @@ impl PartitionLog {
         let Some(a) = self.aborted.iter().find(|a| a.marker == marker) else {
             return Vec::new();
         };
-        (a.first..a.marker)
+        (a.first.max(self.log_start)..a.marker)
             .filter(|&o| {
                 let r = self.records.get(o);
                 r.control.is_none() && r.producer.is_some_and(|p| p.pid == a.pid)
@@ -348,13 +363,19 @@ impl PartitionLog {
         out
     }
 
-    /// Drops every record at or after `offset`.
+    /// Drops every record at or after `offset`. Below the log start, nothing is kept and the
+    /// log starts again at `offset`.
     pub fn truncate_to(&mut self, offset: u64) {
         if offset >= self.leo() {
             return;
         }
+        if offset < self.log_start {
+            self.truncate_fully_and_start_at(offset);
+            return;
+        }
         let mut kept = std::mem::take(&mut self.records);
         kept.truncate(offset);
+        self.records = Segments::starting_at(kept.base);
         self.epochs.retain(|(_, start)| *start < offset);
         self.producers.clear();
         self.open.clear();
@@ -364,6 +385,41 @@ impl PartitionLog {
         }
         self.hw_checkpoint = self.hw_checkpoint.min(offset);
         self.flushed = self.flushed.min(offset);
+    }
+
+    /// Drops every record and starts the log, empty, at `offset`: what a follower does when
+    /// its leader's retention has deleted past the follower's log end.
+    pub fn truncate_fully_and_start_at(&mut self, offset: u64) {
+        *self = PartitionLog {
+            records: Segments::starting_at(offset),
+            log_start: offset,
+            hw_checkpoint: offset,
+            flushed: offset,
+            ..PartitionLog::default()
+        };
+    }
+
+    /// Retention: deletes from the front every record appended before `cutoff_ms`, but none
+    /// at or past `bound` (the high watermark: what readers may yet be handed is kept).
+    /// Returns the log start before and after when it moved. Records go one by one; Kafka
+    /// deletes whole segments once their newest record expires, so it never deletes earlier
+    /// than this does.
+    pub fn delete_expired(&mut self, cutoff_ms: u64, bound: u64) -> Option<(u64, u64)> {
+        let bound = bound.min(self.leo());
+        let from = self.log_start;
+        let mut start = from;
+        while start < bound && self.records.get(start).appended_ms < cutoff_ms {
+            start += 1;
+        }
+        if start == from {
+            return None;
+        }
+        self.log_start = start;
+        self.records.drop_before(start);
+        self.aborted.retain(|a| a.marker >= start);
+        self.hw_checkpoint = self.hw_checkpoint.max(start);
+        self.flushed = self.flushed.max(start);
+        Some((from, start))
     }
 
     /// Flushes the log to disk.
@@ -376,8 +432,10 @@ impl PartitionLog {
         self.truncate_to(self.flushed);
     }
 
-    /// Up to `max` records from `offset`, stopping before `end`.
+    /// Up to `max` records from `offset` (or from the log start, if that is later), stopping
+    /// before `end`.
     pub fn read(&self, offset: u64, end: u64, max: usize) -> Vec<SharedRecord> {
+        let offset = offset.max(self.log_start);
         let end = end.min(self.leo());
         if offset >= end {
             return Vec::new();
@@ -394,21 +452,34 @@ impl PartitionLog {
 /// would move every record each time it doubled.
 const SEGMENT_RECORDS: usize = 4096;
 
-/// A log's records in fixed-size segments, indexed by offset.
+/// A log's records in fixed-size segments, indexed by offset. The first segment starts at
+/// `base`; when retention moves the log start, the segments wholly before it are dropped.
 #[derive(Clone, Debug, Default)]
 struct Segments {
-    segments: Vec<Vec<SharedRecord>>,
+    segments: VecDeque<Vec<SharedRecord>>,
+    /// The offset of the first record held.
+    base: u64,
+    /// The offset past the last record (the log end).
     len: u64,
 }
 
 impl Segments {
+    /// No records, the next one at `offset`.
+    fn starting_at(offset: u64) -> Segments {
+        Segments {
+            segments: VecDeque::new(),
+            base: offset,
+            len: offset,
+        }
+    }
+
     fn get(&self, offset: u64) -> &SharedRecord {
-        let o = offset as usize;
+        let o = (offset - self.base) as usize;
         &self.segments[o / SEGMENT_RECORDS][o % SEGMENT_RECORDS]
     }
 
     fn push(&mut self, r: SharedRecord) {
-        match self.segments.last_mut() {
+        match self.segments.back_mut() {
             Some(seg) if seg.len() < SEGMENT_RECORDS => seg.push(r),
             _ => {
                 let mut seg = Vec::with_capacity(if self.segments.is_empty() {
@@ -417,24 +488,37 @@ impl Segments {
                     SEGMENT_RECORDS
                 });
                 seg.push(r);
-                self.segments.push(seg);
+                self.segments.push_back(seg);
             }
         }
         self.len += 1;
     }
 
-    /// Keeps the first `len` records.
+    /// Keeps the records before offset `len`.
     fn truncate(&mut self, len: u64) {
         if len >= self.len {
             return;
         }
-        let l = len as usize;
+        let l = len.saturating_sub(self.base) as usize;
         let kept = l.div_ceil(SEGMENT_RECORDS);
         self.segments.truncate(kept);
-        if let Some(seg) = self.segments.last_mut() {
+        if let Some(seg) = self.segments.back_mut() {
             seg.truncate(l - (kept - 1) * SEGMENT_RECORDS);
         }
-        self.len = len;
+        self.len = len.max(self.base);
+    }
+
+    /// Drops the full segments that end at or before `offset`.
+    fn drop_before(&mut self, offset: u64) {
+        while self
+            .segments
+            .front()
+            .is_some_and(|seg| seg.len() == SEGMENT_RECORDS)
+            && self.base + SEGMENT_RECORDS as u64 <= offset
+        {
+            self.segments.pop_front();
+            self.base += SEGMENT_RECORDS as u64;
+        }
     }
 
     fn into_records(self) -> impl Iterator<Item = SharedRecord> {
@@ -479,7 +563,7 @@ mod tests {
     fn segments_keep_offsets_across_boundaries_and_truncation() {
         let n = 2 * SEGMENT_RECORDS as u64 + 10;
         let mut log = PartitionLog::default();
-        log.append_leader(0, &recs(n), None);
+        log.append_leader(0, 0, &recs(n), None);
         assert_eq!(log.leo(), n);
         let ids = |log: &PartitionLog, from: u64, max: usize| -> Vec<u64> {
             log.read(from, log.leo(), max)
@@ -498,7 +582,7 @@ mod tests {
             assert_eq!(l.leo(), cut);
             assert_eq!(ids(&l, 0, usize::MAX), (0..cut).collect::<Vec<_>>());
             // The log grows on from the cut with the offsets it would have had.
-            l.append_leader(0, &recs(3), None);
+            l.append_leader(0, 0, &recs(3), None);
             assert_eq!(l.leo(), cut + 3);
             assert_eq!(ids(&l, cut, 3), vec![0, 1, 2]);
         }
@@ -527,15 +611,56 @@ mod tests {
     }
 
     #[test]
+    fn retention_deletes_from_the_front_and_offsets_stay() {
+        let edge = SEGMENT_RECORDS as u64;
+        let mut log = PartitionLog::default();
+        log.append_leader(0, 0, &recs(edge + 5), None); // appended at 0 ms
+        log.append_leader(1000, 0, &recs(edge), None); // appended at 1000 ms
+        let n = log.leo();
+        assert_eq!(log.delete_expired(0, n), None, "nothing is older than 0 ms");
+        // The bound (the high watermark) keeps what readers may yet be handed.
+        assert_eq!(log.delete_expired(500, 3), Some((0, 3)));
+        assert_eq!(log.log_start(), 3);
+        assert_eq!(log.delete_expired(500, n), Some((3, edge + 5)));
+        assert_eq!(log.leo(), n);
+        // The segment wholly before the start is gone; offsets are what they always were.
+        assert_eq!(log.records.base, edge);
+        assert_eq!(
+            offsets(&log.read_for_consumer(edge + 5, n, 3, false)),
+            vec![edge + 5, edge + 6, edge + 7]
+        );
+        assert_eq!(log.read(0, n, usize::MAX).len() as u64, edge);
+        // Truncation above the start keeps it; below it, the log starts again empty there.
+        let mut t = log.clone();
+        t.truncate_to(n - 1);
+        assert_eq!((t.log_start(), t.leo()), (edge + 5, n - 1));
+        t.append_leader(2000, 0, &recs(1), None);
+        assert_eq!(t.leo(), n);
+        let mut t = log.clone();
+        t.truncate_to(2);
+        assert_eq!((t.log_start(), t.leo()), (2, 2));
+        // A follower that lost everything starts at the leader's log start and appends on.
+        let mut f = PartitionLog::default();
+        f.append_leader(0, 0, &recs(3), None);
+        f.truncate_fully_and_start_at(edge + 5);
+        f.append_follower(&log.read(edge + 5, edge + 8, 3));
+        assert_eq!((f.log_start(), f.leo()), (edge + 5, edge + 8));
+        assert_eq!(
+            offsets(&f.read_for_consumer(edge + 5, n, 10, false)),
+            vec![edge + 5, edge + 6, edge + 7]
+        );
+    }
+
+    #[test]
     fn the_last_stable_offset_waits_for_open_transactions() {
         let mut log = PartitionLog::default();
-        log.append_leader(0, &recs(2), None); // 0, 1: plain records
-        log.append_leader(0, &recs(3), txn(9, 0, 0)); // 2..5: open transaction
+        log.append_leader(0, 0, &recs(2), None); // 0, 1: plain records
+        log.append_leader(0, 0, &recs(3), txn(9, 0, 0)); // 2..5: open transaction
         assert_eq!(log.last_stable_offset(5), 2);
         // read_committed stops at the LSO; read_uncommitted reads to the high watermark.
         assert_eq!(offsets(&log.read_for_consumer(0, 2, 100, true)), vec![0, 1]);
         assert_eq!(log.read_for_consumer(0, 5, 100, false).records.len(), 5);
-        assert_eq!(log.append_marker(0, 9, 0, true), Some(5));
+        assert_eq!(log.append_marker(0, 0, 9, 0, true), Some(5));
         assert_eq!(log.last_stable_offset(6), 6);
         // The marker is read over but never handed out.
         let read = log.read_for_consumer(0, 6, 100, true);
@@ -546,10 +671,10 @@ mod tests {
     #[test]
     fn aborted_transactions_are_filtered_for_read_committed_only() {
         let mut log = PartitionLog::default();
-        log.append_leader(0, &recs(2), txn(9, 0, 0)); // 0, 1
-        log.append_leader(0, &recs(1), txn(4, 0, 0)); // 2: another producer, committed
-        log.append_marker(0, 9, 0, false); // 3: abort
-        log.append_marker(0, 4, 0, true); // 4: commit
+        log.append_leader(0, 0, &recs(2), txn(9, 0, 0)); // 0, 1
+        log.append_leader(0, 0, &recs(1), txn(4, 0, 0)); // 2: another producer, committed
+        log.append_marker(0, 0, 9, 0, false); // 3: abort
+        log.append_marker(0, 0, 4, 0, true); // 4: commit
         assert_eq!(log.aborted_by(3), vec![(0, 0), (1, 1)]);
         assert!(log.aborted_by(4).is_empty());
         assert_eq!(offsets(&log.read_for_consumer(0, 5, 100, true)), vec![2]);
@@ -569,31 +694,31 @@ mod tests {
     #[test]
     fn a_newer_epoch_fences_the_older_producer() {
         let mut log = PartitionLog::default();
-        log.append_leader(0, &recs(2), txn(9, 0, 0));
-        log.append_marker(0, 9, 1, false);
+        log.append_leader(0, 0, &recs(2), txn(9, 0, 0));
+        log.append_marker(0, 0, 9, 1, false);
         // The new instance (epoch 1) numbers from zero; the zombie (epoch 0) is refused.
         assert!(matches!(
-            log.append_leader(0, &recs(1), txn(9, 1, 0)),
+            log.append_leader(0, 0, &recs(1), txn(9, 1, 0)),
             LeaderAppend::Appended { .. }
         ));
         assert_eq!(
-            log.append_leader(0, &recs(1), txn(9, 0, 2)),
+            log.append_leader(0, 0, &recs(1), txn(9, 0, 2)),
             LeaderAppend::Fenced
         );
-        assert_eq!(log.append_marker(0, 9, 0, true), None);
+        assert_eq!(log.append_marker(0, 0, 9, 0, true), None);
     }
 
     #[test]
     fn a_late_marker_cannot_end_the_next_transaction() {
         let mut log = PartitionLog::default();
-        log.append_leader(0, &recs(2), txn(9, 0, 0)); // 0, 1
-        assert_eq!(log.append_marker(0, 9, 0, true), Some(2));
+        log.append_leader(0, 0, &recs(2), txn(9, 0, 0)); // 0, 1
+        assert_eq!(log.append_marker(0, 0, 9, 0, true), Some(2));
         // The next transaction runs under the epoch the commit moved the producer to.
-        log.append_leader(0, &recs(2), txn(9, 1, 0)); // 3, 4
-                                                      // A duplicate of the first marker, delivered late, is stale.
-        assert_eq!(log.append_marker(0, 9, 0, false), None);
+        log.append_leader(0, 0, &recs(2), txn(9, 1, 0)); // 3, 4
+                                                         // A duplicate of the first marker, delivered late, is stale.
+        assert_eq!(log.append_marker(0, 0, 9, 0, false), None);
         assert_eq!(log.last_stable_offset(5), 3);
-        assert_eq!(log.append_marker(0, 9, 1, true), Some(5));
+        assert_eq!(log.append_marker(0, 0, 9, 1, true), Some(5));
         assert_eq!(
             offsets(&log.read_for_consumer(0, 6, 100, true)),
             vec![0, 1, 3, 4]
@@ -604,50 +729,50 @@ mod tests {
     fn idempotent_appends_drop_duplicates_and_refuse_gaps() {
         let mut log = PartitionLog::default();
         assert_eq!(
-            log.append_leader(0, &recs(3), idem(7, 0)),
+            log.append_leader(0, 0, &recs(3), idem(7, 0)),
             LeaderAppend::Appended {
                 base_offset: 0,
                 count: 3
             }
         );
         assert_eq!(
-            log.append_leader(0, &recs(3), idem(7, 0)),
+            log.append_leader(0, 0, &recs(3), idem(7, 0)),
             LeaderAppend::Duplicate { end: 3 }
         );
         assert_eq!(
-            log.append_leader(0, &recs(2), idem(7, 5)),
+            log.append_leader(0, 0, &recs(2), idem(7, 5)),
             LeaderAppend::OutOfOrder
         );
         // Overlapping retry: two old records, one new.
         assert_eq!(
-            log.append_leader(0, &recs(3), idem(7, 1)),
+            log.append_leader(0, 0, &recs(3), idem(7, 1)),
             LeaderAppend::Appended {
                 base_offset: 3,
                 count: 1
             }
         );
         // Without a producer id, a retry lands twice.
-        log.append_leader(0, &recs(2), None);
-        log.append_leader(0, &recs(2), None);
+        log.append_leader(0, 0, &recs(2), None);
+        log.append_leader(0, 0, &recs(2), None);
         assert_eq!(log.leo(), 8);
     }
 
     #[test]
     fn epochs_find_the_divergence_point_and_truncation_forgets() {
         let mut leader = PartitionLog::default();
-        leader.append_leader(0, &recs(5), None);
-        leader.append_leader(2, &recs(3), None);
+        leader.append_leader(0, 0, &recs(5), None);
+        leader.append_leader(0, 2, &recs(3), None);
         // A follower whose log ends in epoch 0 or 1 must cut back to offset 5.
         assert_eq!(leader.end_offset_for_epoch(0), 5);
         assert_eq!(leader.end_offset_for_epoch(1), 5);
         assert_eq!(leader.end_offset_for_epoch(2), 8);
         let mut f = PartitionLog::default();
-        f.append_leader(0, &recs(7), idem(1, 0));
+        f.append_leader(0, 0, &recs(7), idem(1, 0));
         f.truncate_to(5);
         assert_eq!(f.leo(), 5);
         assert_eq!(f.last_epoch(), Some(0));
         assert_eq!(
-            f.append_leader(0, &recs(1), idem(1, 5)),
+            f.append_leader(0, 0, &recs(1), idem(1, 5)),
             LeaderAppend::Appended {
                 base_offset: 5,
                 count: 1

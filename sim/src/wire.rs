@@ -303,6 +303,14 @@ pub enum FetchResult {
         /// Where to truncate.
         truncate_to: u64,
     },
+    /// The offset is before the log start: retention has deleted it.
+    BeforeLogStart {
+        /// The oldest offset held.
+        log_start: u64,
+        /// The end this reader can reach (the log end for a follower; the high watermark,
+        /// or the last stable offset for `read_committed`, for a consumer).
+        latest: u64,
+    },
     /// Refused.
     Error(PartError),
 }

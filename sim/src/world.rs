@@ -650,8 +650,16 @@ impl World {
         self.meta.borrow().get(&tp).cloned()
     }
 
-    /// The change ids in `broker`'s replica log of `tp`, in offset order, and its high
-    /// watermark as last checkpointed.
+    /// `broker`'s replica log of `tp`: its log start (the first offset retention has not
+    /// deleted) and its log end.
+    pub fn replica_bounds(&self, broker: u32, tp: TopicPartition) -> Option<(u64, u64)> {
+        let disk = self.disks.get(broker as usize)?.borrow();
+        let log = disk.logs.get(&tp)?;
+        Some((log.log_start(), log.leo()))
+    }
+
+    /// The change ids in `broker`'s replica log of `tp` from its log start, in offset order,
+    /// and its high watermark as last checkpointed.
     pub fn replica_log(&self, broker: u32, tp: TopicPartition) -> (Vec<u64>, u64) {
         let Some(disk) = self.disks.get(broker as usize) else {
             return (Vec::new(), 0);

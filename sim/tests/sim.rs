@@ -1,5 +1,5 @@
-//! The simulated brokers on their own: ISR shrink and expand, fencing a restarted broker, and
-//! replicas that agree after a leader change truncated one of them.
+//! The simulated brokers on their own: ISR shrink and expand, fencing a restarted broker,
+//! replicas that agree after a leader change truncated one of them, and retention.
 
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::{Acks, Delivery, PipelineConfig, ProducerConfig, TopicPartition};
@@ -157,5 +157,54 @@ fn replicas_agree_after_a_truncating_leader_change() {
     assert!(
         !lost.is_empty(),
         "the crash should have cost the old leader's unreplicated tail"
+    );
+}
+
+/// Retention deletes from the front of every replica; a follower that was down longer than
+/// the retention finds the leader's log starting past its own end, starts again, empty, at the
+/// leader's log start, and catches up into the ISR.
+#[test]
+fn a_follower_down_longer_than_retention_starts_again_at_the_leaders_log_start() {
+    let mut s = spec(PipelineConfig::default());
+    s.platform.retention = nrtsim_workloads::SimDuration::from_secs(4);
+    s.platform.retention_check_interval = nrtsim_workloads::SimDuration::from_ms(500);
+    let mut world = World::new(&s);
+    step_to(&mut world, 2_000);
+    let follower = world.followers_of(RAW_0)[0].clone();
+    let (_, end_before) = world
+        .replica_bounds(broker(&follower), RAW_0)
+        .expect("the follower holds raw/0");
+    world.crash(&follower);
+    step_to(&mut world, 15_000);
+    let leader = broker(&world.leader_of(RAW_0).expect("a leader"));
+    let (leader_start, _) = world.replica_bounds(leader, RAW_0).unwrap();
+    assert!(
+        leader_start > end_before,
+        "retention should have deleted past the follower's log end ({end_before}); the \
+         leader's log starts at {leader_start}"
+    );
+    world.restart(&follower);
+    step_to(&mut world, 25_000);
+    let (start, end) = world.replica_bounds(broker(&follower), RAW_0).unwrap();
+    let (leader_start, leader_end) = world.replica_bounds(leader, RAW_0).unwrap();
+    assert!(start > end_before, "the follower kept its old records");
+    assert!(
+        end > leader_start,
+        "the follower has not caught up: {start}..{end}"
+    );
+    // From where both hold records, the follower's are the leader's.
+    let (ids, _) = world.replica_log(broker(&follower), RAW_0);
+    let (leader_ids, _) = world.replica_log(leader, RAW_0);
+    let from = start.max(leader_start);
+    let to = end.min(leader_end);
+    assert!(from < to);
+    assert_eq!(
+        ids[(from - start) as usize..(to - start) as usize],
+        leader_ids[(from - leader_start) as usize..(to - leader_start) as usize]
+    );
+    let state = world.partition_state(RAW_0).unwrap();
+    assert!(
+        state.isr.contains(&broker(&follower)),
+        "never rejoined the ISR: {state:?}"
     );
 }

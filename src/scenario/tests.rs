@@ -279,6 +279,46 @@ fn other_ranges() {
 }
 
 #[test]
+fn retention_settings_are_checked() {
+    let ok = "name = \"x\"\n[platform]\nretention = \"1h\"\ntopic_retention = { raw = \"30s\" }\n\
+              [pipeline]\nconsumer = { auto_offset_reset = \"earliest\" }\n";
+    let s = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+    let secs = |t| s.platform.retention_of(t).map(|d| d.ms() / 1000);
+    assert_eq!(secs(TopicName::Raw), Some(30));
+    assert_eq!(secs(TopicName::Enriched), Some(3600));
+    assert_eq!(secs(TopicName::Schemas), None);
+    let err = parse_err("name = \"x\"\n[platform]\ntopic_retention = { schemas = \"1h\" }\n");
+    assert_err(
+        &err,
+        3,
+        31,
+        "platform.topic_retention.schemas",
+        "never expires",
+    );
+    let err = parse_err("name = \"x\"\n[platform]\ntopic_retention = { enriched = \"0s\" }\n");
+    assert_err(
+        &err,
+        3,
+        32,
+        "platform.topic_retention.enriched",
+        "at least 1ms",
+    );
+    let err = parse_err("name = \"x\"\n[platform]\nretention_check_interval = \"0s\"\n");
+    assert_err(
+        &err,
+        3,
+        28,
+        "platform.retention_check_interval",
+        "at least 1ms",
+    );
+    let err = parse_err("name = \"x\"\n[platform]\ntopic_retention = { lake = \"1h\" }\n");
+    assert!(err.field.starts_with("platform.topic_retention"), "{err}");
+    let err =
+        parse_err("name = \"x\"\n[pipeline]\nconsumer = { auto_offset_reset = \"smallest\" }\n");
+    assert_eq!(err.field, "pipeline.consumer.auto_offset_reset", "{err}");
+}
+
+#[test]
 fn consumer_group_settings_are_checked() {
     // The default delivery is exactly-once, whose lake sink keeps positions in checkpoints.
     let err = parse_err("name = \"x\"\n[pipeline]\nconsumer = { group = true }\n");
