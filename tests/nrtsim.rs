@@ -897,7 +897,7 @@ producer = {{ linger = "{linger}", batch_records = {batch} }}
 /// A reader restarting from positions retention has deleted goes where `auto_offset_reset`
 /// says: `latest` skips to the end (losing what was deleted and what was still held before
 /// it), `earliest` to the log start (losing only what was deleted), and `none` nowhere (the
-/// task reads that partition no more and the run does not drain).
+/// task reads that partition no more and the run does not drain). Each is reported.
 #[test]
 fn auto_offset_reset_decides_what_a_reader_past_retention_loses() {
     let defect =
@@ -928,7 +928,12 @@ fn auto_offset_reset_decides_what_a_reader_past_retention_loses() {
         latest.exactly_once.lost,
         earliest.exactly_once.lost
     );
-    assert!(none.offset_resets.is_empty());
+    // Under none the reader stays where it was, reports it once, and the run cannot drain.
+    assert_eq!(none.offset_resets.len(), latest.offset_resets.len());
+    assert!(none
+        .offset_resets
+        .iter()
+        .all(|x| x.stopped() && x.deleted() > 0));
     assert!(!none.drained);
     assert_eq!(none.exit_code, 4);
     // With the default retention nothing is deleted and nobody is reset.

@@ -32,6 +32,8 @@
 //! {"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}
 //! {"type":"schema_decision","t_ms":16,"host":"standardize-0","subject":"standard-bank.accounts","table_version":2,"id":3,"reason":""}
 //! {"type":"snapshot_chunk","t_ms":2,"host":"cdc","table":"accounts","from_id":0,"to_id":null,"low_lsn":0,"high_lsn":1,"rows":[1]}
+//! {"type":"offset_reset","t_ms":17,"stage":"lake","host":"lake-0","topic":"enriched","partition":2,"from":120,"to":480,"log_start":300}
+//! {"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -553,6 +555,13 @@ enum Frame {
         to: u64,
         log_start: u64,
     },
+    RetentionDeleted {
+        t_ms: u64,
+        host: String,
+        topic: TopicName,
+        partition: u32,
+        log_start: u64,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -681,6 +690,13 @@ enum FrameRef<'a> {
         partition: u32,
         from: u64,
         to: u64,
+        log_start: u64,
+    },
+    RetentionDeleted {
+        t_ms: u64,
+        host: &'a str,
+        topic: TopicName,
+        partition: u32,
         log_start: u64,
     },
 }
@@ -912,6 +928,19 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 to: *to,
                 log_start: *log_start,
             },
+            Observation::RetentionDeleted {
+                t_ms,
+                host,
+                topic,
+                partition,
+                log_start,
+            } => FrameRef::RetentionDeleted {
+                t_ms: *t_ms,
+                host,
+                topic: *topic,
+                partition: *partition,
+                log_start: *log_start,
+            },
         }
     }
 }
@@ -1140,6 +1169,19 @@ impl From<Frame> for Observation {
                 to,
                 log_start,
             },
+            Frame::RetentionDeleted {
+                t_ms,
+                host,
+                topic,
+                partition,
+                log_start,
+            } => Observation::RetentionDeleted {
+                t_ms,
+                host,
+                topic,
+                partition,
+                log_start,
+            },
         }
     }
 }
@@ -1149,7 +1191,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 19] = [
+    const DOC_EXAMPLES: [&str; 21] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -1169,6 +1211,8 @@ mod tests {
         r#"{"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}"#,
         r#"{"type":"schema_decision","t_ms":16,"host":"standardize-0","subject":"standard-bank.accounts","table_version":2,"id":3,"reason":""}"#,
         r#"{"type":"snapshot_chunk","t_ms":2,"host":"cdc","table":"accounts","from_id":0,"to_id":null,"low_lsn":0,"high_lsn":1,"rows":[1]}"#,
+        r#"{"type":"offset_reset","t_ms":17,"stage":"lake","host":"lake-0","topic":"enriched","partition":2,"from":120,"to":480,"log_start":300}"#,
+        r#"{"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}"#,
     ];
 
     #[test]

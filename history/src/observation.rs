@@ -399,9 +399,25 @@ pub enum Observation {
         /// Why it was refused (empty when registered).
         reason: String,
     },
+    /// The log start of a partition's leader moved: retention there deleted every record
+    /// before `log_start`, or a broker whose log starts there took over the leadership.
+    /// Readers are served from `log_start` on; the latest one recorded is the partition's.
+    RetentionDeleted {
+        /// When.
+        t_ms: u64,
+        /// The leading broker.
+        host: String,
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: u32,
+        /// The new log start.
+        log_start: u64,
+    },
     /// A consumer's position was before the log start (retention had deleted the records
     /// there), and `auto.offset.reset` moved it: the offsets in `[from, to)` were never read by
-    /// this reader. Recorded by the reading task.
+    /// this reader. `to == from` when the policy (`none`) refused to move it: the reader reads
+    /// that partition no more. Recorded by the reading task.
     OffsetReset {
         /// When.
         t_ms: u64,
@@ -467,7 +483,8 @@ impl Observation {
             | Observation::FraudAlert { t_ms, .. }
             | Observation::SchemaDecision { t_ms, .. }
             | Observation::SnapshotChunk { t_ms, .. }
-            | Observation::OffsetReset { t_ms, .. } => *t_ms,
+            | Observation::OffsetReset { t_ms, .. }
+            | Observation::RetentionDeleted { t_ms, .. } => *t_ms,
         }
     }
 }

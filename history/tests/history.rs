@@ -145,6 +145,23 @@ fn sample() -> Vec<Observation> {
                 FaultPhase::End
             },
         });
+        out.push(Observation::OffsetReset {
+            t_ms: i + 6,
+            stage: Stage::Enrich,
+            host: format!("enrich-{i}"),
+            topic: TopicName::Redo,
+            partition: (i % 6) as u32,
+            from: i,
+            to: i * 3,
+            log_start: i * 2,
+        });
+        out.push(Observation::RetentionDeleted {
+            t_ms: i + 6,
+            host: "broker-2".into(),
+            topic: TopicName::Enriched,
+            partition: (i % 6) as u32,
+            log_start: i * 11,
+        });
         out.push(Observation::WorkloadEnd { t_ms: i + 7 });
         out.push(Observation::RunEnd {
             t_ms: i + 8,

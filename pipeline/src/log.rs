@@ -87,8 +87,10 @@ pub struct Fetched {
     /// The end a reader can reach now: the high watermark, or for a `read_committed` reader
     /// the last stable offset.
     pub high_watermark: u64,
-    /// Set when the position asked for was before the log start (retention had deleted it)
-    /// and `auto_offset_reset` moved the reader to `next_offset`: the log start it found.
+    /// Set when the position asked for was before the log start (retention had deleted it):
+    /// the log start found. `auto_offset_reset` moved the reader to `next_offset`; under
+    /// `none`, `next_offset` is the position asked for (the reader stays, and later fetches
+    /// from there fail with `OffsetOutOfRange`).
     pub reset_at_log_start: Option<u64>,
 }
 

@@ -131,16 +131,22 @@ pub struct OffsetResetSeen {
     pub partition: u32,
     /// The position the reader asked for.
     pub from: u64,
-    /// The position it was moved to.
+    /// The position it was moved to; `from` when `auto_offset_reset = "none"` refused to
+    /// move it and the reader stopped there.
     pub to: u64,
     /// The partition's log start then: the offsets from `from` up to it had been deleted.
     pub log_start: u64,
 }
 
 impl OffsetResetSeen {
+    /// Whether the reader was refused a reset and reads the partition no more.
+    pub fn stopped(&self) -> bool {
+        self.to == self.from
+    }
+
     /// Offsets the reader never read because retention had deleted them.
     pub fn deleted(&self) -> u64 {
-        self.log_start.min(self.to).saturating_sub(self.from)
+        self.log_start.saturating_sub(self.from)
     }
 
     /// Offsets still held that the reset skipped (`latest` jumps past them).

@@ -109,6 +109,9 @@ const SCHEMA_COUNTED: u16 = 1 << 12;
 const ABSORBED: u16 = 1 << 13;
 /// An incremental snapshot chunk emitted this change as its key's row.
 const SNAPSHOT_ROW: u16 = 1 << 14;
+/// Parked in redo, and retention deleted its redo record before a replay read it: gone, not
+/// waiting.
+const REDO_DELETED: u16 = 1 << 15;
 
 /// An offset no read has reached yet (change ids start at 1).
 const UNREAD: u64 = 0;
@@ -166,7 +169,10 @@ impl ChangeState {
     }
 
     fn parked(&self) -> bool {
-        self.has(LAST_ROUTE_REDO) && !self.applied() && !self.has(ROUTED_CRITICAL)
+        self.has(LAST_ROUTE_REDO)
+            && !self.applied()
+            && !self.has(ROUTED_CRITICAL)
+            && !self.has(REDO_DELETED)
     }
 
     /// Whether the change reached the enriched topic (seen there, or applied by the lake).
@@ -247,6 +253,12 @@ pub struct Checker {
     exactly_once: ExactlyOnce,
     faults: Vec<FaultWindow>,
     offset_resets: Vec<OffsetResetSeen>,
+    /// Per change routed to redo: the partition and offset of its latest redo record.
+    redo_at: BTreeMap<u64, (u32, u64)>,
+    /// Per partition: its leader's log start, as last recorded.
+    log_start: BTreeMap<(TopicName, u32), u64>,
+    /// Per redo partition: the offsets `[from, to)` a replay's reset skipped.
+    redo_skipped: BTreeMap<u32, Vec<(u64, u64)>>,
     drained: bool,
     run_ended: bool,
     last_t_ms: u64,
@@ -309,6 +321,9 @@ impl Checker {
             exactly_once: ExactlyOnce::default(),
             faults: Vec::new(),
             offset_resets: Vec::new(),
+            redo_at: BTreeMap::new(),
+            log_start: BTreeMap::new(),
+            redo_skipped: BTreeMap::new(),
             drained: false,
             run_ended: false,
             last_t_ms: 0,
@@ -402,15 +417,40 @@ impl Checker {
                 to,
                 log_start,
                 ..
-            } => self.offset_resets.push(OffsetResetSeen {
-                t_ms: *t_ms,
-                host: host.clone(),
-                topic: *topic,
-                partition: *partition,
-                from: *from,
-                to: *to,
-                log_start: *log_start,
-            }),
+            } => {
+                if *topic == TopicName::Redo && to > from {
+                    self.redo_skipped
+                        .entry(*partition)
+                        .or_default()
+                        .push((*from, *to));
+                }
+                let seen = OffsetResetSeen {
+                    t_ms: *t_ms,
+                    host: host.clone(),
+                    topic: *topic,
+                    partition: *partition,
+                    from: *from,
+                    to: *to,
+                    log_start: *log_start,
+                };
+                // A restarted reader refused at the same position says so again.
+                let again = seen.stopped()
+                    && self.offset_resets.iter().any(|x| {
+                        (&x.host, x.topic, x.partition, x.from, x.to)
+                            == (&seen.host, seen.topic, seen.partition, seen.from, seen.to)
+                    });
+                if !again {
+                    self.offset_resets.push(seen);
+                }
+            }
+            Observation::RetentionDeleted {
+                topic,
+                partition,
+                log_start,
+                ..
+            } => {
+                self.log_start.insert((*topic, *partition), *log_start);
+            }
             Observation::SchemaDecision {
                 t_ms,
                 subject,
@@ -712,7 +752,10 @@ impl Checker {
                     set_first(&mut c.enriched_ms, t_ms);
                     c.flags &= !LAST_ROUTE_REDO;
                 }
-                TopicName::Redo | TopicName::Critical | TopicName::Schemas => {}
+                TopicName::Redo => {
+                    self.redo_at.insert(id, (partition, offset));
+                }
+                TopicName::Critical | TopicName::Schemas => {}
             }
         }
     }
@@ -954,6 +997,29 @@ impl Checker {
         }
     }
 
+    /// A change still parked in redo whose redo record retention has deleted, or a replay's
+    /// offset reset skipped, will never be replayed: it is no longer waiting, and is judged as
+    /// lost.
+    fn judge_deleted_redo(&mut self) {
+        let redo_at = std::mem::take(&mut self.redo_at);
+        for (id, (partition, offset)) in redo_at {
+            let start = self
+                .log_start
+                .get(&(TopicName::Redo, partition))
+                .copied()
+                .unwrap_or(0);
+            let skipped = self
+                .redo_skipped
+                .get(&partition)
+                .is_some_and(|r| r.iter().any(|(from, to)| (*from..*to).contains(&offset)));
+            if offset < start || skipped {
+                if let Some(c) = self.known_mut(id).filter(|c| c.parked()) {
+                    c.flags |= REDO_DELETED;
+                }
+            }
+        }
+    }
+
     /// A snapshot row stands for the changes it absorbed only if it was written: a row that
     /// never reached `raw` (a chunk recorded, then its write failed, under at-most-once)
     /// leaves them to be judged on their own, so they count as lost with it.
@@ -972,6 +1038,7 @@ impl Checker {
     pub fn finish(mut self) -> Analysis {
         self.judge_aborted_reads();
         self.release_unwritten_absorptions();
+        self.judge_deleted_redo();
         let mut counts = Counts::default();
         let mut latency = LatencyPaths::default();
         let bounds = self.opts.tiers;
@@ -1016,7 +1083,8 @@ impl Checker {
             } else {
                 !ended && !c.parked() && !absorbed
             };
-            if lost && stalled {
+            // A change whose redo record is gone is lost whether or not the run drained.
+            if lost && stalled && !c.has(REDO_DELETED) {
                 counts.unfinished += 1;
                 unfinished_keys.insert(c.key);
             } else if lost {
@@ -1507,7 +1575,10 @@ fn record_latencies(latency: &mut LatencyPaths, c: &ChangeState, bounds: &TierBo
 
 /// Says how far a lost change got, to point at the stage that dropped it.
 fn lost_location(c: &ChangeState) -> String {
-    let furthest = if c.bus_read_ms != NEVER {
+    let furthest = if c.has(REDO_DELETED) {
+        "parked in redo, whose record retention deleted (or a reset skipped) before a replay \
+         read it"
+    } else if c.bus_read_ms != NEVER {
         "read from enriched"
     } else if c.enriched_ms != NEVER {
         "produced to enriched"

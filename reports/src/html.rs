@@ -244,7 +244,11 @@ fn tables(r: &Report) -> String {
                 x.topic.name(),
                 x.partition,
                 x.from,
-                x.to,
+                if x.stopped() {
+                    "stopped".to_string()
+                } else {
+                    x.to.to_string()
+                },
                 x.deleted(),
                 x.skipped_held()
             );

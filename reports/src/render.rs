@@ -311,7 +311,8 @@ pub fn to_markdown(r: &Report) -> String {
     if !r.offset_resets.is_empty() {
         md.push_str(
             "\n## Offset resets\n\nReaders whose position retention had deleted, moved on by \
-             `auto_offset_reset`; they never read the offsets in between.\n\n\
+             `auto_offset_reset` (or stopped, under `none`); they never read the offsets in \
+             between.\n\n\
              | time | reader | partition | from | to | deleted | held but skipped |\n\
              |---:|---|---|---:|---:|---:|---:|\n",
         );
@@ -324,7 +325,11 @@ pub fn to_markdown(r: &Report) -> String {
                 x.topic.name(),
                 x.partition,
                 x.from,
-                x.to,
+                if x.stopped() {
+                    "stopped".to_string()
+                } else {
+                    x.to.to_string()
+                },
                 x.deleted(),
                 x.skipped_held()
             );
@@ -670,14 +675,26 @@ pub fn summary_text(r: &Report) -> String {
         let _ = writeln!(s, "{}", schema_line(sc));
     }
     if !r.offset_resets.is_empty() {
-        let deleted: u64 = r.offset_resets.iter().map(|x| x.deleted()).sum();
-        let held: u64 = r.offset_resets.iter().map(|x| x.skipped_held()).sum();
-        let _ = writeln!(
-            s,
-            "resets   {} by auto_offset_reset: {deleted} offsets deleted unread, {held} held but \
-             skipped",
-            r.offset_resets.len()
-        );
+        let (stopped, moved): (Vec<_>, Vec<_>) = r.offset_resets.iter().partition(|x| x.stopped());
+        if !moved.is_empty() {
+            let deleted: u64 = moved.iter().map(|x| x.deleted()).sum();
+            let held: u64 = moved.iter().map(|x| x.skipped_held()).sum();
+            let _ = writeln!(
+                s,
+                "resets   {} by auto_offset_reset: {deleted} offsets deleted unread, {held} held \
+                 but skipped",
+                moved.len()
+            );
+        }
+        if !stopped.is_empty() {
+            let deleted: u64 = stopped.iter().map(|x| x.deleted()).sum();
+            let _ = writeln!(
+                s,
+                "resets   {} refused by auto_offset_reset = none (reader stopped): {deleted} \
+                 offsets deleted unread",
+                stopped.len()
+            );
+        }
     }
     let open = r.faults.iter().filter(|f| f.never_healed()).count();
     let _ = writeln!(

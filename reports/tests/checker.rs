@@ -294,6 +294,74 @@ fn a_change_parked_in_redo_is_not_lost() {
     assert_eq!(report(&a, &[], None).exit_code, 0);
 }
 
+/// A change parked in redo whose redo record retention deleted, or a replay's reset skipped,
+/// before a replay read it is not waiting any more: it is lost (drained or not), and said to
+/// be. Deletion below its offset, and a reset that skipped other offsets, do not count.
+#[test]
+fn a_parked_change_whose_redo_record_retention_deleted_is_lost() {
+    let history = |log_start: u64, reset: Option<(u64, u64)>, drained: bool| {
+        let mut h = source();
+        h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+        h.push(produced(226, TopicName::Redo, 0, 7, &[4]));
+        h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+        h.push(Observation::RetentionDeleted {
+            t_ms: 350,
+            host: "broker-0".to_string(),
+            topic: TopicName::Redo,
+            partition: 0,
+            log_start,
+        });
+        if let Some((from, to)) = reset {
+            h.push(Observation::OffsetReset {
+                t_ms: 360,
+                stage: Stage::Enrich,
+                host: "enrich-0".to_string(),
+                topic: TopicName::Redo,
+                partition: 0,
+                from,
+                to,
+                log_start,
+            });
+        }
+        h.push(run_end(400, drained));
+        check(&h)
+    };
+    let parked = |log_start: u64| history(log_start, None, true);
+    let kept = parked(7);
+    assert_eq!(counts(&kept), [0; 5], "{:?}", kept.exactly_once.examples);
+    assert_eq!(kept.counts.parked_in_redo, 1);
+    let elsewhere = history(2, Some((0, 7)), true);
+    assert_eq!(
+        elsewhere.counts.parked_in_redo, 1,
+        "the reset stopped short of it"
+    );
+    let skipped = history(2, Some((0, 9)), true);
+    assert_eq!(skipped.counts.parked_in_redo, 0);
+    assert_eq!(counts(&skipped), [1, 0, 0, 0, 1]);
+    let stalled = history(8, None, false);
+    assert_eq!(
+        (stalled.exactly_once.lost, stalled.counts.unfinished),
+        (1, 0),
+        "gone, not on its way"
+    );
+    let deleted = parked(8);
+    assert_eq!(deleted.counts.parked_in_redo, 0);
+    assert_eq!(counts(&deleted), [1, 0, 0, 0, 1]);
+    let ex = deleted
+        .exactly_once
+        .examples
+        .iter()
+        .find(|e| e.anomaly == "lost")
+        .expect("a lost example");
+    assert_eq!(ex.change_id, Some(4));
+    assert!(ex.location.contains("retention deleted"), "{}", ex.location);
+    assert_eq!(report(&deleted, &[], None).exit_code, 1);
+}
+
 #[test]
 fn a_change_that_comes_back_from_redo_is_not_parked() {
     let mut h = source();

@@ -556,6 +556,13 @@ fn fetch_one(
         }
     }
     if p.offset > log.leo() {
+        if replica.is_some() {
+            // A follower past our end (its epochs could not tell where it diverged): it cuts
+            // back to our end.
+            return FetchResult::Diverging {
+                truncate_to: log.leo(),
+            };
+        }
         return FetchResult::Error(PartError::OffsetOutOfRange);
     }
     // Consumers read only what every in-sync replica has; read_committed readers only up to
@@ -613,6 +620,8 @@ async fn heartbeat_loop(broker: Rc<Broker>) {
 fn apply_view(broker: &Broker, meta: ClusterMeta) {
     let now = sim_instant();
     let id = broker.setup.id;
+    // Partitions this broker takes over with a log retention has moved the start of.
+    let mut started: Vec<(TopicPartition, u64)> = Vec::new();
     {
         let mut live = broker.live.borrow_mut();
         let mut disk = broker.setup.disk.borrow_mut();
@@ -626,6 +635,9 @@ fn apply_view(broker: &Broker, meta: ClusterMeta) {
                 // period before they count as lagging.
                 let log = disk.logs.entry(*tp).or_default();
                 log.begin_epoch(m.leader_epoch);
+                if log.log_start() > 0 {
+                    started.push((*tp, log.log_start()));
+                }
                 // Start from the high watermark learnt as a follower, not from nothing.
                 let hw = log.hw_checkpoint.min(log.leo());
                 let cur = live.hw.entry(*tp).or_insert(0);
@@ -648,6 +660,9 @@ fn apply_view(broker: &Broker, meta: ClusterMeta) {
             }
         }
         live.view = meta;
+    }
+    for (tp, log_start) in started {
+        record_log_start(broker, tp, log_start);
     }
     let led: Vec<TopicPartition> = {
         let live = broker.live.borrow();
@@ -757,6 +772,7 @@ async fn retention_loop(broker: Rc<Broker>) {
     loop {
         tokio::time::sleep(interval).await;
         let now = sim_now_ms();
+        let live = broker.live.borrow();
         for (tp, log) in broker.setup.disk.borrow_mut().logs.iter_mut() {
             let Some(retention) = platform.retention_of(tp.topic) else {
                 continue;
@@ -765,9 +781,28 @@ async fn retention_loop(broker: Rc<Broker>) {
                 continue;
             };
             let bound = log.hw_checkpoint;
-            log.delete_expired(cutoff, bound);
+            let moved = log.delete_expired(cutoff, bound);
+            if let (Some((_, log_start)), Some(_)) = (moved, live.leads(tp)) {
+                record_log_start(&broker, *tp, log_start);
+            }
         }
     }
+}
+
+/// Records that the log readers of `tp` are served from (this broker leads it) now starts at
+/// `log_start`.
+fn record_log_start(broker: &Broker, tp: TopicPartition, log_start: u64) {
+    broker
+        .setup
+        .recorder
+        .borrow_mut()
+        .record(Observation::RetentionDeleted {
+            t_ms: sim_now_ms(),
+            host: broker_name(broker.setup.id),
+            topic: tp.topic,
+            partition: tp.partition,
+            log_start,
+        });
 }
 
 async fn isr_loop(broker: Rc<Broker>) {

@@ -47,6 +47,8 @@ pub struct SimLog {
     /// When the last fetch that returned records did: the records a task makes from them
     /// start their batch then, and `linger` counts from there.
     batch_opened: Option<tokio::time::Instant>,
+    /// Positions `auto_offset_reset = "none"` has refused to move, each reported once.
+    refused: BTreeSet<(TopicPartition, u64)>,
 }
 
 /// A consumer-group member's dealings with the group coordinator.
@@ -133,6 +135,7 @@ impl SimLog {
             group: None,
             registry: None,
             batch_opened: None,
+            refused: BTreeSet::new(),
         }
     }
 
@@ -329,9 +332,11 @@ impl SimLog {
     }
 
     /// `auto.offset.reset` for a position retention has deleted past: an empty read that moves
-    /// the position to the log start or to the end this reader can reach, or an error.
+    /// the position to the log start or to the end this reader can reach. Under `none`, the
+    /// first refusal at a position is an empty read that leaves it where it is (so the task
+    /// can report it), and every later one an error.
     fn reset_position(
-        &self,
+        &mut self,
         tp: TopicPartition,
         position: u64,
         log_start: u64,
@@ -340,6 +345,7 @@ impl SimLog {
         let to = match self.consumer.auto_offset_reset {
             OffsetReset::Earliest => log_start,
             OffsetReset::Latest => latest.max(log_start),
+            OffsetReset::None if self.refused.insert((tp, position)) => position,
             OffsetReset::None => return Err(LogError::OffsetOutOfRange(tp)),
         };
         Ok(Fetched {

@@ -157,7 +157,7 @@ impl PartitionLog {
     /// ends in `epoch` must truncate to. Returns the log end when `epoch` is the newest.
     pub fn end_offset_for_epoch(&self, epoch: u32) -> u64 {
         match self.epochs.iter().position(|(e, _)| *e > epoch) {
-            Some(0) => 0,
+            Some(0) => self.log_start,
             Some(i) => self.epochs[i].1,
             None => self.leo(),
         }
@@ -180,11 +180,16 @@ impl PartitionLog {
             if known.is_some_and(|p| p.epoch > b.epoch) {
                 return LeaderAppend::Fenced;
             }
-            // A new epoch numbers from zero again.
-            let next = known
-                .filter(|p| p.epoch == b.epoch)
-                .and_then(|p| p.last_seq)
-                .map_or(0, |s| s + 1);
+            let next = match known {
+                Some(p) if p.epoch == b.epoch => p.last_seq.map_or(0, |s| s + 1),
+                // A new epoch numbers from zero again.
+                Some(_) => 0,
+                // Retention may have deleted every record of a producer the log no longer
+                // knows (a truncation rebuilds what it knows from the records left): take its
+                // sequence as it comes, as Kafka does since KIP-360.
+                None if self.log_start > 0 => b.base_seq,
+                None => 0,
+            };
             if b.base_seq > next {
                 return LeaderAppend::OutOfOrder;
             }
@@ -298,9 +303,14 @@ impl PartitionLog {
     }
 
     /// The last stable offset: below the first record of any open transaction, and never
-    /// past `hw`.
+    /// past `hw` nor (when `hw` allows) before the log start.
     pub fn last_stable_offset(&self, hw: u64) -> u64 {
-        self.open.values().copied().fold(hw, u64::min)
+        // An open transaction's first records may have been deleted: never below the start.
+        self.open
+            .values()
+            .copied()
+            .fold(hw, u64::min)
+            .max(self.log_start.min(hw))
     }
 
     /// The offsets of the records the abort marker at `marker` aborted, with the change each
@@ -329,6 +339,7 @@ impl PartitionLog {
         max: usize,
         committed_only: bool,
     ) -> ConsumerRead {
+        debug_assert!(offset >= self.log_start, "read below the log start");
         let end = end.min(self.leo());
         let mut out = ConsumerRead {
             records: Vec::new(),
@@ -648,6 +659,44 @@ mod tests {
         assert_eq!(
             offsets(&f.read_for_consumer(edge + 5, n, 10, false)),
             vec![edge + 5, edge + 6, edge + 7]
+        );
+        // An epoch older than any it holds ends at its start, not at 0.
+        let mut g = PartitionLog::default();
+        g.truncate_fully_and_start_at(10);
+        g.begin_epoch(4);
+        assert_eq!(g.end_offset_for_epoch(1), 10);
+    }
+
+    #[test]
+    fn past_retention_an_unknown_producer_and_an_open_transaction_are_taken_as_they_are() {
+        let mut log = PartitionLog::default();
+        log.append_leader(0, 0, &recs(2), txn(9, 0, 0)); // 0, 1: open, first records
+        log.append_leader(0, 0, &recs(2), idem(7, 0)); // 2, 3
+                                                       // Without retention, a producer the log does not know must start at 0.
+        let mut fresh = log.clone();
+        assert_eq!(
+            fresh.append_leader(0, 0, &recs(1), idem(5, 3)),
+            LeaderAppend::OutOfOrder
+        );
+        log.append_leader(1000, 0, &recs(2), None); // 4, 5
+        assert_eq!(log.delete_expired(500, 6), Some((0, 4)));
+        // The open transaction's first records are gone: the LSO does not go below the start.
+        assert_eq!(log.last_stable_offset(6), 4);
+        // A follower that starts again at its leader's log start knows no producer: their next
+        // batches are taken at the sequence they carry (KIP-360).
+        let mut f = PartitionLog::default();
+        f.truncate_fully_and_start_at(4);
+        assert_eq!(
+            f.append_leader(2000, 0, &recs(1), idem(7, 2)),
+            LeaderAppend::Appended {
+                base_offset: 4,
+                count: 1
+            }
+        );
+        assert_eq!(
+            f.append_leader(2000, 0, &recs(1), idem(7, 4)),
+            LeaderAppend::OutOfOrder,
+            "once known, its sequence is checked again"
         );
     }
 
