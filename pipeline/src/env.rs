@@ -30,8 +30,8 @@ pub struct OpenTxn {
     pub txid: u64,
     /// Change events emitted for it so far.
     pub emitted: u64,
-    /// Whether a piece so far skipped one of its changes (the snapshot covered it, or its
-    /// table is not captured): a transaction not whole in the stream gets no END.
+    /// Whether the snapshot took up one of its changes in a piece so far: a transaction not
+    /// whole in the stream gets no END.
     pub partial: bool,
 }
 

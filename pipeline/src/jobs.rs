@@ -112,8 +112,10 @@ struct HandOver {
 /// Turns the transactions of one read (from `next_lsn`) into `raw` records and END events.
 /// Each transaction's END counts the change events this connector emitted for it, over every
 /// piece of a large one; `open` is the transaction the previous read ended inside, whose
-/// counter is part of the checkpoint. Changes of tables not captured, and changes the
-/// snapshot covers, are skipped, and a transaction with a skipped change gets no END.
+/// counter is part of the checkpoint. Changes of tables not captured are not this connector's
+/// events: they are skipped, and the END counts only the captured ones, as Debezium's does (a
+/// transaction with none gets no END). Changes the snapshot covers are skipped too, and a
+/// transaction with one of those is not whole in the stream: it gets no END.
 #[allow(clippy::too_many_arguments)]
 fn hand_over<S: SourceLog>(
     txns: &[Transaction],
@@ -131,13 +133,17 @@ fn hand_over<S: SourceLog>(
     for t in txns {
         let carried = open.filter(|o| o.txid == t.txid);
         let mut emitted = carried.map_or(0, |o| o.emitted);
-        // A transaction the snapshot took up in part, or one a piece of which was
-        // skipped, is not whole in the stream: it gets no END.
+        // A transaction the snapshot took up in part, in this piece or an earlier one, is not
+        // whole in the stream: it gets no END.
         let mut partial = carried.is_some_and(|o| o.partial)
             || snapshot.is_some_and(|p| p.split_txn == Some(t.txid));
         for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
-            if !s.captures(c) || snapshot.is_some_and(|p| p.covers(c)) {
+            if snapshot.is_some_and(|p| p.covers(c)) {
                 partial = true;
+                last_lsn = c.lsn;
+                continue;
+            }
+            if !s.captures(c) {
                 last_lsn = c.lsn;
                 continue;
             }
@@ -161,7 +167,7 @@ fn hand_over<S: SourceLog>(
         }
         let last = t.changes.last().map(|c| c.lsn);
         if last.is_some() && last == source.last_lsn_of(t.txid) {
-            if !partial {
+            if !partial && emitted > 0 {
                 ends.push((t.txid, emitted));
             }
             open = None;
@@ -1682,10 +1688,11 @@ mod tests {
         assert_eq!(log.asked, 2);
     }
 
-    /// A transaction read in two pieces counts its events over both, and one with a change
-    /// skipped in its first piece gets no END at the end of its last.
+    /// A transaction read in two pieces counts its events over both; a change of a table not
+    /// captured is not counted (Debezium's END counts the events it emitted); and one a piece
+    /// of which the snapshot took up (carried in the open transaction) gets no END.
     #[test]
-    fn a_skipped_change_in_an_early_piece_withholds_the_end() {
+    fn an_end_counts_the_captured_events_of_every_piece() {
         let s = settings();
         let mut enc = Encoder::default();
         let whole = |first_shard: u16| {
@@ -1718,14 +1725,25 @@ mod tests {
         assert_eq!(captured.ends, vec![(7, 4)], "four events over two pieces");
         assert_eq!(captured.open, None);
         let skipped = whole(1);
-        assert!(
-            skipped.ends.is_empty(),
-            "the first piece skipped a change: {:?}",
-            skipped.ends
-        );
+        assert_eq!(skipped.ends, vec![(7, 3)], "shard 1 is not captured");
         let records: usize = skipped.outputs.values().map(Vec::len).sum();
         assert_eq!(records, 2);
-        // In one piece, the skipped change withholds the END as well.
+        let taken_up = hand_over(
+            &[piece(vec![change(3, 0), change(4, 0)])],
+            3,
+            Some(OpenTxn {
+                txid: 7,
+                emitted: 2,
+                partial: true,
+            }),
+            None,
+            &s,
+            &OneTxn,
+            3,
+            &mut enc,
+        );
+        assert!(taken_up.ends.is_empty(), "{:?}", taken_up.ends);
+        // In one piece, the uncaptured change is left out of the count as well.
         let at_once = hand_over(
             &[piece(
                 (1..=4).map(|l| change(l, u16::from(l == 1))).collect(),
@@ -1738,6 +1756,19 @@ mod tests {
             3,
             &mut enc,
         );
-        assert!(at_once.ends.is_empty());
+        assert_eq!(at_once.ends, vec![(7, 3)]);
+        // A transaction with no captured change has no END at all.
+        let none = hand_over(
+            &[piece((1..=4).map(|l| change(l, 1)).collect())],
+            1,
+            None,
+            None,
+            &s,
+            &OneTxn,
+            3,
+            &mut enc,
+        );
+        assert!(none.ends.is_empty());
+        assert!(none.outputs.is_empty());
     }
 }
