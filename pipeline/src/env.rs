@@ -30,8 +30,8 @@ pub struct OpenTxn {
     pub txid: u64,
     /// Change events emitted for it so far.
     pub emitted: u64,
-    /// Whether the snapshot took up one of its changes in a piece so far: a transaction not
-    /// whole in the stream gets no END.
+    /// Whether the snapshot took up one of its changes in a piece so far, or the transaction
+    /// began before the log phase's start: a transaction not whole in the stream gets no END.
     pub partial: bool,
 }
 

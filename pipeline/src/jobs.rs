@@ -114,8 +114,10 @@ struct HandOver {
 /// piece of a large one; `open` is the transaction the previous read ended inside, whose
 /// counter is part of the checkpoint. Changes of tables not captured are not this connector's
 /// events: they are skipped, and the END counts only the captured ones, as Debezium's does (a
-/// transaction with none gets no END). Changes the snapshot covers are skipped too, and a
-/// transaction with one of those is not whole in the stream: it gets no END.
+/// transaction with none gets no END here, where Debezium's MySQL and PostgreSQL connectors
+/// send one counting 0). Changes the snapshot covers are skipped too, and a transaction with
+/// one of those, or that began before the log phase's start, is not whole in the stream: it
+/// gets no END.
 #[allow(clippy::too_many_arguments)]
 fn hand_over<S: SourceLog>(
     txns: &[Transaction],
@@ -138,12 +140,13 @@ fn hand_over<S: SourceLog>(
         let mut partial = carried.is_some_and(|o| o.partial)
             || snapshot.is_some_and(|p| p.split_txn == Some(t.txid));
         for c in t.changes.iter().filter(|c| c.lsn >= next_lsn) {
-            if snapshot.is_some_and(|p| p.covers(c)) {
-                partial = true;
+            // Checked first: the snapshot's chunks span every table, captured or not.
+            if !s.captures(c) {
                 last_lsn = c.lsn;
                 continue;
             }
-            if !s.captures(c) {
+            if snapshot.is_some_and(|p| p.covers(c)) {
+                partial = true;
                 last_lsn = c.lsn;
                 continue;
             }
@@ -1770,5 +1773,29 @@ mod tests {
         );
         assert!(none.ends.is_empty());
         assert!(none.outputs.is_empty());
+        // Captured changes all in the first piece, none in the last: the END still comes,
+        // with the count carried over.
+        let first = hand_over(
+            &[piece(vec![change(1, 0), change(2, 0)])],
+            1,
+            None,
+            None,
+            &s,
+            &OneTxn,
+            3,
+            &mut enc,
+        );
+        let last = hand_over(
+            &[piece(vec![change(3, 1), change(4, 1)])],
+            3,
+            first.open,
+            None,
+            &s,
+            &OneTxn,
+            3,
+            &mut enc,
+        );
+        assert_eq!(last.ends, vec![(7, 2)]);
+        assert!(last.outputs.is_empty());
     }
 }

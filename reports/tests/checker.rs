@@ -1750,6 +1750,26 @@ fn transaction_ends_are_held_against_the_source_and_the_enriched_topic() {
         a.completeness.examples,
         ["transaction 1: 1 of its 2 events never reached enriched"]
     );
+    assert_eq!(
+        a.exactly_once.torn_transaction, 1,
+        "the lake shows it in part"
+    );
+
+    // The same, with an END that counts only the change that arrived (as for a table the
+    // connector does not capture): miscounted, and still one torn transaction, not two.
+    let h: Vec<Observation> = h
+        .into_iter()
+        .map(|o| match o {
+            Observation::TxnEnd { txid: 1, .. } => end(1, 1),
+            o => o,
+        })
+        .collect();
+    let a = check(&h);
+    assert_eq!(
+        (a.completeness.miscounted, a.completeness.incomplete),
+        (1, 1)
+    );
+    assert_eq!(a.exactly_once.torn_transaction, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
