@@ -144,6 +144,15 @@ impl OffsetResetSeen {
         self.to == self.from
     }
 
+    /// Where the reader went, as the reports' tables show it: the offset, or `stopped`.
+    pub fn to_text(&self) -> String {
+        if self.stopped() {
+            "stopped".to_string()
+        } else {
+            self.to.to_string()
+        }
+    }
+
     /// Offsets the reader never read because retention had deleted them.
     pub fn deleted(&self) -> u64 {
         self.log_start.saturating_sub(self.from)

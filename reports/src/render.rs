@@ -325,11 +325,7 @@ pub fn to_markdown(r: &Report) -> String {
                 x.topic.name(),
                 x.partition,
                 x.from,
-                if x.stopped() {
-                    "stopped".to_string()
-                } else {
-                    x.to.to_string()
-                },
+                x.to_text(),
                 x.deleted(),
                 x.skipped_held()
             );
