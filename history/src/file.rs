@@ -34,6 +34,7 @@
 //! {"type":"snapshot_chunk","t_ms":2,"host":"cdc","table":"accounts","from_id":0,"to_id":null,"low_lsn":0,"high_lsn":1,"rows":[1]}
 //! {"type":"offset_reset","t_ms":17,"stage":"lake","host":"lake-0","topic":"enriched","partition":2,"from":120,"to":480,"log_start":300}
 //! {"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}
+//! {"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -562,6 +563,15 @@ enum Frame {
         partition: u32,
         log_start: u64,
     },
+    TruncationDetected {
+        t_ms: u64,
+        stage: Stage,
+        host: String,
+        topic: TopicName,
+        partition: u32,
+        from: u64,
+        to: u64,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -698,6 +708,15 @@ enum FrameRef<'a> {
         topic: TopicName,
         partition: u32,
         log_start: u64,
+    },
+    TruncationDetected {
+        t_ms: u64,
+        stage: Stage,
+        host: &'a str,
+        topic: TopicName,
+        partition: u32,
+        from: u64,
+        to: u64,
     },
 }
 
@@ -941,6 +960,23 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 partition: *partition,
                 log_start: *log_start,
             },
+            Observation::TruncationDetected {
+                t_ms,
+                stage,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+            } => FrameRef::TruncationDetected {
+                t_ms: *t_ms,
+                stage: *stage,
+                host,
+                topic: *topic,
+                partition: *partition,
+                from: *from,
+                to: *to,
+            },
         }
     }
 }
@@ -1182,6 +1218,23 @@ impl From<Frame> for Observation {
                 partition,
                 log_start,
             },
+            Frame::TruncationDetected {
+                t_ms,
+                stage,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+            } => Observation::TruncationDetected {
+                t_ms,
+                stage,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+            },
         }
     }
 }
@@ -1191,7 +1244,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 21] = [
+    const DOC_EXAMPLES: [&str; 22] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -1213,6 +1266,7 @@ mod tests {
         r#"{"type":"snapshot_chunk","t_ms":2,"host":"cdc","table":"accounts","from_id":0,"to_id":null,"low_lsn":0,"high_lsn":1,"rows":[1]}"#,
         r#"{"type":"offset_reset","t_ms":17,"stage":"lake","host":"lake-0","topic":"enriched","partition":2,"from":120,"to":480,"log_start":300}"#,
         r#"{"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}"#,
+        r#"{"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}"#,
     ];
 
     #[test]

@@ -414,10 +414,13 @@ pub enum Observation {
         /// The new log start.
         log_start: u64,
     },
-    /// A consumer's position was before the log start (retention had deleted the records
-    /// there), and `auto.offset.reset` moved it: the offsets in `[from, to)` were never read by
-    /// this reader. `to == from` when the policy (`none`) refused to move it: the reader reads
-    /// that partition no more. Recorded by the reading task.
+    /// A consumer's position was out of range, and `auto.offset.reset` moved it. Either it was
+    /// before the log start (`from < log_start`: retention had deleted the records there), and
+    /// the offsets in `[from, to)` were never read by this reader; or it was past the end of a
+    /// log a leader change had truncated (`from >= log_start`), and the reader went to `to`
+    /// (back, under `latest`, to the end it can reach, skipping whatever the new leader wrote
+    /// before it since the truncation). `to == from` when the policy (`none`) refused to move
+    /// it: the reader reads that partition no more. Recorded by the reading task.
     OffsetReset {
         /// When.
         t_ms: u64,
@@ -435,6 +438,30 @@ pub enum Observation {
         to: u64,
         /// The partition's log start when it was asked: offsets below it had been deleted.
         log_start: u64,
+    },
+    /// A reader's leader changed, and the new leader's log diverges from what the reader had
+    /// read below its position (a truncating leader change: an unclean election, or a leader
+    /// that lost its unflushed tail). The leader epoch of the last record read told (KIP-320),
+    /// and the reader went back from `from` to `to`, where the two logs agree: what it reads
+    /// from there on differs from what it read at those offsets before. `to == from` when
+    /// `auto.offset.reset = "none"` refused to move it: the reader reads that partition no
+    /// more. Recorded by the reading task.
+    TruncationDetected {
+        /// When.
+        t_ms: u64,
+        /// The reading stage.
+        stage: Stage,
+        /// The reading task.
+        host: String,
+        /// The topic read.
+        topic: TopicName,
+        /// The partition read.
+        partition: u32,
+        /// The reader's position.
+        from: u64,
+        /// Where it went back to: the end of the leader's log in the epoch of the last record
+        /// the reader had read.
+        to: u64,
     },
     /// The CDC connector emitted one chunk of an incremental snapshot: the rows of `table`
     /// whose ids are in `[from_id, to_id)` (no upper bound when `to_id` is `None`), as the
@@ -484,7 +511,8 @@ impl Observation {
             | Observation::SchemaDecision { t_ms, .. }
             | Observation::SnapshotChunk { t_ms, .. }
             | Observation::OffsetReset { t_ms, .. }
-            | Observation::RetentionDeleted { t_ms, .. } => *t_ms,
+            | Observation::RetentionDeleted { t_ms, .. }
+            | Observation::TruncationDetected { t_ms, .. } => *t_ms,
         }
     }
 }

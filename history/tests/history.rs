@@ -162,6 +162,15 @@ fn sample() -> Vec<Observation> {
             partition: (i % 6) as u32,
             log_start: i * 11,
         });
+        out.push(Observation::TruncationDetected {
+            t_ms: i + 6,
+            stage: Stage::Lake,
+            host: format!("lake-{i}"),
+            topic: TopicName::Enriched,
+            partition: (i % 6) as u32,
+            from: i * 5,
+            to: i * 4,
+        });
         out.push(Observation::WorkloadEnd { t_ms: i + 7 });
         out.push(Observation::RunEnd {
             t_ms: i + 8,

@@ -84,7 +84,9 @@ pub enum Isolation {
 }
 
 /// Where a consumer goes when its position is out of range: before the log start, because
-/// retention deleted the records it had not read yet.
+/// retention deleted the records it had not read yet; or past the log end, after a truncating
+/// leader change it could not detect by leader epoch. `None` also stops a reader that did
+/// detect one (Kafka's consumer then fails with a log-truncation error).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OffsetReset {

@@ -12,7 +12,7 @@ use crate::enrich::{enrich, enrich_change, EnrichOutcome, ReferenceStore};
 use crate::env::{CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint};
 use crate::fraud::{FraudConfig, FraudScorer};
 use crate::lake::{LakeTable, PendingWrite};
-use crate::log::{Appended, Fetched, Log, LogError, ProduceBatch, ProducerState};
+use crate::log::{Appended, Fetched, Log, LogError, Moved, ProduceBatch, ProducerState};
 use crate::record::{partition_for, Record, RecordMeta, TopicPartition};
 use crate::schema::{
     avro_schema_for, decode_standard, schema_id, subject_for, RegistryError, SchemaCache,
@@ -253,8 +253,8 @@ async fn produce_recorded<L: Log, E: Env>(
 
 /// Records a fetch's records as reads, one observation per run of consecutive offsets.
 fn record_read<E: Env>(env: &E, stage: Stage, f: &Fetched) {
-    if let Some(log_start) = f.reset_at_log_start {
-        env.record(Observation::OffsetReset {
+    match f.moved {
+        Some(Moved::Reset { log_start }) => env.record(Observation::OffsetReset {
             t_ms: env.now_ms(),
             stage,
             host: env.host().to_string(),
@@ -263,7 +263,17 @@ fn record_read<E: Env>(env: &E, stage: Stage, f: &Fetched) {
             from: f.base_offset,
             to: f.next_offset,
             log_start,
-        });
+        }),
+        Some(Moved::Diverged) => env.record(Observation::TruncationDetected {
+            t_ms: env.now_ms(),
+            stage,
+            host: env.host().to_string(),
+            topic: f.tp.topic,
+            partition: f.tp.partition,
+            from: f.base_offset,
+            to: f.next_offset,
+        }),
+        None => {}
     }
     for (base_offset, records) in f.runs() {
         env.record(Observation::Read {
@@ -635,7 +645,9 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                 if f.tp.topic == TopicName::Redo {
                     ends.insert(f.tp, f.high_watermark);
                 }
-                if f.next_offset > f.base_offset {
+                // Forward past what was read; or moved by a reset, or back where a truncated log
+                // agrees with what was read.
+                if f.next_offset != f.base_offset {
                     offsets.insert(f.tp, f.next_offset);
                 }
                 batch.extend(f.records.into_iter().map(|r| (f.tp, r)));
@@ -1294,7 +1306,7 @@ async fn fetch_from<L: Log, E: Env>(
     let fetched: Vec<Fetched> = log.fetch(&positions).await.into_iter().flatten().collect();
     for f in &fetched {
         record_read(env, stage, f);
-        if f.next_offset > f.base_offset {
+        if f.next_offset != f.base_offset {
             offsets.insert(f.tp, f.next_offset);
         }
     }

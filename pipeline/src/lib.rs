@@ -24,5 +24,5 @@ pub use config::{
     SnapshotHandover, SnapshotMode, TransactionsConfig, TxMetadata, TxnCommit, TxnIdScope,
 };
 pub use env::{CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint};
-pub use log::{Appended, Assignment, Fetched, Log, LogError, ProduceBatch, ProducerState};
+pub use log::{Appended, Assignment, Fetched, Log, LogError, Moved, ProduceBatch, ProducerState};
 pub use record::{partition_for, Record, RecordMeta, TopicPartition};

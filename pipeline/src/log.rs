@@ -23,8 +23,9 @@ pub enum LogError {
     /// An idempotent producer's sequence number was out of order.
     #[error("out-of-order sequence number for {0}")]
     OutOfOrderSequence(TopicPartition),
-    /// The fetch offset is outside the partition's log: past its end (it was truncated), or
-    /// before its start (retention deleted what was there) with `auto_offset_reset = "none"`.
+    /// Under `auto_offset_reset = "none"`, a position the reader was already refused at: out of
+    /// the partition's log (before its start, or past the end of a truncated log), or past
+    /// where its leader's log diverged from what the reader read.
     #[error("offset out of range for {0}")]
     OffsetOutOfRange(TopicPartition),
     /// The connection failed.
@@ -82,16 +83,34 @@ pub struct Fetched {
     /// Each record's offset. Offsets may skip: transaction markers, and for a
     /// `read_committed` reader aborted records, are read over but not handed out.
     pub offsets: Vec<u64>,
-    /// Where to fetch from next.
+    /// Where to fetch from next: past what was read; or where a reset moved the reader; or,
+    /// after a truncating leader change, back where the leader's log agrees with what was read.
     pub next_offset: u64,
     /// The end a reader can reach now: the high watermark, or for a `read_committed` reader
     /// the last stable offset.
     pub high_watermark: u64,
-    /// Set when the position asked for was before the log start (retention had deleted it):
-    /// the log start found. `auto_offset_reset` moved the reader to `next_offset`; under
-    /// `none`, `next_offset` is the position asked for (the reader stays, and later fetches
-    /// from there fail with `OffsetOutOfRange`).
-    pub reset_at_log_start: Option<u64>,
+    /// Set when this fetch read nothing and moved the reader instead: to `next_offset`, or,
+    /// when `auto_offset_reset = "none"` refused to move it, nowhere (`next_offset` is the
+    /// position asked for, and later fetches from there fail).
+    pub moved: Option<Moved>,
+}
+
+/// Why a fetch moved its reader instead of reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moved {
+    /// The position was out of range, and `auto_offset_reset` applied: before the log start
+    /// (retention had deleted the records there), or past the log end after a truncating
+    /// leader change the reader could not detect by leader epoch. The partition's log start
+    /// then.
+    Reset {
+        /// The oldest offset the partition held.
+        log_start: u64,
+    },
+    /// The reader's leader changed, and the new leader's log diverges from what the reader
+    /// had read (a truncating leader change), as the leader epoch of the last record read
+    /// tells (KIP-320): the reader goes back to where the two agree, and reads what the
+    /// leader now holds from there.
+    Diverged,
 }
 
 impl Fetched {

@@ -118,7 +118,9 @@ pub struct Completeness {
     pub examples: Vec<String>,
 }
 
-/// A reader whose position retention had deleted, moved on by `auto.offset.reset`.
+/// A reader whose position was out of range, moved by `auto.offset.reset`: before the log
+/// start (retention had deleted it), or past the log end (a truncating leader change the reader
+/// could not detect by leader epoch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetResetSeen {
     /// When.
@@ -138,6 +140,46 @@ pub struct OffsetResetSeen {
     pub log_start: u64,
 }
 
+/// A reader that found its leader's log diverged from what it had read (a truncating leader
+/// change) by the leader epoch of its last record (KIP-320), and went back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruncationSeen {
+    /// When.
+    pub t_ms: u64,
+    /// The reading task.
+    pub host: String,
+    /// The topic read.
+    pub topic: TopicName,
+    /// The partition read.
+    pub partition: u32,
+    /// The reader's position.
+    pub from: u64,
+    /// Where it went back to, where the logs agree; `from` when
+    /// `auto_offset_reset = "none"` refused to move it and the reader stopped there.
+    pub to: u64,
+}
+
+impl TruncationSeen {
+    /// Whether the reader was refused and reads the partition no more.
+    pub fn stopped(&self) -> bool {
+        self.to == self.from
+    }
+
+    /// Where the reader went, as the reports' tables show it: the offset, or `stopped`.
+    pub fn to_text(&self) -> String {
+        if self.stopped() {
+            "stopped".to_string()
+        } else {
+            self.to.to_string()
+        }
+    }
+
+    /// Offsets the reader had read that the leader's log no longer holds as it read them.
+    pub fn diverged(&self) -> u64 {
+        self.from.saturating_sub(self.to)
+    }
+}
+
 impl OffsetResetSeen {
     /// Whether the reader was refused a reset and reads the partition no more.
     pub fn stopped(&self) -> bool {
@@ -151,6 +193,12 @@ impl OffsetResetSeen {
         } else {
             self.to.to_string()
         }
+    }
+
+    /// Whether the position was past the log end (after a truncating leader change), not
+    /// before its start.
+    pub fn past_end(&self) -> bool {
+        self.from >= self.log_start
     }
 
     /// Offsets the reader never read because retention had deleted them.
@@ -233,8 +281,10 @@ pub struct Analysis {
     pub exactly_once: ExactlyOnce,
     /// Faults in the order they began.
     pub faults: Vec<FaultWindow>,
-    /// Readers moved past positions retention had deleted, in the order they were.
+    /// Readers moved by `auto.offset.reset`, in the order they were.
     pub offset_resets: Vec<OffsetResetSeen>,
+    /// Readers that went back after a truncating leader change, in the order they did.
+    pub truncations: Vec<TruncationSeen>,
     /// Whether the run said it drained; `false` when the history has no `RunEnd`.
     pub drained: bool,
     /// Whether the history ended with a `RunEnd`.

@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analysis::{
     Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths,
-    OffsetResetSeen, SchemaDecision, SchemaReport, TimelineSecond,
+    OffsetResetSeen, SchemaDecision, SchemaReport, TimelineSecond, TruncationSeen,
 };
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
@@ -253,6 +253,7 @@ pub struct Checker {
     exactly_once: ExactlyOnce,
     faults: Vec<FaultWindow>,
     offset_resets: Vec<OffsetResetSeen>,
+    truncations: Vec<TruncationSeen>,
     /// Per change routed to redo: the partition and offset of its latest redo record.
     redo_at: BTreeMap<u64, (u32, u64)>,
     /// Per partition: its leader's log start, as last recorded.
@@ -324,6 +325,7 @@ impl Checker {
             exactly_once: ExactlyOnce::default(),
             faults: Vec::new(),
             offset_resets: Vec::new(),
+            truncations: Vec::new(),
             redo_at: BTreeMap::new(),
             log_start: BTreeMap::new(),
             redo_skipped: BTreeMap::new(),
@@ -445,6 +447,33 @@ impl Checker {
                     });
                 if !again {
                     self.offset_resets.push(seen);
+                }
+            }
+            Observation::TruncationDetected {
+                t_ms,
+                host,
+                topic,
+                partition,
+                from,
+                to,
+                ..
+            } => {
+                let seen = TruncationSeen {
+                    t_ms: *t_ms,
+                    host: host.clone(),
+                    topic: *topic,
+                    partition: *partition,
+                    from: *from,
+                    to: *to,
+                };
+                // A restarted reader refused at the same position says so again.
+                let again = seen.stopped()
+                    && self.truncations.iter().any(|x| {
+                        (&x.host, x.topic, x.partition, x.from)
+                            == (&seen.host, seen.topic, seen.partition, seen.from)
+                    });
+                if !again {
+                    self.truncations.push(seen);
                 }
             }
             Observation::RetentionDeleted {
@@ -1133,6 +1162,7 @@ impl Checker {
             exactly_once: self.exactly_once,
             faults: self.faults,
             offset_resets: self.offset_resets,
+            truncations: self.truncations,
             drained: self.drained,
             run_ended: self.run_ended,
             sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),

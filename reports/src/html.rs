@@ -251,5 +251,26 @@ fn tables(r: &Report) -> String {
         }
         h.push_str("</table>");
     }
+    if !r.truncations_detected.is_empty() {
+        h.push_str(
+            "<h2>Truncations detected</h2><table><tr><th>time</th><th>reader</th>\
+             <th>partition</th><th>from</th><th>to</th><th>offsets diverged</th></tr>",
+        );
+        for x in &r.truncations_detected {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{} p{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
+                human_ms(x.t_ms),
+                xml_escape(&x.host),
+                x.topic.name(),
+                x.partition,
+                x.from,
+                x.to_text(),
+                x.diverged()
+            );
+        }
+        h.push_str("</table>");
+    }
     h
 }

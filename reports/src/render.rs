@@ -310,9 +310,11 @@ pub fn to_markdown(r: &Report) -> String {
     }
     if !r.offset_resets.is_empty() {
         md.push_str(
-            "\n## Offset resets\n\nReaders whose position retention had deleted, moved on by \
-             `auto_offset_reset` (or stopped, under `none`); they never read the offsets in \
-             between.\n\n\
+            "\n## Offset resets\n\nReaders whose position was out of range, moved by \
+             `auto_offset_reset` (or stopped, under `none`): from before the log start, which \
+             retention had moved past it (they never read the offsets in between), or from past \
+             the end of a log a leader change had truncated (`deleted` 0: those they had read \
+             are gone, and under `latest` what was written since the truncation is skipped).\n\n\
              | time | reader | partition | from | to | deleted | held but skipped |\n\
              |---:|---|---|---:|---:|---:|---:|\n",
         );
@@ -328,6 +330,30 @@ pub fn to_markdown(r: &Report) -> String {
                 x.to_text(),
                 x.deleted(),
                 x.skipped_held()
+            );
+        }
+    }
+    if !r.truncations_detected.is_empty() {
+        md.push_str(
+            "\n## Truncations detected\n\nReaders whose leader's log, after a leader change, \
+             no longer held what they had read (an unclean election, or a leader that lost its \
+             unflushed tail): the leader epoch of the last record read told (KIP-320), and they \
+             went back to where the two logs agree, to read what now stands there (or stopped, \
+             under `auto_offset_reset = \"none\"`).\n\n\
+             | time | reader | partition | from | to | offsets diverged |\n\
+             |---:|---|---|---:|---:|---:|\n",
+        );
+        for x in &r.truncations_detected {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} p{} | {} | {} | {} |",
+                human_ms(x.t_ms),
+                x.host,
+                x.topic.name(),
+                x.partition,
+                x.from,
+                x.to_text(),
+                x.diverged()
             );
         }
     }
@@ -681,6 +707,14 @@ pub fn summary_text(r: &Report) -> String {
                  but skipped",
                 moved.len()
             );
+            let past_end = moved.iter().filter(|x| x.past_end()).count();
+            if past_end > 0 {
+                let _ = writeln!(
+                    s,
+                    "         {past_end} of them from past the end of a log a leader change \
+                     truncated"
+                );
+            }
         }
         if !stopped.is_empty() {
             let deleted: u64 = stopped.iter().map(|x| x.deleted()).sum();
@@ -688,6 +722,25 @@ pub fn summary_text(r: &Report) -> String {
                 s,
                 "resets   {} refused by auto_offset_reset = none (reader stopped): {deleted} \
                  offsets deleted unread",
+                stopped.len()
+            );
+        }
+    }
+    if !r.truncations_detected.is_empty() {
+        let (stopped, back): (Vec<_>, Vec<_>) =
+            r.truncations_detected.iter().partition(|x| x.stopped());
+        if !back.is_empty() {
+            let diverged: u64 = back.iter().map(|x| x.diverged()).sum();
+            let _ = writeln!(
+                s,
+                "truncated  readers went back by leader epoch {}x, over {diverged} diverged offsets",
+                back.len()
+            );
+        }
+        if !stopped.is_empty() {
+            let _ = writeln!(
+                s,
+                "truncated  readers refused by auto_offset_reset = none {}x (each stopped there)",
                 stopped.len()
             );
         }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{
     Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, OffsetResetSeen,
-    SchemaReport, TimelineSecond,
+    SchemaReport, TimelineSecond, TruncationSeen,
 };
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
@@ -168,10 +168,16 @@ pub struct Report {
     pub slo: Vec<SloResult>,
     /// Faults in the order they began.
     pub faults: Vec<FaultWindow>,
-    /// Readers moved past positions retention had deleted (`auto.offset.reset`), in the order
+    /// Readers moved by `auto.offset.reset` from a position out of range (before the log start,
+    /// which retention had moved past it, or past the end of a truncated log), in the order
     /// they were; absent when none was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offset_resets: Vec<OffsetResetSeen>,
+    /// Readers that found, by leader epoch, that their leader's log had diverged from what
+    /// they had read (a truncating leader change), and went back to where the two agree; in
+    /// the order they did; absent when none did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncations_detected: Vec<TruncationSeen>,
     /// The lake's snapshots and files.
     pub lake: LakeStats,
     /// Load over each topic's partitions and over the tasks; flagged past 10× max/min.
@@ -273,6 +279,7 @@ impl Report {
             slo,
             faults: analysis.faults.clone(),
             offset_resets: analysis.offset_resets.clone(),
+            truncations_detected: analysis.truncations.clone(),
             lake: LakeStats {
                 files_per_snapshot: if analysis.lake.snapshots == 0 {
                     0.0

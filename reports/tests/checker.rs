@@ -362,6 +362,76 @@ fn a_parked_change_whose_redo_record_retention_deleted_is_lost() {
     assert_eq!(report(&deleted, &[], None).exit_code, 1);
 }
 
+/// Readers that went back after a truncating leader change are listed in the report, the
+/// summary and the Markdown; a refused reader that says so again after a restart is listed
+/// once; and a history without any leaves the field out of the JSON.
+#[test]
+fn truncations_detected_are_reported() {
+    let clean = || {
+        let mut h = source();
+        h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(read(215, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 4, 5])));
+        h
+    };
+    let truncation = |t_ms: u64, host: &str, from: u64, to: u64| Observation::TruncationDetected {
+        t_ms,
+        stage: Stage::Standardize,
+        host: host.to_string(),
+        topic: TopicName::Raw,
+        partition: 0,
+        from,
+        to,
+    };
+    let mut h = clean();
+    h.push(truncation(310, "standardize-0", 5, 2));
+    h.push(truncation(320, "standardize-1", 5, 5));
+    h.push(truncation(330, "standardize-1", 5, 5));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    let r = report(&a, &[], None);
+    let seen: Vec<(&str, u64, u64, bool)> = r
+        .truncations_detected
+        .iter()
+        .map(|x| (x.host.as_str(), x.from, x.to, x.stopped()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("standardize-0", 5, 2, false),
+            ("standardize-1", 5, 5, true)
+        ]
+    );
+    assert_eq!(r.truncations_detected[0].diverged(), 3);
+    let text = summary_text(&r);
+    assert!(
+        text.contains("truncated  readers went back by leader epoch 1x, over 3 diverged offsets"),
+        "{text}"
+    );
+    assert!(
+        text.contains("truncated  readers refused by auto_offset_reset = none 1x"),
+        "{text}"
+    );
+    let md = to_markdown(&r);
+    assert!(md.contains("## Truncations detected"), "{md}");
+    assert!(
+        md.contains("| standardize-1 | raw p0 | 5 | stopped | 0 |"),
+        "{md}"
+    );
+    assert!(to_json(&r).contains("\"truncations_detected\""));
+
+    let mut h = clean();
+    h.push(run_end(400, true));
+    let r = report(&check(&h), &[], None);
+    assert!(r.truncations_detected.is_empty());
+    assert!(!to_json(&r).contains("truncations_detected"));
+    assert!(!summary_text(&r).contains("truncated"));
+}
+
 #[test]
 fn a_change_that_comes_back_from_redo_is_not_parked() {
     let mut h = source();

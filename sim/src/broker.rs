@@ -549,22 +549,6 @@ fn fetch_one(
     let empty = PartitionLog::default();
     let log = disk.logs.get(&p.tp).unwrap_or(&empty);
     let hw = live.hw.get(&p.tp).copied().unwrap_or(0);
-    if let (Some(_), Some(epoch)) = (replica, p.last_epoch) {
-        let end = log.end_offset_for_epoch(epoch);
-        if end < p.offset {
-            return FetchResult::Diverging { truncate_to: end };
-        }
-    }
-    if p.offset > log.leo() {
-        if replica.is_some() {
-            // A follower past our end (its epochs could not tell where it diverged): it cuts
-            // back to our end.
-            return FetchResult::Diverging {
-                truncate_to: log.leo(),
-            };
-        }
-        return FetchResult::Error(PartError::OffsetOutOfRange);
-    }
     // Consumers read only what every in-sync replica has; read_committed readers only up to
     // the last stable offset, and nothing of an aborted transaction.
     let committed_only = isolation == Isolation::ReadCommitted;
@@ -573,18 +557,49 @@ fn fetch_one(
     } else {
         hw
     };
-    if p.offset < log.log_start() {
-        return FetchResult::BeforeLogStart {
+    let reachable = if replica.is_some() { log.leo() } else { end };
+    // The epoch of the record before the offset asked for, from a follower or a consumer
+    // (KIP-320): when this log's epoch ended before that offset, the logs have diverged there
+    // (a truncating leader change), and the reader goes back to where they agree.
+    if let Some(epoch) = p.last_epoch {
+        let agreed = log.end_offset_for_epoch(epoch);
+        if agreed < p.offset {
+            return FetchResult::Diverging {
+                truncate_to: agreed,
+                epoch: log.epoch_at(agreed.wrapping_sub(1)),
+                high_watermark: reachable,
+            };
+        }
+    }
+    if p.offset > log.leo() {
+        if replica.is_some() {
+            // A follower past our end (its epochs could not tell where it diverged): it cuts
+            // back to our end.
+            return FetchResult::Diverging {
+                truncate_to: log.leo(),
+                epoch: log.epoch_at(log.leo().wrapping_sub(1)),
+                high_watermark: reachable,
+            };
+        }
+        return FetchResult::OutOfRange {
             log_start: log.log_start(),
-            latest: if replica.is_some() { log.leo() } else { end },
+            latest: end,
+        };
+    }
+    if p.offset < log.log_start() {
+        return FetchResult::OutOfRange {
+            log_start: log.log_start(),
+            latest: reachable,
         };
     }
     if replica.is_some() {
         // Followers read to the log end, markers and all.
         let records = log.read(p.offset, log.leo(), max);
+        let next_offset = p.offset + records.len() as u64;
         return FetchResult::Records {
             base_offset: p.offset,
-            next_offset: p.offset + records.len() as u64,
+            next_offset,
+            last_epoch: log.epoch_at(next_offset.wrapping_sub(1)),
             records,
             offsets: Vec::new(),
             high_watermark: hw,
@@ -597,6 +612,7 @@ fn fetch_one(
         records,
         offsets,
         next_offset: read.next_offset,
+        last_epoch: log.epoch_at(read.next_offset.wrapping_sub(1)),
         high_watermark: end,
     }
 }
@@ -735,10 +751,10 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
                             let hw = high_watermark.min(log.leo());
                             log.hw_checkpoint = log.hw_checkpoint.max(hw);
                         }
-                        FetchResult::Diverging { truncate_to } => log.truncate_to(truncate_to),
+                        FetchResult::Diverging { truncate_to, .. } => log.truncate_to(truncate_to),
                         // The leader's retention has deleted past our log end: what we lack
                         // is gone, so start again, empty, where the leader's log starts.
-                        FetchResult::BeforeLogStart { log_start, .. } => {
+                        FetchResult::OutOfRange { log_start, .. } => {
                             log.truncate_fully_and_start_at(log_start);
                         }
                         FetchResult::Error(_) => {}

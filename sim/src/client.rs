@@ -16,8 +16,8 @@ use crate::wire::{
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::schema::RegistryError;
 use nrtsim_pipeline::{
-    Acks, Appended, Assignment, ConsumerConfig, Fetched, Log, LogError, OffsetReset, ProduceBatch,
-    ProducerConfig, ProducerState, TopicPartition,
+    Acks, Appended, Assignment, ConsumerConfig, Fetched, Log, LogError, Moved, OffsetReset,
+    ProduceBatch, ProducerConfig, ProducerState, TopicPartition,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +49,9 @@ pub struct SimLog {
     batch_opened: Option<tokio::time::Instant>,
     /// Positions `auto_offset_reset = "none"` has refused to move, each reported once.
     refused: BTreeSet<(TopicPartition, u64)>,
+    /// Per partition read: the position reached and the leader epoch of the record before it,
+    /// sent with the next fetch from there so the leader can tell a diverged log (KIP-320).
+    read_epochs: BTreeMap<TopicPartition, (u64, u32)>,
 }
 
 /// A consumer-group member's dealings with the group coordinator.
@@ -136,6 +139,7 @@ impl SimLog {
             registry: None,
             batch_opened: None,
             refused: BTreeSet::new(),
+            read_epochs: BTreeMap::new(),
         }
     }
 
@@ -331,10 +335,11 @@ impl SimLog {
         };
     }
 
-    /// `auto.offset.reset` for a position retention has deleted past: an empty read that moves
-    /// the position to the log start or to the end this reader can reach. Under `none`, the
-    /// first refusal at a position is an empty read that leaves it where it is (so the task
-    /// can report it), and every later one an error.
+    /// `auto.offset.reset` for a position out of range (retention has deleted past it, or it is
+    /// past the log end after a truncating leader change the reader could not detect by its
+    /// epoch): an empty read that moves the position to the log start or to the end this
+    /// reader can reach. Under `none`, the first refusal at a position is an empty read that
+    /// leaves it where it is (so the task can report it), and every later one an error.
     fn reset_position(
         &mut self,
         tp: TopicPartition,
@@ -342,6 +347,8 @@ impl SimLog {
         log_start: u64,
         latest: u64,
     ) -> Result<Fetched, LogError> {
+        // Whatever epoch was known for this partition is of no use at the new position.
+        self.read_epochs.remove(&tp);
         let to = match self.consumer.auto_offset_reset {
             OffsetReset::Earliest => log_start,
             OffsetReset::Latest => latest.max(log_start),
@@ -355,7 +362,44 @@ impl SimLog {
             offsets: Vec::new(),
             next_offset: to,
             high_watermark: latest,
-            reset_at_log_start: Some(log_start),
+            moved: Some(Moved::Reset { log_start }),
+        })
+    }
+
+    /// The leader's log diverges below `position` from what this reader read (a truncating
+    /// leader change; KIP-320): an empty read that moves the reader back to `agreed`, where
+    /// the logs agree, to read the records that now stand there. Under
+    /// `auto_offset_reset = "none"` the reader is refused instead, as a Kafka consumer with no
+    /// reset policy fails with a log-truncation error: the first refusal leaves it where it
+    /// is (so the task can report it), every later one is an error.
+    fn diverged(
+        &mut self,
+        tp: TopicPartition,
+        position: u64,
+        (agreed, epoch): (u64, Option<u32>),
+        high_watermark: u64,
+    ) -> Result<Fetched, LogError> {
+        let to = match self.consumer.auto_offset_reset {
+            OffsetReset::None if self.refused.insert((tp, position)) => position,
+            OffsetReset::None => return Err(LogError::OffsetOutOfRange(tp)),
+            OffsetReset::Earliest | OffsetReset::Latest => {
+                // Keep the leader's epoch for the new position, so that a second truncation
+                // before the next read is caught as well.
+                match epoch {
+                    Some(e) => self.read_epochs.insert(tp, (agreed, e)),
+                    None => self.read_epochs.remove(&tp),
+                };
+                agreed
+            }
+        };
+        Ok(Fetched {
+            tp,
+            base_offset: position,
+            records: Vec::new(),
+            offsets: Vec::new(),
+            next_offset: to,
+            high_watermark,
+            moved: Some(Moved::Diverged),
         })
     }
 
@@ -549,7 +593,6 @@ fn part_error(tp: TopicPartition, e: PartError) -> LogError {
         }
         PartError::OutOfOrderSequence => LogError::OutOfOrderSequence(tp),
         PartError::Timeout => LogError::Timeout,
-        PartError::OffsetOutOfRange => LogError::OffsetOutOfRange(tp),
         PartError::Fenced => LogError::Fenced,
     }
 }
@@ -672,10 +715,17 @@ impl Log for SimLog {
             .map(|(b, idx)| {
                 let parts = idx
                     .iter()
-                    .map(|&i| FetchPart {
-                        tp: positions[i].0,
-                        offset: positions[i].1,
-                        last_epoch: None,
+                    .map(|&i| {
+                        let (tp, offset) = positions[i];
+                        FetchPart {
+                            tp,
+                            offset,
+                            last_epoch: self
+                                .read_epochs
+                                .get(&tp)
+                                .filter(|(at, _)| *at == offset)
+                                .map(|(_, epoch)| *epoch),
+                        }
                     })
                     .collect();
                 let req = Request::Fetch {
@@ -716,9 +766,13 @@ impl Log for SimLog {
                                 records,
                                 offsets,
                                 next_offset,
+                                last_epoch,
                                 high_watermark,
                             } => {
                                 any_records |= next_offset > base_offset;
+                                if let Some(epoch) = last_epoch {
+                                    self.read_epochs.insert(tp, (next_offset, epoch));
+                                }
                                 Ok(Fetched {
                                     tp,
                                     base_offset,
@@ -729,11 +783,21 @@ impl Log for SimLog {
                                     offsets,
                                     next_offset,
                                     high_watermark,
-                                    reset_at_log_start: None,
+                                    moved: None,
                                 })
                             }
+                            FetchResult::Diverging {
+                                truncate_to,
+                                epoch,
+                                high_watermark,
+                            } if truncate_to < positions[i].1 => self.diverged(
+                                tp,
+                                positions[i].1,
+                                (truncate_to, epoch),
+                                high_watermark,
+                            ),
                             FetchResult::Diverging { .. } => Err(LogError::NotLeader(tp)),
-                            FetchResult::BeforeLogStart { log_start, latest } => {
+                            FetchResult::OutOfRange { log_start, latest } => {
                                 self.reset_position(tp, positions[i].1, log_start, latest)
                             }
                             FetchResult::Error(e) => Err(part_error(tp, e)),

@@ -75,7 +75,9 @@ impl DrainProbe {
                 .logs
                 .get(&tp)
                 .map_or(0, |l| l.leo());
-            committed.get(&tp).copied().unwrap_or(0) >= end
+            // Past the end only after a leader change truncated the log under the reader: it
+            // waits there (or was stopped) and is not caught up.
+            committed.get(&tp).copied().unwrap_or(0) == end
         })
     }
 }

@@ -141,6 +141,13 @@ impl PartitionLog {
         self.log_start
     }
 
+    /// The leader epoch of the record at `offset`, if the log holds it.
+    pub fn epoch_at(&self, offset: u64) -> Option<u32> {
+        (self.log_start..self.leo())
+            .contains(&offset)
+            .then(|| self.records.get(offset).epoch)
+    }
+
     /// The newest epoch in the log, if any.
     pub fn last_epoch(&self) -> Option<u32> {
         self.epochs.last().map(|e| e.0)
@@ -815,6 +822,13 @@ mod tests {
         assert_eq!(leader.end_offset_for_epoch(0), 5);
         assert_eq!(leader.end_offset_for_epoch(1), 5);
         assert_eq!(leader.end_offset_for_epoch(2), 8);
+        // The epoch a reader sends with its next fetch: that of the record before it.
+        assert_eq!(leader.epoch_at(4), Some(0));
+        assert_eq!(leader.epoch_at(5), Some(2));
+        assert_eq!(leader.epoch_at(8), None, "past the end");
+        assert_eq!(leader.delete_expired(1, 3), Some((0, 3)));
+        assert_eq!(leader.epoch_at(2), None, "deleted");
+        assert_eq!(leader.epoch_at(3), Some(0));
         let mut f = PartitionLog::default();
         f.append_leader(0, 0, &recs(7), idem(1, 0));
         f.truncate_to(5);

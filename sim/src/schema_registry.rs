@@ -85,7 +85,13 @@ async fn catch_up(
                 registry.borrow_mut().apply(&reg);
             }
         }
-        offset.set(f.next_offset.max(offset.get()));
+        // Forward past what was read; or where a reset or a truncating leader change moved
+        // the reader, which may be back.
+        offset.set(if f.moved.is_some() {
+            f.next_offset
+        } else {
+            f.next_offset.max(offset.get())
+        });
         let reached = past.is_none_or(|p| offset.get() > p);
         if offset.get() >= f.high_watermark && reached {
             return Ok(());

@@ -264,8 +264,6 @@ pub enum PartError {
     OutOfOrderSequence,
     /// The replicas did not acknowledge in time.
     Timeout,
-    /// The offset is beyond the log end.
-    OffsetOutOfRange,
     /// The producer's epoch is older than the partition has seen: a fenced instance.
     Fenced,
 }
@@ -295,16 +293,29 @@ pub enum FetchResult {
         offsets: Vec<u64>,
         /// Where to fetch next.
         next_offset: u64,
+        /// The leader epoch of the record just before `next_offset` (control records
+        /// included), which the reader sends with its next fetch from there.
+        last_epoch: Option<u32>,
         /// High watermark, or for a `read_committed` consumer the last stable offset.
         high_watermark: u64,
     },
-    /// The follower's log diverges: truncate to this offset, then fetch again.
+    /// The reader's log, or what it read, diverges from ours: a follower truncates to this
+    /// offset, a consumer goes back to it, and either fetches again from there.
     Diverging {
-        /// Where to truncate.
+        /// Where the two agree up to.
         truncate_to: u64,
+        /// The leader epoch of our record just before `truncate_to`, which the reader sends
+        /// with its next fetch from there (Kafka's consumer keeps it with the position it seeks
+        /// to, so a second truncation before it reads is caught too).
+        epoch: Option<u32>,
+        /// The end this reader can reach: the log end for a follower; the high watermark, or
+        /// for a `read_committed` consumer the last stable offset.
+        high_watermark: u64,
     },
-    /// The offset is before the log start: retention has deleted it.
-    BeforeLogStart {
+    /// A consumer's offset is before the log start (retention has deleted it) or past the log
+    /// end (a truncating leader change, when the consumer could not say its epoch); a
+    /// follower's, before the log start.
+    OutOfRange {
         /// The oldest offset held.
         log_start: u64,
         /// The end this reader can reach (the log end for a follower; the high watermark,

@@ -1,8 +1,11 @@
 //! The simulated brokers on their own: ISR shrink and expand, fencing a restarted broker,
-//! replicas that agree after a leader change truncated one of them, and retention.
+//! replicas that agree after a leader change truncated one of them, readers that find such a
+//! truncation by leader epoch, and retention.
 
-use nrtsim_history::TopicName;
-use nrtsim_pipeline::{Acks, Delivery, PipelineConfig, ProducerConfig, TopicPartition};
+use nrtsim_history::{Observation, TopicName};
+use nrtsim_pipeline::{
+    Acks, ConsumerConfig, Delivery, OffsetReset, PipelineConfig, ProducerConfig, TopicPartition,
+};
 use nrtsim_sim::{RunSpec, World};
 use nrtsim_workloads::WorkloadConfig;
 
@@ -158,6 +161,84 @@ fn replicas_agree_after_a_truncating_leader_change() {
         !lost.is_empty(),
         "the crash should have cost the old leader's unreplicated tail"
     );
+}
+
+/// An unclean election truncates records the standardize task had read from raw/0. The task
+/// sends the leader epoch of the last record it read with its next fetch, learns where the new
+/// leader's log diverges from what it read (KIP-320), goes back there and reads what the new
+/// leader holds. Under `auto_offset_reset = "none"` it is refused and reads raw/0 no more.
+#[test]
+fn a_reader_goes_back_where_a_truncated_log_diverged() {
+    let run = |auto_offset_reset: OffsetReset| {
+        let mut s = spec(PipelineConfig {
+            delivery: Delivery::AtLeastOnce,
+            consumer: ConsumerConfig {
+                auto_offset_reset,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        s.platform.min_insync_replicas = 1;
+        s.platform.unclean_leader_election = true;
+        let mut world = World::new(&s);
+        step_to(&mut world, 3_000);
+        let leader = world.leader_of(RAW_0).expect("a leader");
+        let followers = world.followers_of(RAW_0);
+        // replica_lag_time_max (10 s) on, the leader is the ISR alone and acknowledges writes
+        // only it holds, which the task reads; then it dies and a stale follower leads.
+        world.partition(&[leader.clone()], &followers);
+        step_to(&mut world, 16_000);
+        world.crash(&leader);
+        step_to(&mut world, 40_000);
+        world.into_history()
+    };
+    let raw_0 = |o: &Observation| match o {
+        Observation::TruncationDetected {
+            topic,
+            partition,
+            host,
+            from,
+            to,
+            t_ms,
+            ..
+        } if (*topic, *partition) == (TopicName::Raw, 0) => Some((host.clone(), *from, *to, *t_ms)),
+        _ => None,
+    };
+    let reads_from = |history: &[Observation], reader: &str, after: u64| -> Vec<u64> {
+        history
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Read {
+                    t_ms,
+                    topic: TopicName::Raw,
+                    partition: 0,
+                    host,
+                    base_offset,
+                    ..
+                } if host == reader && *t_ms >= after => Some(*base_offset),
+                _ => None,
+            })
+            .collect()
+    };
+
+    let history = run(OffsetReset::Latest);
+    let found: Vec<_> = history.iter().filter_map(raw_0).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (reader, from, to, at) = found[0].clone();
+    assert!(to < from, "did not go back: {from} -> {to}");
+    let later = reads_from(&history, &reader, at);
+    assert_eq!(
+        later.first(),
+        Some(&to),
+        "the reader should read on from where the logs agree"
+    );
+
+    let history = run(OffsetReset::None);
+    let found: Vec<_> = history.iter().filter_map(raw_0).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (reader, from, to, at) = found[0].clone();
+    assert_eq!(from, to, "refused, the reader stays");
+    assert!(reads_from(&history, &reader, at).is_empty());
 }
 
 /// Retention deletes from the front of every replica; a follower that was down longer than
