@@ -35,6 +35,7 @@
 //! {"type":"offset_reset","t_ms":17,"stage":"lake","host":"lake-0","topic":"enriched","partition":2,"from":120,"to":480,"log_start":300}
 //! {"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}
 //! {"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}
+//! {"type":"leader_change","t_ms":19,"host":"broker-2","topic":"raw","partition":3,"epoch":2,"log_end":4870}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -572,6 +573,14 @@ enum Frame {
         from: u64,
         to: u64,
     },
+    LeaderChange {
+        t_ms: u64,
+        host: String,
+        topic: TopicName,
+        partition: u32,
+        epoch: u32,
+        log_end: u64,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -717,6 +726,14 @@ enum FrameRef<'a> {
         partition: u32,
         from: u64,
         to: u64,
+    },
+    LeaderChange {
+        t_ms: u64,
+        host: &'a str,
+        topic: TopicName,
+        partition: u32,
+        epoch: u32,
+        log_end: u64,
     },
 }
 
@@ -977,6 +994,21 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 from: *from,
                 to: *to,
             },
+            Observation::LeaderChange {
+                t_ms,
+                host,
+                topic,
+                partition,
+                epoch,
+                log_end,
+            } => FrameRef::LeaderChange {
+                t_ms: *t_ms,
+                host,
+                topic: *topic,
+                partition: *partition,
+                epoch: *epoch,
+                log_end: *log_end,
+            },
         }
     }
 }
@@ -1235,6 +1267,21 @@ impl From<Frame> for Observation {
                 from,
                 to,
             },
+            Frame::LeaderChange {
+                t_ms,
+                host,
+                topic,
+                partition,
+                epoch,
+                log_end,
+            } => Observation::LeaderChange {
+                t_ms,
+                host,
+                topic,
+                partition,
+                epoch,
+                log_end,
+            },
         }
     }
 }
@@ -1244,7 +1291,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 22] = [
+    const DOC_EXAMPLES: [&str; 23] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -1267,6 +1314,7 @@ mod tests {
         r#"{"type":"offset_reset","t_ms":17,"stage":"lake","host":"lake-0","topic":"enriched","partition":2,"from":120,"to":480,"log_start":300}"#,
         r#"{"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}"#,
         r#"{"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}"#,
+        r#"{"type":"leader_change","t_ms":19,"host":"broker-2","topic":"raw","partition":3,"epoch":2,"log_end":4870}"#,
     ];
 
     #[test]

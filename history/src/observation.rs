@@ -463,6 +463,28 @@ pub enum Observation {
         /// the reader had read.
         to: u64,
     },
+    /// A broker took over as leader of a partition in `epoch`, its log ending at `log_end`.
+    /// Whatever earlier leaders acknowledged at `log_end` or past it is gone from the
+    /// partition (a truncating leader change: acks=1 writes no follower had yet, an unclean
+    /// election, or a leader back from a power loss without its unflushed tail) unless written
+    /// again; a new leader holding an older epoch's records may also differ below `log_end`.
+    /// Recorded by the new leader at every new leadership, the first ones of a run and those
+    /// that cut nothing included; a broker that restarts while the controller cannot elect
+    /// again may take the same epoch over.
+    LeaderChange {
+        /// When.
+        t_ms: u64,
+        /// The new leader.
+        host: String,
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: u32,
+        /// The leader epoch it leads in.
+        epoch: u32,
+        /// Its log end when it took over.
+        log_end: u64,
+    },
     /// The CDC connector emitted one chunk of an incremental snapshot: the rows of `table`
     /// whose ids are in `[from_id, to_id)` (no upper bound when `to_id` is `None`), as the
     /// source held them at LSN `high_lsn`. Each row is sent as a snapshot read of the change
@@ -512,7 +534,8 @@ impl Observation {
             | Observation::SnapshotChunk { t_ms, .. }
             | Observation::OffsetReset { t_ms, .. }
             | Observation::RetentionDeleted { t_ms, .. }
-            | Observation::TruncationDetected { t_ms, .. } => *t_ms,
+            | Observation::TruncationDetected { t_ms, .. }
+            | Observation::LeaderChange { t_ms, .. } => *t_ms,
         }
     }
 }

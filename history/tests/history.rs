@@ -171,6 +171,14 @@ fn sample() -> Vec<Observation> {
             from: i * 5,
             to: i * 4,
         });
+        out.push(Observation::LeaderChange {
+            t_ms: i + 6,
+            host: "broker-0".into(),
+            topic: TopicName::Raw,
+            partition: (i % 6) as u32,
+            epoch: i as u32,
+            log_end: i * 7,
+        });
         out.push(Observation::WorkloadEnd { t_ms: i + 7 });
         out.push(Observation::RunEnd {
             t_ms: i + 8,

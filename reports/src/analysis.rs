@@ -3,6 +3,7 @@
 
 use nrtsim_history::{RunHeader, TopicName};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::anomaly::ExactlyOnce;
 use crate::latency::{LatencyPath, TierBounds};
@@ -138,6 +139,78 @@ pub struct OffsetResetSeen {
     pub to: u64,
     /// The partition's log start then: the offsets from `from` up to it had been deleted.
     pub log_start: u64,
+}
+
+/// The offsets `auto.offset.reset` moved readers over, in total: those retention had deleted,
+/// and those still held that a reset skipped. Each reader's ranges on each partition are merged
+/// first, so a range a restored reader is moved over again counts once, and an offset skipped
+/// while held and later found deleted counts as deleted only.
+pub fn offsets_reset_over(resets: &[&OffsetResetSeen]) -> (u64, u64) {
+    type Ranges = BTreeMap<(String, TopicName, u32), Vec<(u64, u64)>>;
+    let mut deleted: Ranges = BTreeMap::new();
+    let mut either: Ranges = BTreeMap::new();
+    for x in resets {
+        let reader = (x.host.clone(), x.topic, x.partition);
+        if x.deleted() > 0 {
+            let range = (x.from, x.log_start);
+            deleted.entry(reader.clone()).or_default().push(range);
+            either.entry(reader.clone()).or_default().push(range);
+        }
+        if x.skipped_held() > 0 {
+            let range = (x.log_start.max(x.from), x.to);
+            either.entry(reader).or_default().push(range);
+        }
+    }
+    let distinct = |ranges: Ranges| -> u64 {
+        ranges
+            .into_values()
+            .map(|mut rs| {
+                rs.sort_unstable();
+                let mut total = 0;
+                let mut covered_to = 0;
+                for (from, to) in rs {
+                    let from = from.max(covered_to);
+                    if to > from {
+                        total += to - from;
+                        covered_to = to;
+                    }
+                }
+                total
+            })
+            .sum()
+    };
+    let deleted = distinct(deleted);
+    (deleted, distinct(either) - deleted)
+}
+
+/// A leader change that cut away acknowledged records: the new leader's log ended before the
+/// end of what earlier leaders had acknowledged on the partition. The span between counts
+/// offsets, not records: transaction markers and appends whose acknowledgement was lost are
+/// among them; an acknowledgement a deposed leader gave after the change is not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderCutSeen {
+    /// When the new leader took over.
+    pub t_ms: u64,
+    /// The new leader.
+    pub host: String,
+    /// The topic.
+    pub topic: TopicName,
+    /// The partition.
+    pub partition: u32,
+    /// The epoch it leads in.
+    pub epoch: u32,
+    /// Its log end when it took over.
+    pub log_end: u64,
+    /// The end of what had been acknowledged before: the offsets from `log_end` up to it are
+    /// gone.
+    pub acknowledged_end: u64,
+}
+
+impl LeaderCutSeen {
+    /// Offsets, below the end of what was acknowledged, that the leader change cut away.
+    pub fn cut(&self) -> u64 {
+        self.acknowledged_end.saturating_sub(self.log_end)
+    }
 }
 
 /// A reader that found its leader's log diverged from what it had read (a truncating leader
@@ -285,6 +358,8 @@ pub struct Analysis {
     pub offset_resets: Vec<OffsetResetSeen>,
     /// Readers that went back after a truncating leader change, in the order they did.
     pub truncations: Vec<TruncationSeen>,
+    /// Leader changes that cut away acknowledged records, in the order they happened.
+    pub leader_cuts: Vec<LeaderCutSeen>,
     /// Whether the run said it drained; `false` when the history has no `RunEnd`.
     pub drained: bool,
     /// Whether the history ended with a `RunEnd`.

@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analysis::{
     Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths,
-    OffsetResetSeen, SchemaDecision, SchemaReport, TimelineSecond, TruncationSeen,
+    LeaderCutSeen, OffsetResetSeen, SchemaDecision, SchemaReport, TimelineSecond, TruncationSeen,
 };
 use crate::anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 use crate::latency::TierBounds;
@@ -109,8 +109,8 @@ const SCHEMA_COUNTED: u16 = 1 << 12;
 const ABSORBED: u16 = 1 << 13;
 /// An incremental snapshot chunk emitted this change as its key's row.
 const SNAPSHOT_ROW: u16 = 1 << 14;
-/// Parked in redo, and retention deleted its redo record before a replay read it: gone, not
-/// waiting.
+/// Parked in redo, and its redo record gone before a replay read it (retention deleted it, a
+/// reset skipped it, or a leader change cut it away): gone, not waiting.
 const REDO_DELETED: u16 = 1 << 15;
 
 /// An offset no read has reached yet (change ids start at 1).
@@ -254,6 +254,17 @@ pub struct Checker {
     faults: Vec<FaultWindow>,
     offset_resets: Vec<OffsetResetSeen>,
     truncations: Vec<TruncationSeen>,
+    leader_cuts: Vec<LeaderCutSeen>,
+    /// Per partition: the end of the offsets acknowledged to producers, as far as the log
+    /// has them (a leader change that cuts them brings it back to the new log end).
+    acknowledged_end: BTreeMap<(TopicName, u32), u64>,
+    /// Per partition: the newest leader epoch recorded, and its leader.
+    leader_epochs: BTreeMap<(TopicName, u32), (u32, String)>,
+    /// Per change routed to redo: where each of its redo records stands, until a leader change
+    /// cuts it away.
+    redo_copies: BTreeMap<u64, Vec<(u32, u64)>>,
+    /// Changes all of whose redo records leader changes cut away.
+    redo_cut: BTreeSet<u64>,
     /// Per change routed to redo: the partition and offset of its latest redo record.
     redo_at: BTreeMap<u64, (u32, u64)>,
     /// Per partition: its leader's log start, as last recorded.
@@ -326,6 +337,11 @@ impl Checker {
             faults: Vec::new(),
             offset_resets: Vec::new(),
             truncations: Vec::new(),
+            leader_cuts: Vec::new(),
+            acknowledged_end: BTreeMap::new(),
+            leader_epochs: BTreeMap::new(),
+            redo_copies: BTreeMap::new(),
+            redo_cut: BTreeSet::new(),
             redo_at: BTreeMap::new(),
             log_start: BTreeMap::new(),
             redo_skipped: BTreeMap::new(),
@@ -392,6 +408,11 @@ impl Checker {
                 }
                 *self.partition_load.entry((*topic, *partition)).or_insert(0) +=
                     change_ids.len() as u64;
+                let end = self
+                    .acknowledged_end
+                    .entry((*topic, *partition))
+                    .or_insert(0);
+                *end = (*end).max(base_offset + change_ids.len() as u64);
                 self.produced(*t_ms, *topic, *partition, *base_offset, change_ids)
             }
             Observation::Read {
@@ -476,6 +497,22 @@ impl Checker {
                     self.truncations.push(seen);
                 }
             }
+            Observation::LeaderChange {
+                t_ms,
+                host,
+                topic,
+                partition,
+                epoch,
+                log_end,
+            } => self.leader_change(LeaderCutSeen {
+                t_ms: *t_ms,
+                host: host.clone(),
+                topic: *topic,
+                partition: *partition,
+                epoch: *epoch,
+                log_end: *log_end,
+                acknowledged_end: 0,
+            }),
             Observation::RetentionDeleted {
                 topic,
                 partition,
@@ -787,6 +824,11 @@ impl Checker {
                 }
                 TopicName::Redo => {
                     self.redo_at.insert(id, (partition, offset));
+                    self.redo_copies
+                        .entry(id)
+                        .or_default()
+                        .push((partition, offset));
+                    self.redo_cut.remove(&id);
                 }
                 TopicName::Critical | TopicName::Schemas => {}
             }
@@ -1030,9 +1072,42 @@ impl Checker {
         }
     }
 
+    /// A new leader whose log ends before what was acknowledged on its partition: the records
+    /// past its end are gone. A parked change every redo record of which was among them can
+    /// never be replayed. A leadership older than one already seen (a deposed broker applying
+    /// a stale view late) says nothing about the partition's log.
+    fn leader_change(&mut self, mut seen: LeaderCutSeen) {
+        let key = (seen.topic, seen.partition);
+        let newest = self.leader_epochs.entry(key).or_insert((0, String::new()));
+        if (seen.epoch, seen.host.as_str()) != (newest.0, newest.1.as_str()) {
+            if seen.epoch <= newest.0 && !newest.1.is_empty() {
+                return;
+            }
+            *newest = (seen.epoch, seen.host.clone());
+        }
+        let Some(end) = self.acknowledged_end.get_mut(&key) else {
+            return;
+        };
+        if *end <= seen.log_end {
+            return;
+        }
+        seen.acknowledged_end = *end;
+        *end = seen.log_end;
+        if seen.topic == TopicName::Redo {
+            for (id, copies) in &mut self.redo_copies {
+                let before = copies.len();
+                copies.retain(|(p, offset)| *p != seen.partition || *offset < seen.log_end);
+                if before > 0 && copies.is_empty() {
+                    self.redo_cut.insert(*id);
+                }
+            }
+        }
+        self.leader_cuts.push(seen);
+    }
+
     /// A change still parked in redo whose redo record retention has deleted, or a replay's
-    /// offset reset skipped, will never be replayed: it is no longer waiting, and is judged as
-    /// lost.
+    /// offset reset skipped, or whose every redo record a leader change cut away, will never
+    /// be replayed: it is no longer waiting, and is judged as lost.
     fn judge_deleted_redo(&mut self) {
         let redo_at = std::mem::take(&mut self.redo_at);
         for (id, (partition, offset)) in redo_at {
@@ -1045,7 +1120,7 @@ impl Checker {
                 .redo_skipped
                 .get(&partition)
                 .is_some_and(|r| r.iter().any(|(from, to)| (*from..*to).contains(&offset)));
-            if offset < start || skipped {
+            if offset < start || skipped || self.redo_cut.contains(&id) {
                 if let Some(c) = self.known_mut(id).filter(|c| c.parked()) {
                     c.flags |= REDO_DELETED;
                 }
@@ -1163,6 +1238,7 @@ impl Checker {
             faults: self.faults,
             offset_resets: self.offset_resets,
             truncations: self.truncations,
+            leader_cuts: self.leader_cuts,
             drained: self.drained,
             run_ended: self.run_ended,
             sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),
@@ -1615,8 +1691,7 @@ fn record_latencies(latency: &mut LatencyPaths, c: &ChangeState, bounds: &TierBo
 /// Says how far a lost change got, to point at the stage that dropped it.
 fn lost_location(c: &ChangeState) -> String {
     let furthest = if c.has(REDO_DELETED) {
-        "parked in redo, whose record retention deleted (or a reset skipped) before a replay \
-         read it"
+        "parked in redo; retention, a reset or a leader change took its record before a replay"
     } else if c.bus_read_ms != NEVER {
         "read from enriched"
     } else if c.enriched_ms != NEVER {

@@ -251,6 +251,29 @@ fn tables(r: &Report) -> String {
         }
         h.push_str("</table>");
     }
+    if !r.leader_cuts.is_empty() {
+        h.push_str(
+            "<h2>Leader changes that cut acknowledged records</h2><table><tr><th>time</th>\
+             <th>new leader</th><th>partition</th><th>epoch</th><th>log end</th>\
+             <th>acknowledged to</th><th>cut</th></tr>",
+        );
+        for x in &r.leader_cuts {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{} p{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td></tr>",
+                human_ms(x.t_ms),
+                xml_escape(&x.host),
+                x.topic.name(),
+                x.partition,
+                x.epoch,
+                x.log_end,
+                x.acknowledged_end,
+                x.cut()
+            );
+        }
+        h.push_str("</table>");
+    }
     if !r.truncations_detected.is_empty() {
         h.push_str(
             "<h2>Truncations detected</h2><table><tr><th>time</th><th>reader</th>\

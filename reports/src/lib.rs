@@ -20,7 +20,7 @@ pub mod torn;
 
 pub use analysis::{
     Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LatencyPaths,
-    OffsetResetSeen, TimelineSecond, TruncationSeen,
+    LeaderCutSeen, OffsetResetSeen, TimelineSecond, TruncationSeen,
 };
 pub use anomaly::{AnomalyExample, AnomalyKind, ExactlyOnce};
 pub use checker::{analyze, CheckOptions, Checker};

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::{Completeness, Conservation, Counts, SchemaReport};
+use crate::analysis::{offsets_reset_over, Completeness, Conservation, Counts, SchemaReport};
 use crate::anomaly::AnomalyKind;
 use crate::latency::{Percentiles, Tiers};
 use crate::report::Report;
@@ -330,6 +330,31 @@ pub fn to_markdown(r: &Report) -> String {
                 x.to_text(),
                 x.deleted(),
                 x.skipped_held()
+            );
+        }
+    }
+    if !r.leader_cuts.is_empty() {
+        md.push_str(
+            "\n## Leader changes that cut acknowledged records\n\nA broker took over a \
+             partition with its log ending before what earlier leaders had acknowledged (acks=1 \
+             writes no follower had yet, an unclean election, or a leader back from a power loss \
+             without its unflushed tail): the records from its log end on are gone, unless \
+             written again.\n\n\
+             | time | new leader | partition | epoch | log end | acknowledged to | cut |\n\
+             |---:|---|---|---:|---:|---:|---:|\n",
+        );
+        for x in &r.leader_cuts {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} p{} | {} | {} | {} | {} |",
+                human_ms(x.t_ms),
+                x.host,
+                x.topic.name(),
+                x.partition,
+                x.epoch,
+                x.log_end,
+                x.acknowledged_end,
+                x.cut()
             );
         }
     }
@@ -699,8 +724,7 @@ pub fn summary_text(r: &Report) -> String {
     if !r.offset_resets.is_empty() {
         let (stopped, moved): (Vec<_>, Vec<_>) = r.offset_resets.iter().partition(|x| x.stopped());
         if !moved.is_empty() {
-            let deleted: u64 = moved.iter().map(|x| x.deleted()).sum();
-            let held: u64 = moved.iter().map(|x| x.skipped_held()).sum();
+            let (deleted, held) = offsets_reset_over(&moved);
             let _ = writeln!(
                 s,
                 "resets   {} by auto_offset_reset: {deleted} offsets deleted unread, {held} held \
@@ -717,7 +741,7 @@ pub fn summary_text(r: &Report) -> String {
             }
         }
         if !stopped.is_empty() {
-            let deleted: u64 = stopped.iter().map(|x| x.deleted()).sum();
+            let (deleted, _) = offsets_reset_over(&stopped);
             let _ = writeln!(
                 s,
                 "resets   {} refused by auto_offset_reset = none (reader stopped): {deleted} \
@@ -725,6 +749,15 @@ pub fn summary_text(r: &Report) -> String {
                 stopped.len()
             );
         }
+    }
+    if !r.leader_cuts.is_empty() {
+        let cut: u64 = r.leader_cuts.iter().map(|x| x.cut()).sum();
+        let n = r.leader_cuts.len();
+        let _ = writeln!(
+            s,
+            "leaders  {n} leader {} cut away {cut} offsets below the acknowledged end",
+            if n == 1 { "change" } else { "changes" }
+        );
     }
     if !r.truncations_detected.is_empty() {
         let (stopped, back): (Vec<_>, Vec<_>) =

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{
-    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, OffsetResetSeen,
-    SchemaReport, TimelineSecond, TruncationSeen,
+    Analysis, Completeness, Conservation, Counts, FaultWindow, LakeStats, LeaderCutSeen,
+    OffsetResetSeen, SchemaReport, TimelineSecond, TruncationSeen,
 };
 use crate::anomaly::{AnomalyKind, ExactlyOnce};
 use crate::expect::Expect;
@@ -178,6 +178,11 @@ pub struct Report {
     /// the order they did; absent when none did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub truncations_detected: Vec<TruncationSeen>,
+    /// Leader changes whose new leader's log ended before what earlier leaders had
+    /// acknowledged, in the order they happened: the records between are gone unless written
+    /// again. Absent when none was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leader_cuts: Vec<LeaderCutSeen>,
     /// The lake's snapshots and files.
     pub lake: LakeStats,
     /// Load over each topic's partitions and over the tasks; flagged past 10× max/min.
@@ -280,6 +285,7 @@ impl Report {
             faults: analysis.faults.clone(),
             offset_resets: analysis.offset_resets.clone(),
             truncations_detected: analysis.truncations.clone(),
+            leader_cuts: analysis.leader_cuts.clone(),
             lake: LakeStats {
                 files_per_snapshot: if analysis.lake.snapshots == 0 {
                     0.0

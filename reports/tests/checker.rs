@@ -358,8 +358,145 @@ fn a_parked_change_whose_redo_record_retention_deleted_is_lost() {
         .find(|e| e.anomaly == "lost")
         .expect("a lost example");
     assert_eq!(ex.change_id, Some(4));
-    assert!(ex.location.contains("retention deleted"), "{}", ex.location);
+    assert!(
+        ex.location
+            .contains("retention, a reset or a leader change took"),
+        "{}",
+        ex.location
+    );
     assert_eq!(report(&deleted, &[], None).exit_code, 1);
+}
+
+/// A new leader whose log ends before what was acknowledged on its partition is reported with
+/// the offsets it cut away; one that has everything is not. A change parked in redo whose redo
+/// record a leader change cut away is lost, unless it was written to redo again.
+#[test]
+fn leader_changes_that_cut_acknowledged_records_are_reported() {
+    let leader_change = |t_ms: u64, topic: TopicName, log_end: u64| Observation::LeaderChange {
+        t_ms,
+        host: "broker-2".to_string(),
+        topic,
+        partition: 0,
+        epoch: 3,
+        log_end,
+    };
+    let history = |redo_log_end: u64, written_again: bool| {
+        let mut h = source();
+        h.push(leader_change(1, TopicName::Raw, 0));
+        h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+        // An earlier copy of change 4's redo record, routed there before a restart.
+        h.push(produced(224, TopicName::Redo, 0, 2, &[4]));
+        h.push(produced(226, TopicName::Redo, 0, 7, &[4]));
+        h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+        // raw/0 loses its last two acknowledged offsets; the standard leader has everything.
+        h.push(leader_change(310, TopicName::Raw, 3));
+        h.push(leader_change(311, TopicName::Standard, 5));
+        h.push(leader_change(312, TopicName::Redo, redo_log_end));
+        if written_again {
+            h.push(produced(320, TopicName::Redo, 0, redo_log_end, &[4]));
+        }
+        h.push(run_end(400, true));
+        check(&h)
+    };
+    let a = history(8, false);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    assert_eq!(a.counts.parked_in_redo, 1, "its redo record is kept");
+    let r = report(&a, &[], None);
+    let cuts: Vec<(TopicName, u64, u64, u64)> = r
+        .leader_cuts
+        .iter()
+        .map(|x| (x.topic, x.log_end, x.acknowledged_end, x.cut()))
+        .collect();
+    assert_eq!(cuts, [(TopicName::Raw, 3, 5, 2)]);
+    let text = summary_text(&r);
+    assert!(
+        text.contains("leaders  1 leader change cut away 2 offsets below the acknowledged end"),
+        "{text}"
+    );
+    assert!(to_markdown(&r).contains("| broker-2 | raw p0 | 3 | 3 | 5 | 2 |"));
+
+    let cut = history(2, false);
+    assert_eq!(cut.counts.parked_in_redo, 0);
+    assert_eq!(counts(&cut), [1, 0, 0, 0, 1]);
+    let ex = cut
+        .exactly_once
+        .examples
+        .iter()
+        .find(|e| e.anomaly == "lost")
+        .expect("a lost example");
+    assert_eq!(ex.change_id, Some(4));
+    assert!(
+        ex.location.contains("a leader change took"),
+        "{}",
+        ex.location
+    );
+    assert_eq!(report(&cut, &[], None).leader_cuts.len(), 2);
+    // A deposed leader applying a stale view late says nothing about the log.
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(leader_change(310, TopicName::Raw, 5));
+    h.push(Observation::LeaderChange {
+        t_ms: 320,
+        host: "broker-0".to_string(),
+        topic: TopicName::Raw,
+        partition: 0,
+        epoch: 2,
+        log_end: 1,
+    });
+    assert!(report(&check(&h), &[], None).leader_cuts.is_empty());
+
+    let older_kept = history(3, false);
+    assert_eq!(
+        older_kept.counts.parked_in_redo, 1,
+        "its first redo record, at offset 2, is kept"
+    );
+    let again = history(2, true);
+    assert_eq!(counts(&again), [0; 5], "{:?}", again.exactly_once.examples);
+    assert_eq!(again.counts.parked_in_redo, 1);
+}
+
+/// The summary's totals of offsets reset over count a range once per reader and partition,
+/// however often a restored reader is moved over it again; another reader's range counts on
+/// its own.
+#[test]
+fn offsets_reset_over_count_each_readers_range_once() {
+    let reset =
+        |t_ms: u64, host: &str, from: u64, to: u64, log_start: u64| Observation::OffsetReset {
+            t_ms,
+            stage: Stage::Lake,
+            host: host.to_string(),
+            topic: TopicName::Enriched,
+            partition: 0,
+            from,
+            to,
+            log_start,
+        };
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 4, 5])));
+    // lake-0 is moved from 10 to 20 (10..15 deleted, 15..20 held) twice, then from 12 to 25.
+    h.push(reset(310, "lake-0", 10, 20, 15));
+    h.push(reset(320, "lake-0", 10, 20, 15));
+    h.push(reset(330, "lake-0", 12, 25, 16));
+    // fraud-0, another reader, skips the same deleted range.
+    h.push(reset(340, "fraud-0", 10, 15, 15));
+    h.push(run_end(400, true));
+    let r = report(&check(&h), &[], None);
+    assert_eq!(r.offset_resets.len(), 4);
+    let text = summary_text(&r);
+    assert!(
+        text.contains(
+            "resets   4 by auto_offset_reset: 11 offsets deleted unread, 9 held but skipped"
+        ),
+        "{text}"
+    );
 }
 
 /// Readers that went back after a truncating leader change are listed in the report, the

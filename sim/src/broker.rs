@@ -105,7 +105,8 @@ pub struct BrokerSetup {
     pub append_us: u64,
     /// Injected produce errors.
     pub errors: Rc<RefCell<ProduceErrors>>,
-    /// Where abort markers are recorded, with the records they abort.
+    /// Where the broker records what it alone sees: abort markers with the records they abort,
+    /// leader changes with their log ends, and log starts retention moved.
     pub recorder: Rc<RefCell<Recorder>>,
 }
 
@@ -636,7 +637,9 @@ async fn heartbeat_loop(broker: Rc<Broker>) {
 fn apply_view(broker: &Broker, meta: ClusterMeta) {
     let now = sim_instant();
     let id = broker.setup.id;
-    // Partitions this broker takes over with a log retention has moved the start of.
+    // Partitions this broker takes over, with their epochs and log ends; and those with a log
+    // retention has moved the start of.
+    let mut took_over: Vec<(TopicPartition, u32, u64)> = Vec::new();
     let mut started: Vec<(TopicPartition, u64)> = Vec::new();
     {
         let mut live = broker.live.borrow_mut();
@@ -651,6 +654,7 @@ fn apply_view(broker: &Broker, meta: ClusterMeta) {
                 // period before they count as lagging.
                 let log = disk.logs.entry(*tp).or_default();
                 log.begin_epoch(m.leader_epoch);
+                took_over.push((*tp, m.leader_epoch, log.leo()));
                 if log.log_start() > 0 {
                     started.push((*tp, log.log_start()));
                 }
@@ -676,6 +680,20 @@ fn apply_view(broker: &Broker, meta: ClusterMeta) {
             }
         }
         live.view = meta;
+    }
+    for (tp, epoch, log_end) in took_over {
+        broker
+            .setup
+            .recorder
+            .borrow_mut()
+            .record(Observation::LeaderChange {
+                t_ms: sim_now_ms(),
+                host: broker_name(id),
+                topic: tp.topic,
+                partition: tp.partition,
+                epoch,
+                log_end,
+            });
     }
     for (tp, log_start) in started {
         record_log_start(broker, tp, log_start);

@@ -161,6 +161,26 @@ fn replicas_agree_after_a_truncating_leader_change() {
         !lost.is_empty(),
         "the crash should have cost the old leader's unreplicated tail"
     );
+    // The new leader recorded its takeover, with its log ending short of the old leader's.
+    let took_over: Vec<u64> = world
+        .into_history()
+        .iter()
+        .filter_map(|o| match o {
+            Observation::LeaderChange {
+                topic: TopicName::Raw,
+                partition: 0,
+                host,
+                log_end,
+                ..
+            } if *host == format!("broker-{new_leader}") => Some(*log_end),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        took_over.iter().any(|end| *end < old_log.len() as u64),
+        "no takeover short of the old leader's log ({}): {took_over:?}",
+        old_log.len()
+    );
 }
 
 /// An unclean election truncates records the standardize task had read from raw/0. The task
