@@ -260,6 +260,8 @@ pub struct Checker {
     acknowledged_end: BTreeMap<(TopicName, u32), u64>,
     /// Per partition: the newest leader epoch recorded, and its leader.
     leader_epochs: BTreeMap<(TopicName, u32), (u32, String)>,
+    /// Per partition: its newest leader's log end when it took over.
+    takeover_end: BTreeMap<(TopicName, u32), u64>,
     /// Per change routed to redo: where each of its redo records stands, until a leader change
     /// cuts it away.
     redo_copies: BTreeMap<u64, Vec<(u32, u64)>>,
@@ -340,6 +342,7 @@ impl Checker {
             leader_cuts: Vec::new(),
             acknowledged_end: BTreeMap::new(),
             leader_epochs: BTreeMap::new(),
+            takeover_end: BTreeMap::new(),
             redo_copies: BTreeMap::new(),
             redo_cut: BTreeSet::new(),
             redo_at: BTreeMap::new(),
@@ -445,11 +448,23 @@ impl Checker {
                 log_start,
                 ..
             } => {
-                if *topic == TopicName::Redo && to > from {
-                    self.redo_skipped
-                        .entry(*partition)
-                        .or_default()
-                        .push((*from, *to));
+                if *topic == TopicName::Redo {
+                    // Forward, the reset skipped what lay between; back, from past the end of
+                    // a truncated log, it skipped what the new leader wrote before `to`.
+                    let skipped = if to > from {
+                        Some(*from)
+                    } else {
+                        self.takeover_end
+                            .get(&(*topic, *partition))
+                            .copied()
+                            .filter(|end| end < to)
+                    };
+                    if let Some(start) = skipped {
+                        self.redo_skipped
+                            .entry(*partition)
+                            .or_default()
+                            .push((start, *to));
+                    }
                 }
                 let seen = OffsetResetSeen {
                     t_ms: *t_ms,
@@ -1085,6 +1100,7 @@ impl Checker {
             }
             *newest = (seen.epoch, seen.host.clone());
         }
+        self.takeover_end.insert(key, seen.log_end);
         let Some(end) = self.acknowledged_end.get_mut(&key) else {
             return;
         };

@@ -459,6 +459,49 @@ fn leader_changes_that_cut_acknowledged_records_are_reported() {
     assert_eq!(again.counts.parked_in_redo, 1);
 }
 
+/// A replay reset back from past the end of a truncated redo log (`latest`) skips what the new
+/// leader wrote before the reset: a change parked there is lost; one written at or past where
+/// the reset took the reader is still parked.
+#[test]
+fn a_redo_record_a_reset_skipped_after_a_truncation_is_lost() {
+    let history = |reset_to: u64| {
+        let mut h = source();
+        h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(Observation::LeaderChange {
+            t_ms: 222,
+            host: "broker-1".to_string(),
+            topic: TopicName::Redo,
+            partition: 0,
+            epoch: 2,
+            log_end: 5,
+        });
+        h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+        h.push(produced(226, TopicName::Redo, 0, 6, &[4]));
+        h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+        h.push(Observation::OffsetReset {
+            t_ms: 310,
+            stage: Stage::Enrich,
+            host: "enrich-0".to_string(),
+            topic: TopicName::Redo,
+            partition: 0,
+            from: 9,
+            to: reset_to,
+            log_start: 0,
+        });
+        h.push(run_end(400, true));
+        check(&h)
+    };
+    let skipped = history(7);
+    assert_eq!(skipped.counts.parked_in_redo, 0);
+    assert_eq!(counts(&skipped), [1, 0, 0, 0, 1]);
+    let kept = history(6);
+    assert_eq!(counts(&kept), [0; 5], "{:?}", kept.exactly_once.examples);
+    assert_eq!(kept.counts.parked_in_redo, 1);
+}
+
 /// The summary's totals of offsets reset over count a range once per reader and partition,
 /// however often a restored reader is moved over it again; another reader's range counts on
 /// its own.
