@@ -2,7 +2,7 @@
 //!
 //! Two formats, told apart by their first bytes when read:
 //!
-//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH4`, then
+//! - **Binary** (for real runs): a zstd stream (with a checksum) of the magic `NRTSIMH5`, then
 //!   one frame per observation (a little-endian `u32` length and the observation's postcard
 //!   encoding), then a zero length that marks the end, so a cut-short file is an error and not
 //!   a shorter history.
@@ -27,7 +27,7 @@
 //! {"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}
 //! {"type":"watermark","t_ms":11,"watermark_ms":60000,"window_ms":60000,"late_dropped":0}
 //! {"type":"txn_end","t_ms":6,"txid":1,"event_count":1}
-//! {"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3}
+//! {"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3,"leader_epoch":2}
 //! {"type":"abort_marker","t_ms":15,"topic":"enriched","partition":0,"offsets":[4],"change_ids":[1]}
 //! {"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}
 //! {"type":"schema_decision","t_ms":16,"host":"standardize-0","subject":"standard-bank.accounts","table_version":2,"id":3,"reason":""}
@@ -56,7 +56,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of a decompressed binary history.
-pub const MAGIC: &[u8; 8] = b"NRTSIMH4";
+pub const MAGIC: &[u8; 8] = b"NRTSIMH5";
 /// The first bytes of every zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd level: fast, and histories compress well at it.
@@ -447,6 +447,7 @@ enum Frame {
         base_offset: u64,
         change_ids: Vec<u64>,
         txn: Option<u64>,
+        leader_epoch: Option<u32>,
     },
     Read {
         t_ms: u64,
@@ -601,6 +602,7 @@ enum FrameRef<'a> {
         base_offset: u64,
         change_ids: &'a [u64],
         txn: Option<u64>,
+        leader_epoch: Option<u32>,
     },
     Read {
         t_ms: u64,
@@ -759,6 +761,7 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 base_offset,
                 change_ids,
                 txn,
+                leader_epoch,
             } => FrameRef::Produced {
                 t_ms: *t_ms,
                 stage: *stage,
@@ -768,6 +771,7 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 base_offset: *base_offset,
                 change_ids,
                 txn: *txn,
+                leader_epoch: *leader_epoch,
             },
             Observation::Read {
                 t_ms,
@@ -1035,6 +1039,7 @@ impl From<Frame> for Observation {
                 base_offset,
                 change_ids,
                 txn,
+                leader_epoch,
             } => Observation::Produced {
                 t_ms,
                 stage,
@@ -1044,6 +1049,7 @@ impl From<Frame> for Observation {
                 base_offset,
                 change_ids,
                 txn,
+                leader_epoch,
             },
             Frame::Read {
                 t_ms,
@@ -1306,7 +1312,7 @@ mod tests {
         r#"{"type":"aggregate","t_ms":11,"account_id":7,"window_start_ms":0,"window_ms":60000,"spend_cents":1250,"payments":1}"#,
         r#"{"type":"watermark","t_ms":11,"watermark_ms":60000,"window_ms":60000,"late_dropped":0}"#,
         r#"{"type":"txn_end","t_ms":6,"txid":1,"event_count":1}"#,
-        r#"{"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3}"#,
+        r#"{"type":"produced","t_ms":13,"stage":"enrich","host":"enrich-0","topic":"enriched","partition":0,"base_offset":4,"change_ids":[1],"txn":3,"leader_epoch":2}"#,
         r#"{"type":"abort_marker","t_ms":15,"topic":"enriched","partition":0,"offsets":[4],"change_ids":[1]}"#,
         r#"{"type":"kafka_txn","t_ms":14,"txn":3,"producer":"enrich-0","committed":false,"timed_out":true}"#,
         r#"{"type":"schema_decision","t_ms":16,"host":"standardize-0","subject":"standard-bank.accounts","table_version":2,"id":3,"reason":""}"#,

@@ -228,6 +228,11 @@ pub enum Observation {
         /// number), when the producer is transactional.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         txn: Option<u64>,
+        /// The leader epoch of the leader that acknowledged, when the producer learnt it. A
+        /// leader the controller had already replaced may still acknowledge (it does not know
+        /// yet); what it wrote past the new leader's log end is gone once it learns.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader_epoch: Option<u32>,
     },
     /// A consumer read records: `change_ids[i]` sits at `base_offset + i`.
     Read {

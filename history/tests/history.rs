@@ -50,6 +50,7 @@ fn sample() -> Vec<Observation> {
             base_offset: i * 1000,
             change_ids: ids.clone(),
             txn: (i % 2 == 0).then_some(i),
+            leader_epoch: (i % 3 == 0).then_some(i as u32),
         });
         out.push(Observation::KafkaTxn {
             t_ms: i + 1,

@@ -55,6 +55,11 @@ pub struct ProducerConfig {
     pub linger: SimDuration,
     /// The most records in one batch. Default 500.
     pub batch_records: u32,
+    /// `metadata.max.age.ms`, for the task's whole client: how long it goes on sending to the
+    /// leaders it knows before it asks again, if no request has failed meanwhile. A failed
+    /// request (not the leader, a timeout, a broken connection) makes it ask at once.
+    /// Default 5m, Kafka's.
+    pub metadata_max_age: SimDuration,
 }
 
 impl Default for ProducerConfig {
@@ -68,6 +73,7 @@ impl Default for ProducerConfig {
             request_timeout: SimDuration::from_secs(2),
             linger: SimDuration::from_ms(5),
             batch_records: 500,
+            metadata_max_age: SimDuration::from_secs(300),
         }
     }
 }

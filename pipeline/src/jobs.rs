@@ -232,7 +232,10 @@ async fn produce_recorded<L: Log, E: Env>(
     let mut first_err = None;
     for ((tp, change_ids), res) in tps.into_iter().zip(ids).zip(results) {
         match res {
-            Ok(Appended::At(base_offset)) => env.record(Observation::Produced {
+            Ok(Appended::At {
+                base_offset,
+                leader_epoch,
+            }) => env.record(Observation::Produced {
                 t_ms: env.now_ms(),
                 stage,
                 host: env.host().to_string(),
@@ -241,6 +244,7 @@ async fn produce_recorded<L: Log, E: Env>(
                 base_offset,
                 change_ids,
                 txn,
+                leader_epoch,
             }),
             Ok(Appended::Duplicate | Appended::Unacknowledged) => {}
             Err(e) => {

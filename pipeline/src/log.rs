@@ -64,7 +64,14 @@ pub struct ProduceBatch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Appended {
     /// Appended at this base offset.
-    At(u64),
+    At {
+        /// Where the first record went.
+        base_offset: u64,
+        /// The leader epoch of the leader that appended it, when the client learns it: an
+        /// acknowledgement from a leader the controller has already replaced is one a leader
+        /// change will take back.
+        leader_epoch: Option<u32>,
+    },
     /// Already in the log from an earlier try (an idempotent producer's retry or replay).
     Duplicate,
     /// Sent without waiting for an answer (acks=0); the offset is unknown.

@@ -186,7 +186,9 @@ pub fn offsets_reset_over(resets: &[&OffsetResetSeen]) -> (u64, u64) {
 /// A leader change that cut away acknowledged records: the new leader's log ended before the
 /// end of what earlier leaders had acknowledged on the partition. The span between counts
 /// offsets, not records: transaction markers and appends whose acknowledgement was lost are
-/// among them; an acknowledgement a deposed leader gave after the change is not.
+/// among them. So are those a deposed leader acknowledged after the change, not knowing yet
+/// (known by the leader epoch each acknowledgement carries); an older history, whose
+/// acknowledgements carry no epoch, leaves them out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderCutSeen {
     /// When the new leader took over.
@@ -201,8 +203,8 @@ pub struct LeaderCutSeen {
     pub epoch: u32,
     /// Its log end when it took over.
     pub log_end: u64,
-    /// The end of what had been acknowledged before: the offsets from `log_end` up to it are
-    /// gone.
+    /// The end of what had been acknowledged before, or by the deposed leader after: the
+    /// offsets from `log_end` up to it are gone.
     pub acknowledged_end: u64,
 }
 

@@ -260,6 +260,8 @@ pub struct Checker {
     acknowledged_end: BTreeMap<(TopicName, u32), u64>,
     /// Per partition: the newest leader epoch recorded, and its leader.
     leader_epochs: BTreeMap<(TopicName, u32), (u32, String)>,
+    /// Per partition: every leadership taken up, in epoch order (`acknowledged_end` unused).
+    leaderships: BTreeMap<(TopicName, u32), Vec<LeaderCutSeen>>,
     /// Per partition: its newest leader's log end when it took over.
     takeover_end: BTreeMap<(TopicName, u32), u64>,
     /// Per change routed to redo: where each of its redo records stands, until a leader change
@@ -342,6 +344,7 @@ impl Checker {
             leader_cuts: Vec::new(),
             acknowledged_end: BTreeMap::new(),
             leader_epochs: BTreeMap::new(),
+            leaderships: BTreeMap::new(),
             takeover_end: BTreeMap::new(),
             redo_copies: BTreeMap::new(),
             redo_cut: BTreeSet::new(),
@@ -399,6 +402,7 @@ impl Checker {
                 base_offset,
                 change_ids,
                 txn,
+                leader_epoch,
                 ..
             } => {
                 if let Some(n) = txn {
@@ -411,12 +415,17 @@ impl Checker {
                 }
                 *self.partition_load.entry((*topic, *partition)).or_insert(0) +=
                     change_ids.len() as u64;
-                let end = self
-                    .acknowledged_end
-                    .entry((*topic, *partition))
-                    .or_insert(0);
-                *end = (*end).max(base_offset + change_ids.len() as u64);
-                self.produced(*t_ms, *topic, *partition, *base_offset, change_ids)
+                let end = base_offset + change_ids.len() as u64;
+                let cut_from =
+                    self.acknowledged((*topic, *partition), *base_offset, end, *leader_epoch);
+                self.produced(
+                    *t_ms,
+                    *topic,
+                    *partition,
+                    *base_offset,
+                    change_ids,
+                    cut_from,
+                )
             }
             Observation::Read {
                 t_ms,
@@ -823,7 +832,17 @@ impl Checker {
         }
     }
 
-    fn produced(&mut self, t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
+    /// Records produced at `base..`; those at or past `cut_from` a leader change has already
+    /// cut away (a deposed leader acknowledged them).
+    fn produced(
+        &mut self,
+        t_ms: u64,
+        topic: TopicName,
+        partition: u32,
+        base: u64,
+        ids: &[u64],
+        cut_from: Option<u64>,
+    ) {
         for (offset, &id) in (base..).zip(ids) {
             let Some(c) = self.known_mut(id) else {
                 let at = format!("produced to {} p{partition}@{offset}", topic.name());
@@ -838,12 +857,19 @@ impl Checker {
                     c.flags &= !LAST_ROUTE_REDO;
                 }
                 TopicName::Redo => {
-                    self.redo_at.insert(id, (partition, offset));
-                    self.redo_copies
-                        .entry(id)
-                        .or_default()
-                        .push((partition, offset));
-                    self.redo_cut.remove(&id);
+                    let copies = self.redo_copies.entry(id).or_default();
+                    if cut_from.is_some_and(|from| offset >= from) {
+                        // Already cut away: the latest record that stands is still the one
+                        // to judge, unless there is none.
+                        if copies.is_empty() {
+                            self.redo_cut.insert(id);
+                            self.redo_at.insert(id, (partition, offset));
+                        }
+                    } else {
+                        copies.push((partition, offset));
+                        self.redo_cut.remove(&id);
+                        self.redo_at.insert(id, (partition, offset));
+                    }
                 }
                 TopicName::Critical | TopicName::Schemas => {}
             }
@@ -1099,6 +1125,7 @@ impl Checker {
                 return;
             }
             *newest = (seen.epoch, seen.host.clone());
+            self.leaderships.entry(key).or_default().push(seen.clone());
         }
         self.takeover_end.insert(key, seen.log_end);
         let Some(end) = self.acknowledged_end.get_mut(&key) else {
@@ -1119,6 +1146,60 @@ impl Checker {
             }
         }
         self.leader_cuts.push(seen);
+    }
+
+    /// Takes in an acknowledgement of `[base, end)` on partition `key`, given by the leader of
+    /// `epoch`. One from a leader older than the newest recorded (a deposed leader that did
+    /// not know yet) is not the partition's to keep: the first leader change after its epoch
+    /// has cut away what of it lies at or past that change's log end, and that cut is
+    /// extended (or reported, if it had cut nothing before). Returns where the cut begins.
+    fn acknowledged(
+        &mut self,
+        key: (TopicName, u32),
+        base: u64,
+        end: u64,
+        epoch: Option<u32>,
+    ) -> Option<u64> {
+        let newest = self
+            .leader_epochs
+            .get(&key)
+            .filter(|(_, host)| !host.is_empty())
+            .map(|(e, _)| *e);
+        let late = epoch.zip(newest).is_some_and(|(e, n)| e < n);
+        if !late {
+            let acked = self.acknowledged_end.entry(key).or_insert(0);
+            *acked = (*acked).max(end);
+            return None;
+        }
+        let epoch = epoch?;
+        let newer: Vec<&LeaderCutSeen> = self
+            .leaderships
+            .get(&key)?
+            .iter()
+            .filter(|l| l.epoch > epoch)
+            .collect();
+        // An offset keeps this record only if every newer leader took over holding it.
+        let kept_to = newer.iter().map(|l| l.log_end).min()?;
+        // The first newer leader that took over short of the end cut the rest.
+        let by = newer.iter().find(|l| l.log_end < end).map(|l| (*l).clone());
+        if end.min(kept_to) > base {
+            // Appended before the change, acknowledged after it: kept, as any other.
+            let acked = self.acknowledged_end.entry(key).or_insert(0);
+            *acked = (*acked).max(end.min(kept_to));
+        }
+        let by = by?;
+        let existing = self
+            .leader_cuts
+            .iter_mut()
+            .find(|c| (c.topic, c.partition, c.epoch) == (key.0, key.1, by.epoch));
+        match existing {
+            Some(cut) => cut.acknowledged_end = cut.acknowledged_end.max(end),
+            None => self.leader_cuts.push(LeaderCutSeen {
+                acknowledged_end: end,
+                ..by
+            }),
+        }
+        Some(base.max(kept_to))
     }
 
     /// A change still parked in redo whose redo record retention has deleted, or a replay's
@@ -1254,7 +1335,12 @@ impl Checker {
             faults: self.faults,
             offset_resets: self.offset_resets,
             truncations: self.truncations,
-            leader_cuts: self.leader_cuts,
+            leader_cuts: {
+                let mut cuts = self.leader_cuts;
+                // A cut first reported by a late acknowledgement goes where its change was.
+                cuts.sort_by_key(|c| c.t_ms);
+                cuts
+            },
             drained: self.drained,
             run_ended: self.run_ended,
             sim_duration_ms: self.run_end_ms.unwrap_or(self.last_t_ms),

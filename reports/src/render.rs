@@ -338,7 +338,8 @@ pub fn to_markdown(r: &Report) -> String {
             "\n## Leader changes that cut acknowledged records\n\nA broker took over a \
              partition with its log ending before what earlier leaders had acknowledged (acks=1 \
              writes no follower had yet, an unclean election, or a leader back from a power loss \
-             without its unflushed tail): the records from its log end on are gone, unless \
+             without its unflushed tail), or the leader it replaced went on acknowledging writes \
+             after it, not knowing yet: the records from its log end on are gone, unless \
              written again.\n\n\
              | time | new leader | partition | epoch | log end | acknowledged to | cut |\n\
              |---:|---|---|---:|---:|---:|---:|\n",

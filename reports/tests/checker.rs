@@ -72,6 +72,7 @@ fn produced(t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64])
         base_offset: base,
         change_ids: ids.to_vec(),
         txn: None,
+        leader_epoch: None,
     }
 }
 
@@ -457,6 +458,82 @@ fn leader_changes_that_cut_acknowledged_records_are_reported() {
     let again = history(2, true);
     assert_eq!(counts(&again), [0; 5], "{:?}", again.exactly_once.examples);
     assert_eq!(again.counts.parked_in_redo, 1);
+}
+
+/// An acknowledgement a deposed leader gave after a newer leadership was recorded (it did not
+/// know yet) belongs to the cut of the first leader change after its epoch: that cut is
+/// reported, a redo record among it is gone, and a later leader change does not count it again.
+/// The same acknowledgement from the new leader is the partition's to keep, and so is one the
+/// old leader appended before the change (the new leader took over holding it), until a later
+/// leader change cuts it.
+#[test]
+fn a_deposed_leaders_late_acknowledgements_count_in_the_cut_that_took_them() {
+    let leadership = |t_ms: u64, host: &str, epoch: u32, log_end: u64| Observation::LeaderChange {
+        t_ms,
+        host: host.to_string(),
+        topic: TopicName::Redo,
+        partition: 0,
+        epoch,
+        log_end,
+    };
+    let history = |ack_epoch: u32, takeover_end: u64, third_end: u64| {
+        let mut h = source();
+        h.push(leadership(1, "broker-0", 1, 0));
+        h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+        // broker-2 takes redo/0 over before change 4's redo record is acknowledged.
+        h.push(leadership(226, "broker-2", 2, takeover_end));
+        let mut redo = produced(227, TopicName::Redo, 0, 0, &[4]);
+        if let Observation::Produced { leader_epoch, .. } = &mut redo {
+            *leader_epoch = Some(ack_epoch);
+        }
+        h.push(redo);
+        h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+        h.push(leadership(310, "broker-1", 3, third_end));
+        h.push(run_end(400, true));
+        check(&h)
+    };
+    let late = history(1, 0, 1);
+    assert_eq!(late.counts.parked_in_redo, 0);
+    assert_eq!(counts(&late), [1, 0, 0, 0, 1], "change 4 is gone");
+    let r = report(&late, &[], None);
+    let cuts: Vec<(u32, u64, u64)> = r
+        .leader_cuts
+        .iter()
+        .map(|x| (x.epoch, x.log_end, x.acknowledged_end))
+        .collect();
+    assert_eq!(cuts, [(2, 0, 1)], "counted once, in broker-2's takeover");
+    assert_eq!(r.leader_cuts[0].t_ms, 226);
+
+    for (kept, what) in [
+        (history(2, 0, 1), "the new leader's"),
+        (history(1, 1, 1), "appended before the change"),
+    ] {
+        assert_eq!(
+            counts(&kept),
+            [0; 5],
+            "{what}: {:?}",
+            kept.exactly_once.examples
+        );
+        assert_eq!(kept.counts.parked_in_redo, 1, "{what}");
+        assert!(report(&kept, &[], None).leader_cuts.is_empty(), "{what}");
+    }
+    let cut_later = history(1, 1, 0);
+    assert_eq!(counts(&cut_later), [1, 0, 0, 0, 1]);
+    let r = report(&cut_later, &[], None);
+    let cuts: Vec<(u32, u64, u64)> = r
+        .leader_cuts
+        .iter()
+        .map(|x| (x.epoch, x.log_end, x.acknowledged_end))
+        .collect();
+    assert_eq!(
+        cuts,
+        [(3, 0, 1)],
+        "the third leader cut what the second kept"
+    );
 }
 
 /// A replay reset back from past the end of a truncated redo log (`latest`) skips what the new

@@ -198,6 +198,11 @@ async fn serve(broker: Rc<Broker>, mut stream: TcpStream) {
             } => {
                 let results = produce(&broker, acks, parts, timeout_ms).await;
                 if acks == Acks::None {
+                    // No answer is sent; on an error the broker closes the connection instead,
+                    // as Kafka's does, so that the producer notices and asks for the leaders.
+                    if results.iter().any(|r| matches!(r, ProduceResult::Error(_))) {
+                        return;
+                    }
                     continue;
                 }
                 Response::Produce(results)
@@ -277,7 +282,10 @@ async fn produce(
                                         epoch,
                                         base_offset + count,
                                     ));
-                                    ProduceResult::Appended(base_offset)
+                                    ProduceResult::Appended {
+                                        base_offset,
+                                        leader_epoch: epoch,
+                                    }
                                 }
                             }
                             LeaderAppend::Duplicate { end } => {

@@ -1,5 +1,6 @@
-//! The Kafka client every simulated job uses: [`Log`] over the simulated brokers. It finds
-//! leaders in the cluster metadata, sends one request per leader concurrently, retries
+//! The Kafka client every simulated job uses: [`Log`] over the simulated brokers. It keeps a
+//! copy of the cluster metadata, taken again when a request fails or the copy ages out, and
+//! finds leaders in it; it sends one request per leader concurrently, retries
 //! retriable failures with backoff as the producer is configured, and numbers records for the
 //! brokers' de-duplication when the producer is idempotent. A transactional client also
 //! talks to the transaction coordinator: it registers each partition before writing to it,
@@ -52,6 +53,11 @@ pub struct SimLog {
     /// Per partition read: the position reached and the leader epoch of the record before it,
     /// sent with the next fetch from there so the leader can tell a diverged log (KIP-320).
     read_epochs: BTreeMap<TopicPartition, (u64, u32)>,
+    /// The leaders as this client last learned them, and when (Kafka's metadata cache). It
+    /// asks again when a request fails or the copy is older than `metadata_max_age`; until
+    /// then it goes on sending to a leader the controller has replaced, which answers as long
+    /// as it does not know that itself.
+    view: Option<(ClusterMeta, tokio::time::Instant)>,
 }
 
 /// A consumer-group member's dealings with the group coordinator.
@@ -140,7 +146,28 @@ impl SimLog {
             batch_opened: None,
             refused: BTreeSet::new(),
             read_epochs: BTreeMap::new(),
+            view: None,
         }
+    }
+
+    /// The leader of `tp` as this client knows it, asking the controller first when its copy
+    /// is missing or too old.
+    fn leader(&mut self, tp: &TopicPartition) -> Option<u32> {
+        let now = tokio::time::Instant::now();
+        let max_age = self.producer.metadata_max_age.to_std();
+        if self
+            .view
+            .as_ref()
+            .is_none_or(|(_, at)| now.duration_since(*at) >= max_age)
+        {
+            self.refresh_metadata();
+        }
+        self.view.as_ref().and_then(|(m, _)| m.leader(tp))
+    }
+
+    /// Takes a fresh copy of the leaders (a request failed, or the copy aged out).
+    fn refresh_metadata(&mut self) {
+        self.view = Some((self.meta.borrow().clone(), tokio::time::Instant::now()));
     }
 
     /// Sets `client.id`.
@@ -448,8 +475,9 @@ impl SimLog {
         timeout: Duration,
     ) {
         for (i, part) in pending {
-            let Some(broker) = self.meta.borrow().leader(&part.tp) else {
+            let Some(broker) = self.leader(&part.tp) else {
                 results[i] = Some(Err(LogError::NotLeader(part.tp)));
+                self.refresh_metadata();
                 continue;
             };
             let req = Request::Produce {
@@ -460,6 +488,9 @@ impl SimLog {
             let mut conn = self.take_conn(broker);
             let sent = conn.send_only(req, timeout).await;
             self.conns.insert(broker, conn);
+            if sent.is_err() {
+                self.refresh_metadata();
+            }
             results[i] = Some(
                 sent.map(|_| Appended::Unacknowledged)
                     .map_err(|e| LogError::Connection(e.to_string())),
@@ -481,7 +512,7 @@ impl SimLog {
         let mut by_leader: BTreeMap<u32, BTreeMap<TopicPartition, Vec<(usize, ProducePart)>>> =
             BTreeMap::new();
         for (i, part) in pending {
-            match self.meta.borrow().leader(&part.tp) {
+            match self.leader(&part.tp) {
                 Some(b) => by_leader
                     .entry(b)
                     .or_default()
@@ -535,8 +566,14 @@ impl SimLog {
                         for ((i, part), r) in parts.into_iter().zip(rs) {
                             let tp = part.tp;
                             match r {
-                                ProduceResult::Appended(base) => {
-                                    results[i] = Some(Ok(Appended::At(base)))
+                                ProduceResult::Appended {
+                                    base_offset,
+                                    leader_epoch,
+                                } => {
+                                    results[i] = Some(Ok(Appended::At {
+                                        base_offset,
+                                        leader_epoch: Some(leader_epoch),
+                                    }))
                                 }
                                 ProduceResult::Duplicate => {
                                     results[i] = Some(Ok(Appended::Duplicate))
@@ -660,10 +697,13 @@ impl Log for SimLog {
                 for (i, _, e) in failed {
                     results[i] = Some(Err(e));
                 }
+                self.refresh_metadata();
                 break;
             }
             attempt += 1;
             tokio::time::sleep(self.producer.retry_backoff.to_std()).await;
+            // Asked after the backoff, so that a leader elected meanwhile is found.
+            self.refresh_metadata();
             // Retries go out in the order the batches were made.
             failed.sort_by_key(|(i, _, _)| *i);
             pending = failed.into_iter().map(|(i, p, _)| (i, p)).collect();
@@ -705,7 +745,7 @@ impl Log for SimLog {
             .collect();
         let mut by_leader: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, (tp, _)) in positions.iter().enumerate() {
-            if let Some(b) = self.meta.borrow().leader(tp) {
+            if let Some(b) = self.leader(tp) {
                 by_leader.entry(b).or_default().push(i);
             }
         }
@@ -815,10 +855,19 @@ impl Log for SimLog {
         // Only a poll that returned records opens a batch; after any other, a batch opens
         // when it is handed over.
         self.batch_opened = any_records.then(tokio::time::Instant::now);
+        let leaders_failed = results.iter().any(|r| {
+            matches!(
+                r,
+                Err(LogError::NotLeader(_) | LogError::Timeout | LogError::Connection(_))
+            )
+        });
         if !any_records && results.iter().any(Result::is_err) {
             // Nothing to read and something failed without waiting: back off, so a task whose
             // leaders are all gone does not spin in zero simulated time.
             tokio::time::sleep(self.producer.retry_backoff.to_std()).await;
+        }
+        if leaders_failed {
+            self.refresh_metadata();
         }
         results
     }

@@ -180,7 +180,7 @@ async fn register(state: &State, subject: &str, schema: &str) -> Result<u32, Reg
         }],
     };
     let at = match log.produce(vec![batch]).await.pop() {
-        Some(Ok(Appended::At(offset))) => Some(offset),
+        Some(Ok(Appended::At { base_offset, .. })) => Some(base_offset),
         Some(Ok(_)) => None,
         Some(Err(e)) => return Err(RegistryError::Unavailable(format!("_schemas: {e}"))),
         None => return Err(RegistryError::Unavailable("_schemas: no answer".into())),

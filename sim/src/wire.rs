@@ -271,8 +271,13 @@ pub enum PartError {
 /// A produce result for one partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProduceResult {
-    /// Appended at this base offset.
-    Appended(u64),
+    /// Appended at this base offset by the leader of this epoch.
+    Appended {
+        /// Where the first record went.
+        base_offset: u64,
+        /// The leader epoch the leader appended under.
+        leader_epoch: u32,
+    },
     /// Already in the log.
     Duplicate,
     /// Refused.

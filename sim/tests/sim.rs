@@ -1,6 +1,6 @@
 //! The simulated brokers on their own: ISR shrink and expand, fencing a restarted broker,
 //! replicas that agree after a leader change truncated one of them, readers that find such a
-//! truncation by leader epoch, and retention.
+//! truncation by leader epoch, retention, and producers that stay with a deposed leader.
 
 use nrtsim_history::{Observation, TopicName};
 use nrtsim_pipeline::{
@@ -307,5 +307,73 @@ fn a_follower_down_longer_than_retention_starts_again_at_the_leaders_log_start()
     assert!(
         state.isr.contains(&broker(&follower)),
         "never rejoined the ISR: {state:?}"
+    );
+}
+
+/// A producer goes on writing to a leader the controller has replaced for as long as that
+/// leader still answers (it is cut off from the controller and its followers, not from the
+/// producer), each write acknowledged under the old epoch; once its copy of the leaders is
+/// older than `metadata_max_age` it asks again and moves to the new leader.
+#[test]
+fn a_producer_stays_with_a_deposed_leader_it_can_still_reach() {
+    let run = |max_age_ms: u64| {
+        let pipeline = PipelineConfig {
+            delivery: Delivery::AtLeastOnce,
+            producer: ProducerConfig {
+                acks: Acks::Leader,
+                idempotence: false,
+                metadata_max_age: nrtsim_workloads::SimDuration::from_ms(max_age_ms),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut world = World::new(&spec(pipeline));
+        step_to(&mut world, 3_000);
+        let leader = world.leader_of(RAW_0).expect("a leader");
+        let old_epoch = world.partition_state(RAW_0).unwrap().leader_epoch;
+        let mut others = world.followers_of(RAW_0);
+        others.push("controller".to_string());
+        world.partition(&[leader.clone()], &others);
+        step_to(&mut world, 15_000);
+        let now = world.partition_state(RAW_0).unwrap();
+        assert_ne!(now.leader, Some(broker(&leader)), "no new leader: {now:?}");
+        let history = world.into_history();
+        let takeover = history
+            .iter()
+            .find_map(|o| match o {
+                Observation::LeaderChange {
+                    t_ms,
+                    topic: TopicName::Raw,
+                    partition: 0,
+                    epoch,
+                    ..
+                } if *epoch == now.leader_epoch => Some(*t_ms),
+                _ => None,
+            })
+            .expect("the takeover is recorded");
+        let late: Vec<u64> = history
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Produced {
+                    t_ms,
+                    topic: TopicName::Raw,
+                    partition: 0,
+                    leader_epoch: Some(e),
+                    ..
+                } if *e == old_epoch && *t_ms > takeover => Some(*t_ms),
+                _ => None,
+            })
+            .collect();
+        (takeover, late)
+    };
+    let (takeover, late) = run(300_000);
+    assert!(
+        late.last().is_some_and(|t| *t > takeover + 5_000),
+        "the deposed leader's acknowledgements stopped early: takeover {takeover}, {late:?}"
+    );
+    let (takeover, late) = run(1_000);
+    assert!(
+        late.iter().all(|t| *t <= takeover + 1_500),
+        "stayed past its metadata's age: takeover {takeover}, {late:?}"
     );
 }
