@@ -10,9 +10,9 @@
 use crate::cluster::ClusterMeta;
 use crate::partition_log::ProducerBatch;
 use crate::wire::{
-    Connection, FetchPart, FetchResult, GroupError, JoinOutcome, PartError, ProducePart,
-    ProduceResult, Request, Response, SharedArena, TxnError, BROKER_PORT, GROUP_COORDINATOR_PORT,
-    SCHEMA_REGISTRY_PORT, TXN_COORDINATOR_PORT,
+    Committed, CommittedOffsets, Connection, FetchPart, FetchResult, GroupError, JoinOutcome,
+    PartError, ProducePart, ProduceResult, Request, Response, SharedArena, TxnError, BROKER_PORT,
+    GROUP_COORDINATOR_PORT, SCHEMA_REGISTRY_PORT, TXN_COORDINATOR_PORT,
 };
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::schema::RegistryError;
@@ -165,6 +165,43 @@ impl SimLog {
         self.view.as_ref().and_then(|(m, _)| m.leader(tp))
     }
 
+    /// Positions to commit, each with the leader epoch of the record this client read just
+    /// before it, where that is what it last read there.
+    fn with_epochs(&self, offsets: &BTreeMap<TopicPartition, u64>) -> CommittedOffsets {
+        offsets
+            .iter()
+            .map(|(tp, &offset)| {
+                let leader_epoch = self
+                    .read_epochs
+                    .get(tp)
+                    .filter(|(at, _)| *at == offset)
+                    .map(|(_, epoch)| *epoch);
+                (
+                    *tp,
+                    Committed {
+                        offset,
+                        leader_epoch,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Restored positions: the epochs committed with them are sent with the next fetch from
+    /// there, so a log truncated below them since is found out (KIP-320).
+    fn restored(&mut self, offsets: CommittedOffsets) -> BTreeMap<TopicPartition, u64> {
+        offsets
+            .into_iter()
+            .map(|(tp, c)| {
+                match c.leader_epoch {
+                    Some(epoch) => self.read_epochs.insert(tp, (c.offset, epoch)),
+                    None => self.read_epochs.remove(&tp),
+                };
+                (tp, c.offset)
+            })
+            .collect()
+    }
+
     /// Takes a fresh copy of the leaders (a request failed, or the copy aged out).
     fn refresh_metadata(&mut self) {
         self.view = Some((self.meta.borrow().clone(), tokio::time::Instant::now()));
@@ -307,6 +344,7 @@ impl SimLog {
         commit: bool,
         offsets: &BTreeMap<TopicPartition, u64>,
     ) -> Result<(), LogError> {
+        let committed = self.with_epochs(offsets);
         let (id, group, pid, epoch) = {
             let txn = self
                 .txn
@@ -326,7 +364,7 @@ impl SimLog {
                 epoch,
                 commit,
                 group: group.clone(),
-                offsets: offsets.clone(),
+                offsets: committed.clone(),
             })
             .await;
         let txn = self.txn.as_mut().expect("transactional");
@@ -743,6 +781,23 @@ impl Log for SimLog {
             .iter()
             .map(|(tp, _)| Err(LogError::NotLeader(*tp)))
             .collect();
+        // A position read, or committed, under a newer leader epoch than this client's copy of
+        // the leaders knows: the copy is stale, and asked for again before the fetch (as
+        // Kafka's consumer does), lest a deposed leader answer for the partition.
+        let stale = positions.iter().any(|(tp, _)| {
+            let known = self
+                .view
+                .as_ref()
+                .and_then(|(m, _)| m.get(tp))
+                .map(|m| m.leader_epoch);
+            self.read_epochs
+                .get(tp)
+                .zip(known)
+                .is_some_and(|((_, read), known)| *read > known)
+        });
+        if stale {
+            self.refresh_metadata();
+        }
         let mut by_leader: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, (tp, _)) in positions.iter().enumerate() {
             if let Some(b) = self.leader(tp) {
@@ -1053,6 +1108,7 @@ impl Log for SimLog {
         offsets: &BTreeMap<TopicPartition, u64>,
     ) -> Result<(), LogError> {
         let (group, member, generation) = self.membership()?;
+        let committed = self.with_epochs(offsets);
         let backoff = self.producer.retry_backoff.to_std();
         let mut attempt = 0;
         loop {
@@ -1060,7 +1116,7 @@ impl Log for SimLog {
                 group: group.clone(),
                 member: member.clone(),
                 generation,
-                offsets: offsets.clone(),
+                offsets: committed.clone(),
             };
             let err = match self.call_group(req).await {
                 Ok(Response::OffsetCommit(Ok(()))) => return Ok(()),
@@ -1083,7 +1139,7 @@ impl Log for SimLog {
             .map(|g| g.group.clone())
             .ok_or(LogError::Unsupported("consumer groups"))?;
         match self.call_group(Request::OffsetFetch { group }).await? {
-            Response::OffsetFetch(offsets) => Ok(offsets),
+            Response::OffsetFetch(offsets) => Ok(self.restored(offsets)),
             _ => Err(LogError::Connection("unexpected response".into())),
         }
     }
@@ -1117,7 +1173,7 @@ impl Log for SimLog {
             })
             .await?
         {
-            Response::FetchOffsets(Ok(offsets)) => Ok(offsets),
+            Response::FetchOffsets(Ok(offsets)) => Ok(self.restored(offsets)),
             Response::FetchOffsets(Err(e)) => Err(txn_error(e)),
             _ => Err(LogError::Connection("unexpected response".into())),
         }

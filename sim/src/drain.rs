@@ -58,7 +58,12 @@ impl DrainProbe {
 
     fn caught_up(&self, r: &Reader) -> bool {
         let committed: BTreeMap<TopicPartition, u64> = if r.group {
-            self.groups.borrow().offsets(&r.host)
+            self.groups
+                .borrow()
+                .offsets(&r.host)
+                .into_iter()
+                .map(|(tp, c)| (tp, c.offset))
+                .collect()
         } else {
             self.checkpoints
                 .load(&r.host)

@@ -12,7 +12,8 @@
 
 use crate::host_env::sim_now_ms;
 use crate::wire::{
-    self, GroupError, JoinOutcome, Message, Request, Response, SharedArena, GROUP_COORDINATOR_PORT,
+    self, CommittedOffsets, GroupError, JoinOutcome, Message, Request, Response, SharedArena,
+    GROUP_COORDINATOR_PORT,
 };
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::TopicPartition;
@@ -62,7 +63,7 @@ pub struct Group {
     /// When a rebalance in progress stops waiting for members that have not rejoined.
     pub rebalance_deadline_ms: u64,
     /// Committed positions.
-    pub offsets: BTreeMap<TopicPartition, u64>,
+    pub offsets: CommittedOffsets,
 }
 
 impl Group {
@@ -285,7 +286,7 @@ impl GroupStore {
         group: &str,
         member: &str,
         generation: u32,
-        offsets: &BTreeMap<TopicPartition, u64>,
+        offsets: &CommittedOffsets,
         now: u64,
     ) -> Result<(), GroupError> {
         let g = self.member_mut(group, member, now)?;
@@ -297,7 +298,7 @@ impl GroupStore {
     }
 
     /// A group's committed positions.
-    pub fn offsets(&self, group: &str) -> BTreeMap<TopicPartition, u64> {
+    pub fn offsets(&self, group: &str) -> CommittedOffsets {
         self.groups
             .get(group)
             .map(|g| g.offsets.clone())
@@ -418,6 +419,7 @@ fn answer(store: &mut GroupStore, req: Request, now: u64) -> Option<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Committed;
 
     const TOPICS: &[(TopicName, u32)] = &[(TopicName::Enriched, 5)];
 
@@ -486,7 +488,13 @@ mod tests {
         assert_eq!(g3, 3, "the survivor alone completes the rebalance");
         assert_eq!(s.sync("g", &a, g3, 10_300).unwrap().len(), 5);
         // The dropped member can neither commit nor heartbeat.
-        let offsets = BTreeMap::from([(TopicPartition::new(TopicName::Enriched, 4), 99)]);
+        let offsets = BTreeMap::from([(
+            TopicPartition::new(TopicName::Enriched, 4),
+            Committed {
+                offset: 99,
+                leader_epoch: Some(2),
+            },
+        )]);
         assert_eq!(
             s.commit("g", &b, generation, &offsets, 10_400),
             Err(GroupError::UnknownMember)

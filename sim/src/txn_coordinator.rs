@@ -12,8 +12,8 @@ use crate::cluster::ClusterMeta;
 use crate::host_env::sim_now_ms;
 use crate::progress::Recorder;
 use crate::wire::{
-    self, Connection, Message, Request, Response, SharedArena, TxnError, BROKER_PORT,
-    TXN_COORDINATOR_PORT,
+    self, CommittedOffsets, Connection, Message, Request, Response, SharedArena, TxnError,
+    BROKER_PORT, TXN_COORDINATOR_PORT,
 };
 use nrtsim_history::Observation;
 use nrtsim_pipeline::TopicPartition;
@@ -68,7 +68,7 @@ pub struct TxnMeta {
     /// answered as the first was.
     pub last_end: Option<(u32, bool)>,
     /// Offsets to commit with the transaction being committed, and whose.
-    pub pending_offsets: (String, BTreeMap<TopicPartition, u64>),
+    pub pending_offsets: (String, CommittedOffsets),
 }
 
 /// The coordinator's durable state.
@@ -79,7 +79,7 @@ pub struct TxnStore {
     /// Per `transactional.id`.
     pub ids: BTreeMap<String, TxnMeta>,
     /// Input offsets committed in transactions, per consumer.
-    pub offsets: BTreeMap<String, BTreeMap<TopicPartition, u64>>,
+    pub offsets: BTreeMap<String, CommittedOffsets>,
 }
 
 impl Default for TxnStore {
@@ -98,10 +98,7 @@ impl TxnStore {
     /// of them is between its decision and its completion: answering then with the older
     /// positions would have a new reader redo what that transaction wrote (Kafka answers
     /// UNSTABLE_OFFSET_COMMIT for the same reason).
-    pub fn committed_offsets(
-        &self,
-        group: &str,
-    ) -> Result<BTreeMap<TopicPartition, u64>, TxnError> {
+    pub fn committed_offsets(&self, group: &str) -> Result<CommittedOffsets, TxnError> {
         let unstable = self.ids.values().any(|m| {
             m.state == TxnState::PrepareCommit
                 && m.pending_offsets.0 == group
@@ -312,7 +309,7 @@ async fn end_txn(
     pid: u64,
     epoch: u32,
     commit: bool,
-    offsets: (String, BTreeMap<TopicPartition, u64>),
+    offsets: (String, CommittedOffsets),
 ) -> Result<u32, TxnError> {
     {
         let mut store = coord.setup.store.borrow_mut();

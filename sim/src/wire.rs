@@ -140,7 +140,7 @@ pub enum Request {
         /// The consumer whose input positions commit with the transaction.
         group: String,
         /// Input positions committed with the transaction (consume-transform-produce).
-        offsets: BTreeMap<TopicPartition, u64>,
+        offsets: CommittedOffsets,
     },
     /// The input positions `group` last committed in a transaction.
     FetchOffsets {
@@ -188,7 +188,7 @@ pub enum Request {
         /// Its generation.
         generation: u32,
         /// Positions.
-        offsets: BTreeMap<TopicPartition, u64>,
+        offsets: CommittedOffsets,
     },
     /// The positions a group has committed.
     OffsetFetch {
@@ -267,6 +267,20 @@ pub enum PartError {
     /// The producer's epoch is older than the partition has seen: a fenced instance.
     Fenced,
 }
+
+/// A committed input position: the offset to read from next and, when the committer knew it,
+/// the leader epoch of the record read just before it (Kafka's OffsetCommit carries it too),
+/// so that a reader restored there can tell a log truncated under it (KIP-320).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The next offset to read.
+    pub offset: u64,
+    /// The leader epoch of the record before `offset`.
+    pub leader_epoch: Option<u32>,
+}
+
+/// Committed positions per partition.
+pub type CommittedOffsets = BTreeMap<TopicPartition, Committed>;
 
 /// A produce result for one partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,7 +366,7 @@ pub enum Response {
     EndTxn(Result<u32, TxnError>),
     /// The committed input positions, or `Concurrent` while a transaction carrying some of
     /// them is being committed.
-    FetchOffsets(Result<BTreeMap<TopicPartition, u64>, TxnError>),
+    FetchOffsets(Result<CommittedOffsets, TxnError>),
     /// Where the join stands.
     JoinGroup(Result<JoinOutcome, GroupError>),
     /// The member's partitions for the generation.
@@ -362,7 +376,7 @@ pub enum Response {
     /// Whether the positions were committed.
     OffsetCommit(Result<(), GroupError>),
     /// The group's committed positions.
-    OffsetFetch(BTreeMap<TopicPartition, u64>),
+    OffsetFetch(CommittedOffsets),
     /// The registered schema's id.
     RegisterSchema(Result<u32, RegistryError>),
     /// The schema.

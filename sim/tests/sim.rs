@@ -377,3 +377,60 @@ fn a_producer_stays_with_a_deposed_leader_it_can_still_reach() {
         "stayed past its metadata's age: takeover {takeover}, {late:?}"
     );
 }
+
+/// A transactional task commits, with each input position, the leader epoch of the record it
+/// read before it. Restarted after an unclean election truncated what it had read and
+/// committed, it sends that epoch with its first fetch and finds the divergence (KIP-320),
+/// instead of being reset by `auto_offset_reset` as a reader with offsets only is.
+#[test]
+fn a_restored_reader_finds_a_truncation_by_its_committed_epoch() {
+    let mut s = spec(PipelineConfig {
+        checkpoint_interval: nrtsim_workloads::SimDuration::from_ms(1_000),
+        ..Default::default()
+    });
+    s.platform.min_insync_replicas = 1;
+    s.platform.unclean_leader_election = true;
+    let mut world = World::new(&s);
+    step_to(&mut world, 3_000);
+    let leader = world.leader_of(RAW_0).expect("a leader");
+    let followers = world.followers_of(RAW_0);
+    // The leader becomes the ISR alone (replica_lag_time_max is 10 s) and acknowledges
+    // writes only it holds; standardize-0 reads them and commits past them, then stops.
+    world.partition(&[leader.clone()], &followers);
+    step_to(&mut world, 15_500);
+    world.crash("standardize-0");
+    step_to(&mut world, 16_000);
+    world.crash(&leader);
+    // A stale follower is elected after the 6 s session timeout.
+    step_to(&mut world, 24_000);
+    world.restart("standardize-0");
+    step_to(&mut world, 40_000);
+    let history = world.into_history();
+    let on_raw_0 = |o: &&Observation| match o {
+        Observation::TruncationDetected {
+            host,
+            topic,
+            partition,
+            t_ms,
+            ..
+        }
+        | Observation::OffsetReset {
+            host,
+            topic,
+            partition,
+            t_ms,
+            ..
+        } => {
+            host == "standardize-0" && (*topic, *partition) == (TopicName::Raw, 0) && *t_ms > 24_000
+        }
+        _ => false,
+    };
+    let seen: Vec<&Observation> = history.iter().filter(on_raw_0).collect();
+    assert!(
+        !seen.is_empty()
+            && seen.iter().all(
+                |o| matches!(o, Observation::TruncationDetected { from, to, .. } if to < from)
+            ),
+        "{seen:?}"
+    );
+}
