@@ -47,6 +47,21 @@ fn broker(name: &str) -> u32 {
 
 const RAW_0: TopicPartition = TopicPartition::new(TopicName::Raw, 0);
 
+/// A world that may elect an unclean leader, with raw/0's leader cut off from its followers at
+/// 3 s: once `replica_lag_time_max` (10 s) has passed it is the ISR alone, and with
+/// min.insync.replicas = 1 it acknowledges writes only it holds. Returns it and that leader.
+fn lone_leader_world(pipeline: PipelineConfig) -> (World, String) {
+    let mut s = spec(pipeline);
+    s.platform.min_insync_replicas = 1;
+    s.platform.unclean_leader_election = true;
+    let mut world = World::new(&s);
+    step_to(&mut world, 3_000);
+    let leader = world.leader_of(RAW_0).expect("a leader");
+    let followers = world.followers_of(RAW_0);
+    world.partition(&[leader.clone()], &followers);
+    (world, leader)
+}
+
 #[test]
 fn a_cut_off_follower_leaves_the_isr_and_rejoins_after_healing() {
     let mut world = World::new(&spec(PipelineConfig::default()));
@@ -190,7 +205,7 @@ fn replicas_agree_after_a_truncating_leader_change() {
 #[test]
 fn a_reader_goes_back_where_a_truncated_log_diverged() {
     let run = |auto_offset_reset: OffsetReset| {
-        let mut s = spec(PipelineConfig {
+        let (mut world, leader) = lone_leader_world(PipelineConfig {
             delivery: Delivery::AtLeastOnce,
             consumer: ConsumerConfig {
                 auto_offset_reset,
@@ -198,15 +213,8 @@ fn a_reader_goes_back_where_a_truncated_log_diverged() {
             },
             ..Default::default()
         });
-        s.platform.min_insync_replicas = 1;
-        s.platform.unclean_leader_election = true;
-        let mut world = World::new(&s);
-        step_to(&mut world, 3_000);
-        let leader = world.leader_of(RAW_0).expect("a leader");
-        let followers = world.followers_of(RAW_0);
-        // replica_lag_time_max (10 s) on, the leader is the ISR alone and acknowledges writes
-        // only it holds, which the task reads; then it dies and a stale follower leads.
-        world.partition(&[leader.clone()], &followers);
+        // The task reads what the lone leader acknowledges; then it dies and a stale
+        // follower leads.
         step_to(&mut world, 16_000);
         world.crash(&leader);
         step_to(&mut world, 40_000);
@@ -384,19 +392,11 @@ fn a_producer_stays_with_a_deposed_leader_it_can_still_reach() {
 /// instead of being reset by `auto_offset_reset` as a reader with offsets only is.
 #[test]
 fn a_restored_reader_finds_a_truncation_by_its_committed_epoch() {
-    let mut s = spec(PipelineConfig {
+    let (mut world, leader) = lone_leader_world(PipelineConfig {
         checkpoint_interval: nrtsim_workloads::SimDuration::from_ms(1_000),
         ..Default::default()
     });
-    s.platform.min_insync_replicas = 1;
-    s.platform.unclean_leader_election = true;
-    let mut world = World::new(&s);
-    step_to(&mut world, 3_000);
-    let leader = world.leader_of(RAW_0).expect("a leader");
-    let followers = world.followers_of(RAW_0);
-    // The leader becomes the ISR alone (replica_lag_time_max is 10 s) and acknowledges
-    // writes only it holds; standardize-0 reads them and commits past them, then stops.
-    world.partition(&[leader.clone()], &followers);
+    // standardize-0 reads what the lone leader acknowledges, commits past it, then stops.
     step_to(&mut world, 15_500);
     world.crash("standardize-0");
     step_to(&mut world, 16_000);
