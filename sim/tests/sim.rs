@@ -1,6 +1,7 @@
 //! The simulated brokers on their own: ISR shrink and expand, fencing a restarted broker,
-//! replicas that agree after a leader change truncated one of them, readers that find such a
-//! truncation by leader epoch, retention, and producers that stay with a deposed leader.
+//! replicas that agree after a leader change truncated one of them, readers (restored ones
+//! too) that find such a truncation by leader epoch, retention, a producer that stays with a
+//! deposed leader it can still reach, and an acks=0 producer that finds the new one.
 
 use nrtsim_history::{Observation, TopicName};
 use nrtsim_pipeline::{
@@ -432,5 +433,41 @@ fn a_restored_reader_finds_a_truncation_by_its_committed_epoch() {
                 |o| matches!(o, Observation::TruncationDetected { from, to, .. } if to < from)
             ),
         "{seen:?}"
+    );
+}
+
+/// An acks=0 producer hears nothing back, so a leader that is no longer the leader closes its
+/// connection instead of answering, as Kafka's does: the producer then asks for the leaders
+/// again and writes to the new one, rather than into a broker that drops every batch until
+/// the producer's copy of the leaders ages out.
+#[test]
+fn an_acks_0_producer_finds_the_new_leader_when_the_old_one_closes_its_connection() {
+    let mut world = World::new(&spec(PipelineConfig {
+        delivery: Delivery::AtMostOnce,
+        producer: ProducerConfig {
+            acks: Acks::None,
+            idempotence: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    }));
+    step_to(&mut world, 3_000);
+    let leader = world.leader_of(RAW_0).expect("a leader");
+    let mut others = world.followers_of(RAW_0);
+    others.push("controller".to_string());
+    // Cut off from the controller, the leader is replaced; the producer, whose sends still
+    // go through, keeps naming it. Healed, it learns it no longer leads.
+    world.partition(&[leader.clone()], &others);
+    step_to(&mut world, 12_000);
+    world.repair(&[leader.clone()], &others);
+    step_to(&mut world, 25_000);
+    assert_ne!(world.leader_of(RAW_0), Some(leader));
+    let history = world.into_history();
+    let read_late = history.iter().any(|o| {
+        matches!(o, Observation::Read { t_ms, topic: TopicName::Raw, partition: 0, .. } if *t_ms > 18_000)
+    });
+    assert!(
+        read_late,
+        "nothing written to raw/0 reached a reader after the healing"
     );
 }
