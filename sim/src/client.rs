@@ -171,20 +171,24 @@ impl SimLog {
         offsets
             .iter()
             .map(|(tp, &offset)| {
-                let leader_epoch = self
-                    .read_epochs
-                    .get(tp)
-                    .filter(|(at, _)| *at == offset)
-                    .map(|(_, epoch)| *epoch);
                 (
                     *tp,
                     Committed {
                         offset,
-                        leader_epoch,
+                        leader_epoch: self.epoch_before(tp, offset),
                     },
                 )
             })
             .collect()
+    }
+
+    /// The leader epoch of the record before `offset` on `tp`, when this client's last read
+    /// there ended at `offset` (or it was restored there with one).
+    fn epoch_before(&self, tp: &TopicPartition, offset: u64) -> Option<u32> {
+        self.read_epochs
+            .get(tp)
+            .filter(|(at, _)| *at == offset)
+            .map(|(_, epoch)| *epoch)
     }
 
     /// Restored positions: the epochs committed with them are sent with the next fetch from
@@ -815,11 +819,7 @@ impl Log for SimLog {
                         FetchPart {
                             tp,
                             offset,
-                            last_epoch: self
-                                .read_epochs
-                                .get(&tp)
-                                .filter(|(at, _)| *at == offset)
-                                .map(|(_, epoch)| *epoch),
+                            last_epoch: self.epoch_before(&tp, offset),
                         }
                     })
                     .collect();
