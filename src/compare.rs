@@ -22,8 +22,7 @@ pub fn compare(scenarios: &[Scenario], seeds: u64) -> Result<Vec<Compared>> {
             let reports = (0..seeds.max(1))
                 .map(|i| {
                     let seed = s.seed.wrapping_add(i);
-                    let sim = runner::simulate(s, seed)?;
-                    Ok(runner::judge(s, seed, &sim.history, sim.wall_ms))
+                    runner::run_judged(s, seed)
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(Compared {

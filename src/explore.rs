@@ -67,8 +67,7 @@ fn faults_for(scenario: &Scenario, seed: u64, swarm: bool) -> Vec<FaultSpec> {
 fn run_with(scenario: &Scenario, seed: u64, faults: &[FaultSpec]) -> Result<Report> {
     let mut s = scenario.clone();
     s.faults = faults.to_vec();
-    let sim = runner::simulate(&s, seed)?;
-    Ok(runner::judge(&s, seed, &sim.history, sim.wall_ms))
+    runner::run_judged(&s, seed)
 }
 
 /// Runs `opts.seeds` seeds of `scenario`, `opts.jobs` at a time, and shrinks the first

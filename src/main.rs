@@ -243,8 +243,10 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
         );
         return Ok(EXIT_BAD_INPUT);
     }
-    let sim = runner::simulate(&scenario, seed)?;
-    if check_determinism {
+    let dir = out.unwrap_or_else(|| runner::default_out_dir(&scenario, seed));
+    let report = if check_determinism {
+        // Comparing two runs needs both histories whole.
+        let sim = runner::simulate(&scenario, seed)?;
         let again = runner::simulate(&scenario, seed)?;
         if let Some((i, a, b)) = first_divergence(&sim.history, &again.history) {
             eprintln!("non-deterministic: the histories of seed {seed} differ at observation {i}");
@@ -256,11 +258,13 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
             "deterministic: two runs of seed {seed} gave identical histories ({} observations)",
             sim.history.len()
         );
-    }
-    let report = runner::judge(&scenario, seed, &sim.history, sim.wall_ms);
-    let dir = out.unwrap_or_else(|| runner::default_out_dir(&scenario, seed));
-    runner::write_outputs(&dir, &report, &sim.history, format)
-        .with_context(|| format!("writing the run's outputs to {}", dir.display()))?;
+        let report = runner::judge(&scenario, seed, &sim.history, sim.wall_ms);
+        runner::write_outputs(&dir, &report, &sim.history, format)
+            .with_context(|| format!("writing the run's outputs to {}", dir.display()))?;
+        report
+    } else {
+        runner::run_to(&scenario, seed, &dir, format)?
+    };
     println!("{}", nrtsim_reports::summary_text(&report));
     println!("outputs: {}", dir.display());
     Ok(report.exit_code as u8)
@@ -341,11 +345,7 @@ fn explore(
 
 fn check(path: PathBuf) -> Result<u8> {
     let reader = read_history(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut observations = Vec::new();
-    for obs in reader {
-        observations.push(obs?);
-    }
-    let report = runner::judge_history(&observations)?;
+    let report = runner::judge_history(reader)?;
     println!("{}", nrtsim_reports::summary_text(&report));
     Ok(report.exit_code as u8)
 }

@@ -233,6 +233,16 @@ fn run_writes_the_outputs_and_check_gives_the_same_verdict() {
     };
     assert_eq!(verdict_line(&stdout), verdict_line(&check_out));
 
+    // `check` judges as it reads: a history cut short is an error that names the file, and
+    // no verdict is printed from the part before the cut.
+    let bytes = std::fs::read(&history).expect("read the history");
+    let cut = dir.path().join("cut-history");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write the cut history");
+    let (cut_code, cut_out, cut_err) = nrtsim(&["check", cut.to_str().expect("path")]);
+    assert_eq!(cut_code, 2, "{cut_out}{cut_err}");
+    assert!(cut_err.contains("cut-history"), "{cut_err}");
+    assert_eq!(verdict_line(&cut_out), None, "{cut_out}");
+
     let contract = root().join("../shared/tools/report-contract.py");
     if contract.is_file() {
         let status = Command::new("python3")

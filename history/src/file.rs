@@ -213,7 +213,11 @@ impl HistoryWriter {
             file.sync_all()?;
             std::fs::rename(&self.temp, &self.path)
         })();
-        done.map_err(|source| self.io_error(source))
+        done.map_err(|source| {
+            // The sink is gone, so `drop` will not clean up: a failed finish leaves nothing.
+            let _ = std::fs::remove_file(&self.temp);
+            self.io_error(source)
+        })
     }
 
     fn io_error(&self, source: io::Error) -> HistoryError {

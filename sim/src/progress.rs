@@ -1,5 +1,5 @@
-//! The run's recorder: it keeps every observation in order and, beside it, how far each source
-//! change has got, so the run knows when the pipeline has drained. This bookkeeping is the
+//! The run's recorder: it keeps the observations made since the runner last took them, in
+//! order, and, beside them, how far each source change has got, so the run knows when the pipeline has drained. This bookkeeping is the
 //! simulator's own; the checker derives its verdict from the history alone.
 
 use nrtsim_history::{Observation, TopicName};
@@ -10,7 +10,7 @@ const PENDING: u8 = 0;
 const PARKED: u8 = 1;
 const DONE: u8 = 2;
 
-/// Observations so far, and the state of every source change.
+/// Observations not yet taken, and the state of every source change.
 #[derive(Default)]
 pub struct Recorder {
     observations: Vec<Observation>,
@@ -113,8 +113,20 @@ impl Recorder {
         self.pending
     }
 
-    /// Takes the observations.
+    /// Takes the observations not taken yet.
     pub fn take(&mut self) -> Vec<Observation> {
         std::mem::take(&mut self.observations)
+    }
+
+    /// How many observations are held.
+    pub fn held(&self) -> usize {
+        self.observations.len()
+    }
+
+    /// Hands the observations made so far over in `into`, which is cleared and kept to record
+    /// the next ones in: the two buffers take turns, so nothing is allocated again.
+    pub fn swap_into(&mut self, into: &mut Vec<Observation>) {
+        into.clear();
+        std::mem::swap(&mut self.observations, into);
     }
 }

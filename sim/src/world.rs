@@ -614,9 +614,21 @@ impl World {
         self.recorder.borrow_mut().record(obs);
     }
 
-    /// Ends the run and hands over its history.
+    /// Ends the run and hands over its history (what [`World::take_new_observations`] has not
+    /// taken already).
     pub fn into_history(self) -> Vec<Observation> {
         self.recorder.borrow_mut().take()
+    }
+
+    /// Moves the observations made since the last call into `into` (which is cleared first),
+    /// so that a long run can be checked and written as it goes, not held whole in memory.
+    pub fn take_new_observations(&self, into: &mut Vec<Observation>) {
+        self.recorder.borrow_mut().swap_into(into);
+    }
+
+    /// How many observations have been made since the last [`World::take_new_observations`].
+    pub fn new_observations(&self) -> usize {
+        self.recorder.borrow().held()
     }
 
     /// Every host's name.
