@@ -172,10 +172,25 @@ fn write_run(
         }
         Ok(())
     })?;
-    writer.finish()?;
+    finish_history(dir, writer)?;
     let report = report_for(scenario, seed, &checker.finish(), wall_ms);
     write_reports(dir, &report)?;
     Ok(report)
+}
+
+/// Moves a complete history into place in `dir`. An earlier run's `report.json` there goes
+/// first: until this run's is written, the folder has no `report.json` to pair with a history
+/// it does not describe. A run that fails before this leaves the earlier outputs as they were.
+fn finish_history(dir: &Path, writer: HistoryWriter) -> Result<()> {
+    let stale = dir.join("report.json");
+    match std::fs::remove_file(&stale) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing the earlier {}", stale.display()));
+        }
+        _ => {}
+    }
+    writer.finish()?;
+    Ok(())
 }
 
 /// Judges a history against the scenario's SLOs and expectation.
@@ -201,6 +216,9 @@ fn report_for(scenario: &Scenario, seed: u64, analysis: &Analysis, wall_ms: u64)
     Report::build(analysis, inputs)
 }
 
+/// How many observations a history may have before its header (one written by hand, say).
+const MAX_BEFORE_HEADER: usize = 4096;
+
 /// Judges a saved history on its own: the scenario (SLOs, expectation) is read back from the
 /// history's header, so the verdict is the one the run printed. The history is judged as it is
 /// read, in one pass: memory grows with the checker's state (keys,
@@ -219,7 +237,10 @@ where
     let header = loop {
         match history.next() {
             Some(Ok(Observation::Header(h))) => break h,
-            Some(Ok(obs)) => before.push(obs),
+            Some(Ok(obs)) if before.len() < MAX_BEFORE_HEADER => before.push(obs),
+            Some(Ok(_)) => anyhow::bail!(
+                "the history has no header observation among its first {MAX_BEFORE_HEADER}"
+            ),
             Some(Err(e)) => return Err(e.into()),
             None => anyhow::bail!("the history has no header observation"),
         }
@@ -289,7 +310,7 @@ pub fn write_outputs(
     for obs in history {
         writer.write(obs)?;
     }
-    writer.finish()?;
+    finish_history(dir, writer)?;
     write_reports(dir, report)
 }
 
@@ -425,6 +446,25 @@ duration = "1s"
             comparable(&run_judged(&scenario, 5).expect("runs")),
             comparable(&judged)
         );
+    }
+
+    #[test]
+    fn a_rerun_never_leaves_the_old_report_beside_the_new_history() {
+        let scenario = Scenario::parse(SCENARIO, "streamed.toml").unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path();
+        std::fs::write(out.join("report.json"), "an earlier run's report").expect("write");
+        std::fs::write(out.join("history"), "an earlier run's history").expect("write");
+        // The reports cannot be written (their temporary name is taken by a folder), so the run
+        // fails after its history is in place.
+        std::fs::create_dir(out.join("report.tmp")).expect("mkdir");
+        assert!(run_to_batched(&scenario, 5, out, HistoryFormat::Jsonl, 500).is_err());
+        assert!(
+            !out.join("report.json").exists(),
+            "the earlier report is gone"
+        );
+        let history = std::fs::read_to_string(out.join("history")).expect("read");
+        assert!(history.starts_with('{'), "the new history is in place");
     }
 
     #[test]
