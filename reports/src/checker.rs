@@ -267,8 +267,11 @@ pub struct Checker {
     /// Per change routed to redo: where each of its redo records stands, until a leader change
     /// cuts it away.
     redo_copies: BTreeMap<u64, Vec<(u32, u64)>>,
-    /// Changes all of whose redo records leader changes cut away.
+    /// Changes all of whose redo records are gone: cut away by leader changes, or aborted.
     redo_cut: BTreeSet<u64>,
+    /// Per change written to critical: where each of its critical records stands, until a
+    /// leader change cuts it away.
+    critical_copies: BTreeMap<u64, Vec<(u32, u64)>>,
     /// Per change routed to redo: the partition and offset of its latest redo record.
     redo_at: BTreeMap<u64, (u32, u64)>,
     /// Per partition: its leader's log start, as last recorded.
@@ -348,6 +351,7 @@ impl Checker {
             takeover_end: BTreeMap::new(),
             redo_copies: BTreeMap::new(),
             redo_cut: BTreeSet::new(),
+            critical_copies: BTreeMap::new(),
             redo_at: BTreeMap::new(),
             log_start: BTreeMap::new(),
             redo_skipped: BTreeMap::new(),
@@ -871,7 +875,13 @@ impl Checker {
                         self.redo_at.insert(id, (partition, offset));
                     }
                 }
-                TopicName::Critical | TopicName::Schemas => {}
+                TopicName::Critical => {
+                    let copies = self.critical_copies.entry(id).or_default();
+                    if cut_from.is_none_or(|from| offset < from) {
+                        copies.push((partition, offset));
+                    }
+                }
+                TopicName::Schemas => {}
             }
         }
     }
@@ -1136,6 +1146,28 @@ impl Checker {
         }
         seen.acknowledged_end = *end;
         *end = seen.log_end;
+        // The transactional records cut away are gone: what a reader finds at their offsets
+        // from now on is another record (often a copy of the same change, written again in a
+        // later transaction), not one of an aborted transaction. Only a record read before the
+        // cut stays to be judged.
+        let (topic, partition, cut) = (seen.topic, seen.partition, seen.log_end);
+        let read = self.read_at.get(&key);
+        let gone = |t: TopicName, p: u32, offset: u64, id: u64| {
+            t == topic
+                && p == partition
+                && offset >= cut
+                && read.and_then(|r| r.get(offset as usize)) != Some(&id)
+        };
+        for records in self.txn_records.values_mut() {
+            records.retain(|&(t, p, offset, id)| !gone(t, p, offset, id));
+        }
+        self.aborted_records
+            .retain(|&(t, p, offset), id| !gone(t, p, offset, *id));
+        if seen.topic == TopicName::Critical {
+            for copies in self.critical_copies.values_mut() {
+                copies.retain(|(p, offset)| *p != seen.partition || *offset < seen.log_end);
+            }
+        }
         if seen.topic == TopicName::Redo {
             for (id, copies) in &mut self.redo_copies {
                 let before = copies.len();
@@ -1202,6 +1234,46 @@ impl Checker {
         Some(base.max(kept_to))
     }
 
+    /// A change routed to critical or redo got there only if one of its records there stands:
+    /// one a leader change cut away, or one written in a transaction that was aborted, is not
+    /// there for anyone to read. A change all of whose critical records are gone has not
+    /// reached critical (so, unless it reached the lake, it is lost); one all of whose redo
+    /// records are gone is no longer parked ([`Checker::judge_deleted_redo`]).
+    fn judge_routes_gone(&mut self) {
+        if self.critical_copies.is_empty() && self.redo_copies.is_empty() {
+            return;
+        }
+        let mut aborted: BTreeSet<(TopicName, u32, u64, u64)> = self
+            .aborted_records
+            .iter()
+            .map(|(&(topic, partition, offset), &id)| (topic, partition, offset, id))
+            .collect();
+        for txn in &self.txn_aborted {
+            aborted.extend(self.txn_records.get(txn).into_iter().flatten().copied());
+        }
+        let all_gone = |topic: TopicName, id: u64, copies: &[(u32, u64)]| {
+            copies
+                .iter()
+                .all(|&(partition, offset)| aborted.contains(&(topic, partition, offset, id)))
+        };
+        let mut unrouted = Vec::new();
+        for (&id, copies) in &self.critical_copies {
+            if all_gone(TopicName::Critical, id, copies) {
+                unrouted.push(id);
+            }
+        }
+        for (&id, copies) in &self.redo_copies {
+            if !copies.is_empty() && all_gone(TopicName::Redo, id, copies) {
+                self.redo_cut.insert(id);
+            }
+        }
+        for id in unrouted {
+            if let Some(c) = self.known_mut(id) {
+                c.flags &= !ROUTED_CRITICAL;
+            }
+        }
+    }
+
     /// A change still parked in redo whose redo record retention has deleted, or a replay's
     /// offset reset skipped, or whose every redo record a leader change cut away, will never
     /// be replayed: it is no longer waiting, and is judged as lost.
@@ -1241,6 +1313,7 @@ impl Checker {
 
     /// Ends the history: judges what every change and key came to, and returns the analysis.
     pub fn finish(mut self) -> Analysis {
+        self.judge_routes_gone();
         self.judge_aborted_reads();
         self.release_unwritten_absorptions();
         self.judge_deleted_redo();

@@ -724,6 +724,93 @@ fn poison_routed_to_critical_is_not_lost() {
     assert_eq!(report(&a, &[], None).exit_code, 0);
 }
 
+/// Change 4 routed to `to` (poison to critical, a reference miss to redo) with one record
+/// there, at p0@0; `gone` takes that record away (a leader change cuts it, or its transaction
+/// aborts), and `again` writes a second record in a transaction that commits.
+fn routed_then(to: TopicName, gone: &str, again: bool) -> Vec<Observation> {
+    let mut h = source();
+    let reason = if to == TopicName::Critical {
+        if let Observation::SourceCommit { changes, .. } = &mut h[2] {
+            changes[1].poison = true; // change 4
+        }
+        RouteReason::Poison
+    } else {
+        RouteReason::ReferenceMiss
+    };
+    let txn_end = |t_ms: u64, txn: u64, committed: bool| Observation::KafkaTxn {
+        t_ms,
+        txn,
+        producer: "enrich-0".to_string(),
+        committed,
+        timed_out: false,
+    };
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(routed(225, 4, to, reason));
+    h.push(in_txn(7, produced(226, to, 0, 0, &[4])));
+    match gone {
+        "cut" => {
+            h.push(txn_end(227, 7, true));
+            h.push(Observation::LeaderChange {
+                t_ms: 228,
+                host: "broker-2".to_string(),
+                topic: to,
+                partition: 0,
+                epoch: 1,
+                log_end: 0,
+            });
+        }
+        "aborted" => h.push(txn_end(227, 7, false)),
+        _ => h.push(txn_end(227, 7, true)),
+    }
+    if again {
+        h.push(routed(229, 4, to, reason));
+        h.push(in_txn(8, produced(229, to, 0, 1, &[4])));
+        h.push(txn_end(229, 8, true));
+    }
+    h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+    h.push(run_end(400, true));
+    h
+}
+
+#[test]
+fn a_change_whose_critical_or_redo_record_is_gone_did_not_get_there() {
+    for to in [TopicName::Critical, TopicName::Redo] {
+        let reached = |a: &Analysis| {
+            if to == TopicName::Critical {
+                a.counts.critical
+            } else {
+                a.counts.parked_in_redo
+            }
+        };
+        let a = check(&routed_then(to, "kept", false));
+        assert_eq!(counts(&a), [0; 5], "{to:?}: {:?}", a.exactly_once.examples);
+        assert_eq!(reached(&a), 1, "{to:?}");
+        for gone in ["cut", "aborted"] {
+            let a = check(&routed_then(to, gone, false));
+            assert_eq!(
+                a.exactly_once.lost, 1,
+                "{to:?} {gone}: {:?}",
+                a.exactly_once.examples
+            );
+            assert_eq!(reached(&a), 0, "{to:?} {gone}");
+            let lost = a.exactly_once.examples.iter().find(|e| e.anomaly == "lost");
+            assert_eq!(lost.and_then(|e| e.change_id), Some(4), "{to:?} {gone}");
+            // Written again, in a transaction that commits: there after all.
+            let a = check(&routed_then(to, gone, true));
+            assert_eq!(
+                counts(&a),
+                [0; 5],
+                "{to:?} {gone}: {:?}",
+                a.exactly_once.examples
+            );
+            assert_eq!(reached(&a), 1, "{to:?} {gone}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // One tiny history per anomaly.
 
@@ -2176,6 +2263,67 @@ fn a_reader_of_an_aborted_transaction_is_caught() {
         assert_eq!(eo.duplicated, 2);
         assert!(!eo.is_clean());
     }
+}
+
+/// Transaction 1 writes changes 1 and 2 to enriched partition 0 at offsets 0 and 1; a leader
+/// change cuts the partition back to 0, and transaction 1 is aborted; transaction 2 writes the
+/// same changes again at the same offsets and commits, and the lake reads them there.
+/// `read_before_cut` makes a `read_uncommitted` reader read the first copies before the cut.
+fn rewritten_after_a_cut(read_before_cut: bool) -> Vec<Observation> {
+    let all = [1, 2, 3, 4, 5];
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(220, TopicName::Standard, 0, 0, &all));
+    h.push(in_txn(1, produced(225, TopicName::Enriched, 0, 0, &[1, 2])));
+    if read_before_cut {
+        h.push(read(226, TopicName::Enriched, 0, 0, &[1, 2]));
+    }
+    h.push(Observation::LeaderChange {
+        t_ms: 227,
+        host: "broker-2".to_string(),
+        topic: TopicName::Enriched,
+        partition: 0,
+        epoch: 1,
+        log_end: 0,
+    });
+    h.push(Observation::KafkaTxn {
+        t_ms: 228,
+        txn: 1,
+        producer: "enrich-0".to_string(),
+        committed: false,
+        timed_out: false,
+    });
+    h.push(in_txn(2, produced(230, TopicName::Enriched, 0, 0, &all)));
+    h.push(Observation::KafkaTxn {
+        t_ms: 231,
+        txn: 2,
+        producer: "enrich-0".to_string(),
+        committed: true,
+        timed_out: false,
+    });
+    h.push(read(240, TopicName::Enriched, 0, 0, &all));
+    h.push(lake(300, 1, &lake_rows(&all)));
+    h.push(run_end(400, true));
+    h
+}
+
+#[test]
+fn a_committed_copy_written_where_a_cut_took_an_aborted_one_is_no_aborted_read() {
+    let a = check(&rewritten_after_a_cut(false));
+    assert_eq!(
+        a.exactly_once.aborted_read,
+        Some(0),
+        "{:?}",
+        a.exactly_once.examples
+    );
+    // Read before the cut, the aborted copies were read all the same.
+    let a = check(&rewritten_after_a_cut(true));
+    assert_eq!(
+        a.exactly_once.aborted_read,
+        Some(2),
+        "{:?}",
+        a.exactly_once.examples
+    );
 }
 
 #[test]
