@@ -178,6 +178,17 @@ fn clean() -> Vec<Observation> {
     h
 }
 
+/// Kafka transaction `txn` of `enrich-0` ends at `t_ms`, committed or aborted.
+fn txn_end(t_ms: u64, txn: u64, committed: bool) -> Observation {
+    Observation::KafkaTxn {
+        t_ms,
+        txn,
+        producer: "enrich-0".to_string(),
+        committed,
+        timed_out: false,
+    }
+}
+
 /// Inserts observations just before the final `RunEnd`.
 fn before_end(mut h: Vec<Observation>, extra: Vec<Observation>) -> Vec<Observation> {
     let end = h.pop().expect("history has a RunEnd");
@@ -736,13 +747,6 @@ fn routed_then(to: TopicName, gone: &str, again: bool) -> Vec<Observation> {
         RouteReason::Poison
     } else {
         RouteReason::ReferenceMiss
-    };
-    let txn_end = |t_ms: u64, txn: u64, committed: bool| Observation::KafkaTxn {
-        t_ms,
-        txn,
-        producer: "enrich-0".to_string(),
-        committed,
-        timed_out: false,
     };
     h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
     h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
@@ -2208,13 +2212,7 @@ fn transactional(read_aborted: bool, acknowledged: bool) -> Vec<Observation> {
     h.push(produced(220, TopicName::Standard, 0, 0, &all));
     if acknowledged {
         h.push(in_txn(1, produced(225, TopicName::Enriched, 0, 0, &[1, 2])));
-        h.push(Observation::KafkaTxn {
-            t_ms: 226,
-            txn: 1,
-            producer: "enrich-0".to_string(),
-            committed: false,
-            timed_out: false,
-        });
+        h.push(txn_end(226, 1, false));
     } else {
         // The producer crashed before the acknowledgement: only the leader knows.
         h.push(Observation::AbortMarker {
@@ -2229,13 +2227,7 @@ fn transactional(read_aborted: bool, acknowledged: bool) -> Vec<Observation> {
         h.push(read(227, TopicName::Enriched, 0, 0, &[1, 2]));
     }
     h.push(in_txn(2, produced(230, TopicName::Enriched, 0, 3, &all)));
-    h.push(Observation::KafkaTxn {
-        t_ms: 231,
-        txn: 2,
-        producer: "enrich-0".to_string(),
-        committed: true,
-        timed_out: false,
-    });
+    h.push(txn_end(231, 2, true));
     h.push(read(240, TopicName::Enriched, 0, 3, &all));
     h.push(lake(300, 1, &lake_rows(&all)));
     h.push(run_end(400, true));
@@ -2286,21 +2278,9 @@ fn rewritten_after_a_cut(read_before_cut: bool) -> Vec<Observation> {
         epoch: 1,
         log_end: 0,
     });
-    h.push(Observation::KafkaTxn {
-        t_ms: 228,
-        txn: 1,
-        producer: "enrich-0".to_string(),
-        committed: false,
-        timed_out: false,
-    });
+    h.push(txn_end(228, 1, false));
     h.push(in_txn(2, produced(230, TopicName::Enriched, 0, 0, &all)));
-    h.push(Observation::KafkaTxn {
-        t_ms: 231,
-        txn: 2,
-        producer: "enrich-0".to_string(),
-        committed: true,
-        timed_out: false,
-    });
+    h.push(txn_end(231, 2, true));
     h.push(read(240, TopicName::Enriched, 0, 0, &all));
     h.push(lake(300, 1, &lake_rows(&all)));
     h.push(run_end(400, true));
