@@ -64,8 +64,8 @@ pub struct Counts {
 pub struct Conservation {
     /// Source changes.
     pub source: u64,
-    /// Changes that reached the enriched topic and were not parked in redo or sent to
-    /// critical afterwards.
+    /// Changes that reached the enriched topic (a record there that no aborted transaction
+    /// wrote, or one a reader saw) and were not parked in redo or sent to critical afterwards.
     pub enriched: u64,
     /// Changes parked in redo at the end.
     pub waiting_in_redo: u64,

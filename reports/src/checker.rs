@@ -136,6 +136,8 @@ struct ChangeState {
     digest: u64,
     flags: u16,
     lake_applies: u8,
+    /// Acknowledged records of the change in the enriched topic (saturating).
+    enriched_acks: u8,
 }
 
 impl Default for ChangeState {
@@ -155,6 +157,7 @@ impl Default for ChangeState {
             digest: 0,
             flags: 0,
             lake_applies: 0,
+            enriched_acks: 0,
         }
     }
 }
@@ -859,6 +862,7 @@ impl Checker {
                 TopicName::Enriched => {
                     set_first(&mut c.enriched_ms, t_ms);
                     c.flags &= !LAST_ROUTE_REDO;
+                    c.enriched_acks = c.enriched_acks.saturating_add(1);
                 }
                 TopicName::Redo => {
                     let copies = self.redo_copies.entry(id).or_default();
@@ -1238,9 +1242,14 @@ impl Checker {
     /// one a leader change cut away, or one written in a transaction that was aborted, is not
     /// there for anyone to read. A change all of whose critical records are gone has not
     /// reached critical (so, unless it reached the lake, it is lost); one all of whose redo
-    /// records are gone is no longer parked ([`Checker::judge_deleted_redo`]).
+    /// records are gone is no longer parked ([`Checker::judge_deleted_redo`]); one all of
+    /// whose enriched records were aborted, and that no one read there, has not reached the
+    /// enriched topic.
     fn judge_routes_gone(&mut self) {
-        if self.critical_copies.is_empty() && self.redo_copies.is_empty() {
+        if self.txn_aborted.is_empty()
+            && self.critical_copies.is_empty()
+            && self.redo_copies.is_empty()
+        {
             return;
         }
         let mut aborted: BTreeSet<(TopicName, u32, u64, u64)> = self
@@ -1270,6 +1279,26 @@ impl Checker {
         for id in unrouted {
             if let Some(c) = self.known_mut(id) {
                 c.flags &= !ROUTED_CRITICAL;
+            }
+        }
+        // Likewise a change all of whose acknowledged enriched records were aborted never
+        // reached the enriched topic (unless a reader saw it there: then it is judged an
+        // aborted read). They are counted from the acknowledgements, as `enriched_acks` is: an
+        // abort marker may also name records whose producer never heard they were written.
+        let mut aborted_enriched: BTreeMap<u64, u32> = BTreeMap::new();
+        for txn in &self.txn_aborted {
+            for &(topic, _, _, id) in self.txn_records.get(txn).into_iter().flatten() {
+                if topic == TopicName::Enriched {
+                    *aborted_enriched.entry(id).or_insert(0) += 1;
+                }
+            }
+        }
+        for (id, n) in aborted_enriched {
+            if let Some(c) = self.known_mut(id) {
+                let all = c.enriched_acks != u8::MAX && n >= u32::from(c.enriched_acks);
+                if all && c.bus_read_ms == NEVER && !c.has(SEEN_ENRICHED) && !c.applied() {
+                    c.enriched_ms = NEVER;
+                }
             }
         }
     }

@@ -815,6 +815,50 @@ fn a_change_whose_critical_or_redo_record_is_gone_did_not_get_there() {
     }
 }
 
+/// Changes 1..=5 written to enriched in transaction 7, which aborts; transaction 8 writes them
+/// again (without change 4 unless `all_again`) and commits, and the lake applies what it
+/// reads.
+fn enriched_then_aborted(all_again: bool) -> Vec<Observation> {
+    let again: &[u64] = if all_again {
+        &[1, 2, 3, 4, 5]
+    } else {
+        &[1, 2, 3, 5]
+    };
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+    h.push(in_txn(
+        7,
+        produced(225, TopicName::Enriched, 0, 0, &[1, 2, 3, 4, 5]),
+    ));
+    h.push(txn_end(226, 7, false));
+    h.push(in_txn(8, produced(230, TopicName::Enriched, 0, 6, again)));
+    h.push(txn_end(231, 8, true));
+    h.push(read(240, TopicName::Enriched, 0, 6, again));
+    h.push(lake(300, 1, &lake_rows(again)));
+    h.push(run_end(400, true));
+    h
+}
+
+#[test]
+fn a_change_whose_enriched_records_were_all_aborted_did_not_reach_enriched() {
+    let a = check(&enriched_then_aborted(false));
+    assert_eq!(a.exactly_once.lost, 1, "{:?}", a.exactly_once.examples);
+    assert_eq!(a.counts.enriched, 4);
+    let c = &a.conservation;
+    assert_eq!((c.unaccounted, c.holds), (1, false), "{c:?}");
+    let lost = a.exactly_once.examples.iter().find(|e| e.anomaly == "lost");
+    assert!(
+        lost.is_some_and(|e| e.location.ends_with("last seen: produced to standard")),
+        "{lost:?}"
+    );
+    // Written again in a transaction that commits, it is there.
+    let a = check(&enriched_then_aborted(true));
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    assert_eq!(a.counts.enriched, 5);
+    assert!(a.conservation.holds);
+}
+
 // ---------------------------------------------------------------------------------------------
 // One tiny history per anomaly.
 
