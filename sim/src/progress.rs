@@ -1,6 +1,7 @@
 //! The run's recorder: it keeps the observations made since the runner last took them, in
-//! order, and, beside them, how far each source change has got, so the run knows when the pipeline has drained. This bookkeeping is the
-//! simulator's own; the checker derives its verdict from the history alone.
+//! order, and, beside them, how far each source change has got, so the run knows when the
+//! pipeline has drained. This bookkeeping is the simulator's own; the checker derives its
+//! verdict from the history alone.
 
 use nrtsim_history::{Observation, TopicName};
 use nrtsim_workloads::Key;
