@@ -66,8 +66,8 @@ const HANDOVER_BATCH: usize = 1 << 16;
 
 /// Runs `scenario` with `seed` in simulation, handing the observations to `sink` in order, in
 /// batches of at least 65,536 and once more at the end (`sink` may drain each batch), so that
-/// nothing needs to hold the whole history. Returns the wall-clock milliseconds the simulation took, without the time
-/// spent in `sink`.
+/// nothing needs to hold the whole history. Returns the wall-clock milliseconds the simulation
+/// took, without the time spent in `sink`.
 pub fn simulate_into(
     scenario: &Scenario,
     seed: u64,
@@ -296,8 +296,9 @@ pub fn default_out_dir(scenario: &Scenario, seed: u64) -> PathBuf {
         .join(seed.to_string())
 }
 
-/// Writes `report.json`, `report.md`, `report.html`, `junit.xml` and the history to `dir`. Each file is
-/// written to a temporary name and renamed, so a file is there whole or not at all.
+/// Writes `report.json`, `report.md`, `report.html`, `junit.xml` and the history to `dir`.
+/// Each file is written to a temporary name and renamed, so a file is there whole or not at
+/// all.
 pub fn write_outputs(
     dir: &Path,
     report: &Report,
