@@ -329,11 +329,12 @@ pub struct LatencyPaths {
     pub bus: LatencyPath,
     /// Source commit to the first lake commit applying the change (end to end, lake).
     pub lake: LatencyPath,
-    /// Source commit to the raw topic (first acknowledgement or read).
+    /// Source commit to the raw topic (first acknowledgement or read; a record written in a
+    /// Kafka transaction is acknowledged when the transaction commits).
     pub ingest: LatencyPath,
-    /// Raw topic to standard topic (first acknowledgement or read of each).
+    /// Raw topic to standard topic (first acknowledgement, as above, or read of each).
     pub standardize: LatencyPath,
-    /// Standard topic to enriched topic (first acknowledgement or read of each).
+    /// Standard topic to enriched topic (first acknowledgement, as above, or read of each).
     pub enrich: LatencyPath,
     /// Enriched topic to the first lake commit applying the change.
     pub lake_stage: LatencyPath,

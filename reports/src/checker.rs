@@ -7,11 +7,11 @@
 //!
 //! # Memory
 //! The checker keeps a compact record per source change in a `Vec` indexed by LSN (LSNs are dense
-//! from 1): six simulated times stored as `u32` milliseconds (so runs up to about 49 days), the
+//! from 1): seven simulated times stored as `u32` milliseconds (so runs up to about 49 days), the
 //! key's index, the previous LSN of the same key, the row digest, the first enriched position
 //! and a few flags: 64 bytes per change, so a million changes cost about 64 MB. Everything
-//! else grows with keys (final lake row, last source LSN, highest lake LSN, last enriched LSN per
-//! partition) or with the anomalies found. Keeping per-change state is what lets the checker tell
+//! else grows with keys (final lake row, last source LSN, highest lake LSN, highest raw and
+//! enriched LSN per partition) or with the anomalies found. Keeping per-change state is what lets the checker tell
 //! a re-read from a duplicate and compute stage latencies whose endpoints arrive out of order.
 //!
 //! # Decisions worth knowing
@@ -43,6 +43,14 @@
 //!   rows are backfill: they leave the latency figures and the raw-order check (a chunk is in
 //!   key order, not LSN order), and a key's expected final row never reaches back past an
 //!   absorbed change.
+//! - A record written in a Kafka transaction reaches its topic when the coordinator commits the
+//!   transaction (from then on a `read_committed` reader sees it), not when it is acknowledged;
+//!   one of an aborted transaction never does. So stage latencies and the counts per topic
+//!   come from the copy that committed.
+//! - `reordered` is about one key's changes: in `raw`, per partition (the connector writes a
+//!   partition in LSN order); in `enriched`, per partition as one reader meets them; in the
+//!   lake, per key across everything it applied. Changes of different keys may interleave in
+//!   any order.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,8 +144,6 @@ struct ChangeState {
     digest: u64,
     flags: u16,
     lake_applies: u8,
-    /// Acknowledged records of the change in the enriched topic (saturating).
-    enriched_acks: u8,
 }
 
 impl Default for ChangeState {
@@ -157,7 +163,6 @@ impl Default for ChangeState {
             digest: 0,
             flags: 0,
             lake_applies: 0,
-            enriched_acks: 0,
         }
     }
 }
@@ -217,6 +222,21 @@ struct KeyState {
     poison_applied: Option<u64>,
 }
 
+/// Whether every one of change `id`'s redo records at `copies` (partition, offset) has been
+/// read (so the replay is past it); true if there are none.
+fn all_read(
+    read_at: &BTreeMap<(TopicName, u32), Vec<u64>>,
+    id: u64,
+    copies: &[(u32, u64)],
+) -> bool {
+    copies.iter().all(|&(partition, offset)| {
+        read_at
+            .get(&(TopicName::Redo, partition))
+            .and_then(|r| r.get(offset as usize))
+            == Some(&id)
+    })
+}
+
 /// Saturating conversion of a simulated time to the compact form.
 fn compact_ms(t_ms: u64) -> u32 {
     u32::try_from(t_ms).unwrap_or(NEVER - 1).min(NEVER - 1)
@@ -246,8 +266,10 @@ pub struct Checker {
     keys: Vec<KeyState>,
     /// The highest offset read so far per enriched partition.
     enriched_highest: BTreeMap<u32, u64>,
-    /// Per raw partition: the highest offset read, and the highest LSN found at a new offset.
-    raw_highest: BTreeMap<u32, (u64, u64)>,
+    /// Per raw partition: the highest offset read.
+    raw_highest: BTreeMap<u32, u64>,
+    /// The highest streamed LSN per (raw partition, key index) first read there.
+    raw_key_lsn: BTreeMap<(u32, u32), u64>,
     /// Absorbed change → the snapshot row that absorbed it.
     absorbed_by: BTreeMap<u64, u64>,
     /// The highest LSN per (enriched partition, key index) read at new offsets.
@@ -317,6 +339,8 @@ pub struct Checker {
     txn_records: BTreeMap<u64, Vec<(TopicName, u32, u64, u64)>>,
     /// Kafka transactions the coordinator aborted.
     txn_aborted: BTreeSet<u64>,
+    /// Kafka transactions the coordinator committed.
+    txn_committed: BTreeSet<u64>,
     /// Records abort markers aborted, as the partition leaders reported them: (topic,
     /// partition, offset). These include records whose producer never learnt they were
     /// written (it crashed first).
@@ -340,6 +364,7 @@ impl Checker {
             keys: Vec::new(),
             enriched_highest: BTreeMap::new(),
             raw_highest: BTreeMap::new(),
+            raw_key_lsn: BTreeMap::new(),
             absorbed_by: BTreeMap::new(),
             enriched_key_lsn: BTreeMap::new(),
             phantoms: BTreeSet::new(),
@@ -379,6 +404,7 @@ impl Checker {
             kafka_txns_seen: false,
             txn_records: BTreeMap::new(),
             txn_aborted: BTreeSet::new(),
+            txn_committed: BTreeSet::new(),
             aborted_records: BTreeMap::new(),
         }
     }
@@ -412,8 +438,12 @@ impl Checker {
                 leader_epoch,
                 ..
             } => {
+                // A record written in a transaction reaches its topic when the transaction
+                // commits (read_committed readers see it from then on), and never if it aborts.
+                let mut arrives = true;
                 if let Some(n) = txn {
                     self.kafka_txns_seen = true;
+                    arrives = self.txn_committed.contains(n);
                     self.txn_records.entry(*n).or_default().extend(
                         (*base_offset..)
                             .zip(change_ids)
@@ -426,7 +456,7 @@ impl Checker {
                 let cut_from =
                     self.acknowledged((*topic, *partition), *base_offset, end, *leader_epoch);
                 self.produced(
-                    *t_ms,
+                    arrives.then_some(*t_ms),
                     *topic,
                     *partition,
                     *base_offset,
@@ -590,10 +620,18 @@ impl Checker {
                         .map(|(o, id)| ((*topic, *partition, *o), *id)),
                 );
             }
-            Observation::KafkaTxn { txn, committed, .. } => {
+            Observation::KafkaTxn {
+                t_ms,
+                txn,
+                committed,
+                ..
+            } => {
                 self.kafka_txns_seen = true;
                 if *committed {
-                    self.txn_records.remove(txn);
+                    self.txn_committed.insert(*txn);
+                    for (topic, _, _, id) in self.txn_records.remove(txn).unwrap_or_default() {
+                        self.arrived(*t_ms, topic, id);
+                    }
                 } else {
                     self.txn_aborted.insert(*txn);
                 }
@@ -841,9 +879,22 @@ impl Checker {
 
     /// Records produced at `base..`; those at or past `cut_from` a leader change has already
     /// cut away (a deposed leader acknowledged them).
+    /// A record of change `id` reached `topic` at `t_ms`: the change's first time there.
+    fn arrived(&mut self, t_ms: u64, topic: TopicName, id: u64) {
+        let Some(c) = self.known_mut(id) else { return };
+        match topic {
+            TopicName::Raw => set_first(&mut c.raw_ms, t_ms),
+            TopicName::Standard => set_first(&mut c.standard_ms, t_ms),
+            TopicName::Enriched => set_first(&mut c.enriched_ms, t_ms),
+            TopicName::Redo | TopicName::Critical | TopicName::Schemas => {}
+        }
+    }
+
+    /// `arrived_ms`: when the records reached the topic; `None` for records of a transaction
+    /// not committed yet, which arrive when it commits.
     fn produced(
         &mut self,
-        t_ms: u64,
+        arrived_ms: Option<u64>,
         topic: TopicName,
         partition: u32,
         base: u64,
@@ -851,25 +902,25 @@ impl Checker {
         cut_from: Option<u64>,
     ) {
         for (offset, &id) in (base..).zip(ids) {
+            if let Some(t_ms) = arrived_ms {
+                self.arrived(t_ms, topic, id);
+            }
             let Some(c) = self.known_mut(id) else {
                 let at = format!("produced to {} p{partition}@{offset}", topic.name());
                 self.phantom(id, None, at);
                 continue;
             };
             match topic {
-                TopicName::Raw => set_first(&mut c.raw_ms, t_ms),
-                TopicName::Standard => set_first(&mut c.standard_ms, t_ms),
+                TopicName::Raw | TopicName::Standard => {}
                 TopicName::Enriched => {
-                    set_first(&mut c.enriched_ms, t_ms);
                     c.flags &= !LAST_ROUTE_REDO;
-                    c.enriched_acks = c.enriched_acks.saturating_add(1);
                 }
                 TopicName::Redo => {
                     let copies = self.redo_copies.entry(id).or_default();
                     if cut_from.is_some_and(|from| offset >= from) {
                         // Already cut away: the latest record that stands is still the one
-                        // to judge, unless there is none.
-                        if copies.is_empty() {
+                        // to judge, unless none does that the replay has not read already.
+                        if all_read(&self.read_at, id, copies) {
                             self.redo_cut.insert(id);
                             self.redo_at.insert(id, (partition, offset));
                         }
@@ -895,15 +946,15 @@ impl Checker {
     fn fraud_read(&mut self, t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
         self.check_offsets(topic, partition, base, ids);
         self.fraud_seen = true;
-        for &id in ids {
+        for (offset, &id) in (base..).zip(ids) {
             if let Some(c) = self.known_mut(id) {
                 set_first(&mut c.fraud_ms, t_ms);
-            } else if topic != TopicName::Enriched {
-                self.phantom(
-                    id,
-                    None,
-                    format!("read by the fraud scorer from {}", topic.name()),
+            } else {
+                let at = format!(
+                    "read by the fraud scorer from {} p{partition}@{offset}",
+                    topic.name()
                 );
+                self.phantom(id, None, at);
             }
         }
     }
@@ -1002,17 +1053,16 @@ impl Checker {
             .record(AnomalyKind::Duplicated, ex, self.opts.max_examples);
     }
 
-    /// Per-partition order in `raw`, whose one producer (the CDC connector) writes in LSN
-    /// order: along the offsets of a partition, a change met for the first time must have a
-    /// higher LSN than every change before it. One that does not landed after a later batch (a
-    /// retried batch overtaken by the next one). A change met again at a new offset is a
-    /// duplicate, not a reordering, and is judged downstream.
+    /// Per-key order in each `raw` partition, whose one producer (the CDC connector) writes in
+    /// LSN order: along the offsets of a partition, a change met for the first time must have
+    /// a higher LSN than every change of its key met before it there. One that does not landed
+    /// after a later batch (a retried batch overtaken by the next one). Changes of other keys
+    /// may land in any order between them: only a key's own order is a contract. A key spread
+    /// over partitions (keyed at random) is judged downstream, where one reader meets its
+    /// changes in one sequence. A change met again at a new offset is a duplicate, not a
+    /// reordering, and is judged downstream.
     fn check_partition_order(&mut self, partition: u32, base: u64, ids: &[u64]) {
-        let (mut high_offset, mut max_lsn) = self
-            .raw_highest
-            .get(&partition)
-            .copied()
-            .map_or((None, 0), |(o, l)| (Some(o), l));
+        let mut high_offset = self.raw_highest.get(&partition).copied();
         for (offset, &id) in (base..).zip(ids) {
             if high_offset.is_some_and(|h| offset <= h) {
                 continue;
@@ -1027,15 +1077,17 @@ impl Checker {
             if !first || c.has(SNAPSHOT_ROW) {
                 continue;
             }
-            if id < max_lsn {
-                let at = format!("raw p{partition}@{offset}: lsn {id} after lsn {max_lsn}");
+            let key = c.key;
+            let max = self.raw_key_lsn.entry((partition, key)).or_insert(0);
+            if id < *max {
+                let at = format!("raw p{partition}@{offset}: lsn {id} after lsn {max}");
                 self.reorder(id, at);
             } else {
-                max_lsn = id;
+                *max = id;
             }
         }
         if let Some(o) = high_offset {
-            self.raw_highest.insert(partition, (o, max_lsn));
+            self.raw_highest.insert(partition, o);
         }
     }
 
@@ -1173,10 +1225,13 @@ impl Checker {
             }
         }
         if seen.topic == TopicName::Redo {
+            // A change one of whose redo records this cut away is no longer parked unless one
+            // it still has there is unread: a copy the replay has read is behind it (the replay
+            // wrote the cut one after reading it), and will not be read again.
             for (id, copies) in &mut self.redo_copies {
                 let before = copies.len();
                 copies.retain(|(p, offset)| *p != seen.partition || *offset < seen.log_end);
-                if before > 0 && copies.is_empty() {
+                if copies.len() < before && all_read(&self.read_at, *id, copies) {
                     self.redo_cut.insert(*id);
                 }
             }
@@ -1242,9 +1297,9 @@ impl Checker {
     /// one a leader change cut away, or one written in a transaction that was aborted, is not
     /// there for anyone to read. A change all of whose critical records are gone has not
     /// reached critical (so, unless it reached the lake, it is lost); one all of whose redo
-    /// records are gone is no longer parked ([`Checker::judge_deleted_redo`]); one all of
-    /// whose enriched records were aborted, and that no one read there, has not reached the
-    /// enriched topic.
+    /// records are gone is no longer parked ([`Checker::judge_deleted_redo`]). (A record
+    /// written in a transaction reaches its topic only when the transaction commits, so one of
+    /// an aborted transaction never counts as there.)
     fn judge_routes_gone(&mut self) {
         if self.txn_aborted.is_empty()
             && self.critical_copies.is_empty()
@@ -1279,26 +1334,6 @@ impl Checker {
         for id in unrouted {
             if let Some(c) = self.known_mut(id) {
                 c.flags &= !ROUTED_CRITICAL;
-            }
-        }
-        // Likewise a change all of whose acknowledged enriched records were aborted never
-        // reached the enriched topic (unless a reader saw it there: then it is judged an
-        // aborted read). They are counted from the acknowledgements, as `enriched_acks` is: an
-        // abort marker may also name records whose producer never heard they were written.
-        let mut aborted_enriched: BTreeMap<u64, u32> = BTreeMap::new();
-        for txn in &self.txn_aborted {
-            for &(topic, _, _, id) in self.txn_records.get(txn).into_iter().flatten() {
-                if topic == TopicName::Enriched {
-                    *aborted_enriched.entry(id).or_insert(0) += 1;
-                }
-            }
-        }
-        for (id, n) in aborted_enriched {
-            if let Some(c) = self.known_mut(id) {
-                let all = c.enriched_acks != u8::MAX && n >= u32::from(c.enriched_acks);
-                if all && c.bus_read_ms == NEVER && !c.has(SEEN_ENRICHED) && !c.applied() {
-                    c.enriched_ms = NEVER;
-                }
             }
         }
     }
@@ -1865,7 +1900,7 @@ fn tally(counts: &mut Counts, c: &ChangeState) {
     counts.snapshot_changes += u64::from(c.has(SNAPSHOT));
     counts.raw += u64::from(c.raw_ms != NEVER);
     counts.standard += u64::from(c.standard_ms != NEVER);
-    counts.enriched += u64::from(c.enriched_ms != NEVER);
+    counts.enriched += u64::from(c.enriched());
     counts.lake_rows += u64::from(c.applied());
     counts.redo += u64::from(c.has(ROUTED_REDO));
     counts.critical += u64::from(c.has(ROUTED_CRITICAL));

@@ -44,7 +44,8 @@ impl Verdict {
     }
 }
 
-/// Latency per stage, each from the previous stage's first acknowledgement.
+/// Latency per stage, each from the change's arrival in the previous stage's topic (its first
+/// acknowledgement there, or the commit of the transaction that wrote it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageLatency {
     /// Source commit to the raw topic.

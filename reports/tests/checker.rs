@@ -815,6 +815,70 @@ fn a_change_whose_critical_or_redo_record_is_gone_did_not_get_there() {
     }
 }
 
+#[test]
+fn a_change_whose_latest_redo_record_is_cut_is_lost_if_the_replay_read_the_one_before() {
+    // Change 4 misses the store and is parked in redo (p0@0). The replay reads it, misses
+    // again, and parks it once more (p0@1); a leader change then cuts that record away.
+    // With `late`, the deposed leader's acknowledgement of the second record comes after the
+    // leader change is known.
+    let history = |replayed: bool, late: bool| {
+        let mut h = source();
+        h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
+        h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+        let mut first = produced(226, TopicName::Redo, 0, 0, &[4]);
+        let mut second = produced(229, TopicName::Redo, 0, 1, &[4]);
+        for p in [&mut first, &mut second] {
+            if let Observation::Produced { leader_epoch, .. } = p {
+                *leader_epoch = Some(0);
+            }
+        }
+        h.push(first);
+        if replayed {
+            h.push(read(228, TopicName::Redo, 0, 0, &[4]));
+        }
+        // Without the replay's read, the second record is a duplicate routing (a restarted
+        // task parked the change again): the first one still waits to be replayed.
+        h.push(routed(229, 4, TopicName::Redo, RouteReason::ReferenceMiss));
+        if !late {
+            h.push(second.clone());
+        }
+        h.push(Observation::LeaderChange {
+            t_ms: 229,
+            host: "broker-2".to_string(),
+            topic: TopicName::Redo,
+            partition: 0,
+            epoch: 1,
+            log_end: 1,
+        });
+        if late {
+            h.push(second);
+        }
+        h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
+        h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
+        h.push(run_end(400, true));
+        h
+    };
+    for late in [false, true] {
+        let a = check(&history(true, late));
+        assert_eq!(
+            a.exactly_once.lost, 1,
+            "late {late}: {:?}",
+            a.exactly_once.examples
+        );
+        assert_eq!(a.counts.parked_in_redo, 0, "late {late}");
+        let a = check(&history(false, late));
+        assert_eq!(
+            counts(&a),
+            [0; 5],
+            "late {late}: {:?}",
+            a.exactly_once.examples
+        );
+        assert_eq!(a.counts.parked_in_redo, 1, "late {late}");
+    }
+}
+
 /// Changes 1..=5 written to enriched in transaction 7, which aborts; transaction 8 writes them
 /// again (without change 4 unless `all_again`) and commits, and the lake applies what it
 /// reads.
@@ -857,6 +921,65 @@ fn a_change_whose_enriched_records_were_all_aborted_did_not_reach_enriched() {
     assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
     assert_eq!(a.counts.enriched, 5);
     assert!(a.conservation.holds);
+}
+
+#[test]
+fn a_stage_is_timed_from_the_record_that_committed_not_from_an_aborted_one() {
+    let all = [1, 2, 3, 4, 5];
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    // Standardized at 220 in a transaction that aborts; again at 224 in one that commits.
+    h.push(in_txn(6, produced(220, TopicName::Standard, 0, 0, &all)));
+    h.push(txn_end(221, 6, false));
+    h.push(in_txn(7, produced(224, TopicName::Standard, 0, 6, &all)));
+    h.push(txn_end(225, 7, true));
+    // Enriched at 230, aborted; again at 236, committed.
+    h.push(in_txn(8, produced(230, TopicName::Enriched, 0, 0, &all)));
+    h.push(txn_end(231, 8, false));
+    h.push(in_txn(9, produced(236, TopicName::Enriched, 0, 6, &all)));
+    h.push(txn_end(237, 9, true));
+    h.push(read(240, TopicName::Enriched, 0, 6, &all));
+    h.push(lake(300, 1, &lake_rows(&all)));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    let lowest = |path: &nrtsim_reports::LatencyPath| path.histogram.min();
+    // A transaction's records are there when it commits.
+    assert_eq!(lowest(&a.latency.standardize), 225 - 210);
+    assert_eq!(lowest(&a.latency.enrich), 237 - 225);
+    assert_eq!((a.counts.standard, a.counts.enriched), (5, 5));
+    // A change first written in a transaction that commits keeps that time when a later
+    // transaction writing it again aborts (a duplicate that was taken back).
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(in_txn(6, produced(220, TopicName::Standard, 0, 0, &all)));
+    h.push(txn_end(221, 6, true));
+    h.push(in_txn(7, produced(224, TopicName::Standard, 0, 6, &all)));
+    h.push(txn_end(225, 7, false));
+    h.extend(clean().into_iter().skip(source().len() + 2));
+    let a = check(&h);
+    assert_eq!(lowest(&a.latency.standardize), 221 - 210);
+    // A zombie's transaction writes the changes at 230; the task's live instance writes them
+    // again at 232 and commits at 233; the zombie's transaction is aborted at 235. The changes
+    // reached enriched when the live one committed.
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(220, TopicName::Standard, 0, 0, &all));
+    h.push(in_txn(6, produced(230, TopicName::Enriched, 0, 0, &all)));
+    h.push(in_txn(7, produced(232, TopicName::Enriched, 0, 5, &all)));
+    h.push(txn_end(233, 7, true));
+    h.push(txn_end(235, 6, false));
+    h.push(read(240, TopicName::Enriched, 0, 5, &all));
+    h.push(lake(300, 1, &lake_rows(&all)));
+    h.push(run_end(400, true));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0; 5], "{:?}", a.exactly_once.examples);
+    assert_eq!(lowest(&a.latency.enrich), 233 - 220);
+    assert_eq!(a.counts.enriched, 5);
+    // Cut off before anyone read them, they still count as enriched.
+    h.truncate(h.len() - 3);
+    h.push(run_end(400, false));
+    assert_eq!(check(&h).counts.enriched, 5);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2037,6 +2160,13 @@ fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted()
     assert!(!r.slo[0].pass, "1.5 s is over the 1 s limit");
     // The bus path still ends at the lake sink's read, not the scorer's.
     assert_eq!(r.latency.bus.max_ms, 1_200);
+    // A record no source change produced, read by the scorer alone, is a phantom.
+    h.insert(h.len() - 1, fraud_read(3_500, 2, &[77]));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.phantom, 1, "{:?}", a.exactly_once);
+    let ex = &a.exactly_once.examples[0];
+    assert_eq!(ex.change_id, Some(77));
+    assert_eq!(ex.location, "read by the fraud scorer from enriched p0@2");
     // Without a scorer, the path is absent from the report.
     let plain = report(&check(&clean()), &[], None);
     assert!(plain.latency.fraud.is_none());
@@ -2147,8 +2277,9 @@ fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
 }
 
 #[test]
-fn a_raw_partition_read_out_of_lsn_order_is_reordered_but_a_replay_is_not() {
-    // The CDC connector's batch of changes 1-2 was retried and landed after changes 3-5.
+fn a_key_read_out_of_lsn_order_in_raw_is_reordered_but_a_replay_is_not() {
+    // The CDC connector's batch of changes 1-2 was retried and landed after changes 3-5:
+    // change 1 after change 3 of the same key, change 2 after change 5 of the same key.
     let mut h = source();
     h.push(read(210, TopicName::Raw, 0, 0, &[3, 4, 5]));
     h.push(read(211, TopicName::Raw, 0, 3, &[1, 2]));
@@ -2163,8 +2294,26 @@ fn a_raw_partition_read_out_of_lsn_order_is_reordered_but_a_replay_is_not() {
         .collect();
     assert_eq!(
         wheres,
-        ["raw p0@3: lsn 1 after lsn 5", "raw p0@4: lsn 2 after lsn 5"]
+        ["raw p0@3: lsn 1 after lsn 3", "raw p0@4: lsn 2 after lsn 5"]
     );
+
+    // Changes of one key on two partitions (keyed at random) have no order between the
+    // partitions in raw: change 1 on p1 read after change 3 on p0 is no reordering there.
+    let mut h = source();
+    h.push(read(210, TopicName::Raw, 0, 0, &[2, 3, 4, 5]));
+    h.push(read(211, TopicName::Raw, 1, 0, &[1]));
+    h.extend(clean().into_iter().skip(source().len()));
+    let a = check(&h);
+    assert_eq!(counts(&a)[2], 0, "{:?}", a.exactly_once.examples);
+
+    // Change 4 lands after change 5, but they are changes to different keys: the partition's
+    // order across keys is no contract, so nothing is reordered.
+    let mut h = source();
+    h.push(read(210, TopicName::Raw, 0, 0, &[1, 2, 5]));
+    h.push(read(211, TopicName::Raw, 0, 3, &[3, 4]));
+    h.extend(clean().into_iter().skip(source().len()));
+    let a = check(&h);
+    assert_eq!(counts(&a), [0, 0, 0, 0, 0], "{:?}", a.exactly_once.examples);
 
     // In order, then replayed from the start after a restart: duplicates in raw, not a
     // reordering (and a re-read of old offsets is neither).
