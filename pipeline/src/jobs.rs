@@ -681,28 +681,31 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     break;
                 }
                 // A failure restarts the task; the restart's fencing aborts the transaction.
-                let mut written = true;
-                if let Err(e) = produce_recorded(log, env, stage, outputs, s.batch_records).await {
-                    if e == LogError::Fenced {
-                        // A newer instance of this task holds its transactional.id: this one
-                        // is a zombie, and stops.
-                        return;
+                let written =
+                    match produce_recorded(log, env, stage, outputs, s.batch_records).await {
+                        Ok(()) => true,
+                        // A newer instance of this task holds its transactional.id: this one is a
+                        // zombie, and stops.
+                        Err(LogError::Fenced) => return,
+                        Err(_) => {
+                            if !carry_on(log, txn, s.restart_backoff_ms).await {
+                                break;
+                            }
+                            // Carried on past the aborted transaction: nothing of this batch
+                            // stands, so none of it was routed anywhere.
+                            false
+                        }
+                    };
+                if written {
+                    for r in routed {
+                        env.record(Observation::Routed {
+                            t_ms: env.now_ms(),
+                            change_id: r.change_id,
+                            to: r.to,
+                            reason: r.reason,
+                            attempt: r.attempt,
+                        });
                     }
-                    if !carry_on(log, txn, s.restart_backoff_ms).await {
-                        break;
-                    }
-                    // Carried on past the aborted transaction: nothing of this batch stands,
-                    // so none of it was routed anywhere.
-                    written = false;
-                }
-                for r in routed.into_iter().filter(|_| written) {
-                    env.record(Observation::Routed {
-                        t_ms: env.now_ms(),
-                        change_id: r.change_id,
-                        to: r.to,
-                        reason: r.reason,
-                        attempt: r.attempt,
-                    });
                 }
             }
             if replaying {
