@@ -13,11 +13,13 @@ use crate::latency::{LatencyPath, TierBounds};
 pub struct Counts {
     /// Source changes committed, the initial snapshot included.
     pub source_changes: u64,
-    /// Distinct change ids that reached the raw topic (acknowledged to a producer, or read).
+    /// Distinct change ids that reached the raw topic (acknowledged to a producer, or read; a
+    /// record written in a Kafka transaction reaches it when the transaction commits).
     pub raw: u64,
-    /// Distinct change ids that reached the standard topic (acknowledged to a producer, or read).
+    /// Distinct change ids that reached the standard topic (as for `raw`).
     pub standard: u64,
-    /// Distinct change ids that reached the enriched topic (acknowledged to a producer, or read).
+    /// Distinct change ids that reached the enriched topic (as for `raw`, or applied by the
+    /// lake).
     pub enriched: u64,
     /// Distinct change ids the lake applied.
     pub lake_rows: u64,

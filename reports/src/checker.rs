@@ -43,10 +43,11 @@
 //!   rows are backfill: they leave the latency figures and the raw-order check (a chunk is in
 //!   key order, not LSN order), and a key's expected final row never reaches back past an
 //!   absorbed change.
-//! - A record written in a Kafka transaction reaches its topic when the coordinator commits the
-//!   transaction (from then on a `read_committed` reader sees it), not when it is acknowledged;
-//!   one of an aborted transaction never does. So stage latencies and the counts per topic
-//!   come from the copy that committed.
+//! - A record written in a Kafka transaction reaches its topic when the coordinator decides to
+//!   commit the transaction (a `read_committed` reader sees it once the commit markers are
+//!   written, normally within milliseconds), not when it is acknowledged; one of an aborted
+//!   transaction, or cut away by a leader change before the commit, never does. So stage
+//!   latencies and the counts per topic come from the copy that committed.
 //! - `reordered` is about one key's changes: in `raw`, per partition (the connector writes a
 //!   partition in LSN order); in `enriched`, per partition as one reader meets them; in the
 //!   lake, per key across everything it applied. Changes of different keys may interleave in
@@ -294,6 +295,10 @@ pub struct Checker {
     redo_copies: BTreeMap<u64, Vec<(u32, u64)>>,
     /// Changes all of whose redo records are gone: cut away by leader changes, or aborted.
     redo_cut: BTreeSet<u64>,
+    /// Changes whose latest redo record a leader change cut away, while older ones the replay
+    /// had already read still stand. Gone too once the run drained; until then a replay that
+    /// restarts from before those may read them again.
+    redo_behind: BTreeSet<u64>,
     /// Per change written to critical: where each of its critical records stands, until a
     /// leader change cuts it away.
     critical_copies: BTreeMap<u64, Vec<(u32, u64)>>,
@@ -379,6 +384,7 @@ impl Checker {
             takeover_end: BTreeMap::new(),
             redo_copies: BTreeMap::new(),
             redo_cut: BTreeSet::new(),
+            redo_behind: BTreeSet::new(),
             critical_copies: BTreeMap::new(),
             redo_at: BTreeMap::new(),
             log_start: BTreeMap::new(),
@@ -438,23 +444,30 @@ impl Checker {
                 leader_epoch,
                 ..
             } => {
-                // A record written in a transaction reaches its topic when the transaction
-                // commits (read_committed readers see it from then on), and never if it aborts.
-                let mut arrives = true;
-                if let Some(n) = txn {
-                    self.kafka_txns_seen = true;
-                    arrives = self.txn_committed.contains(n);
-                    self.txn_records.entry(*n).or_default().extend(
-                        (*base_offset..)
-                            .zip(change_ids)
-                            .map(|(o, id)| (*topic, *partition, o, *id)),
-                    );
-                }
                 *self.partition_load.entry((*topic, *partition)).or_insert(0) +=
                     change_ids.len() as u64;
                 let end = base_offset + change_ids.len() as u64;
                 let cut_from =
                     self.acknowledged((*topic, *partition), *base_offset, end, *leader_epoch);
+                // A record written in a transaction reaches its topic when the transaction
+                // commits, and never if it aborts. Records a leader change has already cut
+                // away are not the transaction's to commit, unless a reader read them before
+                // the cut (as when the cut comes after the acknowledgement).
+                let mut arrives = true;
+                if let Some(n) = txn {
+                    self.kafka_txns_seen = true;
+                    arrives = self.txn_committed.contains(n);
+                    let read = self.read_at.get(&(*topic, *partition));
+                    self.txn_records.entry(*n).or_default().extend(
+                        (*base_offset..)
+                            .zip(change_ids)
+                            .filter(|&(o, id)| {
+                                cut_from.is_none_or(|from| o < from)
+                                    || read.and_then(|r| r.get(o as usize)) == Some(id)
+                            })
+                            .map(|(o, id)| (*topic, *partition, o, *id)),
+                    );
+                }
                 self.produced(
                     arrives.then_some(*t_ms),
                     *topic,
@@ -920,13 +933,21 @@ impl Checker {
                     if cut_from.is_some_and(|from| offset >= from) {
                         // Already cut away: the latest record that stands is still the one
                         // to judge, unless none does that the replay has not read already.
-                        if all_read(&self.read_at, id, copies) {
-                            self.redo_cut.insert(id);
+                        let gone = if copies.is_empty() {
+                            Some(&mut self.redo_cut)
+                        } else if all_read(&self.read_at, id, copies) {
+                            Some(&mut self.redo_behind)
+                        } else {
+                            None
+                        };
+                        if let Some(set) = gone {
+                            set.insert(id);
                             self.redo_at.insert(id, (partition, offset));
                         }
                     } else {
                         copies.push((partition, offset));
                         self.redo_cut.remove(&id);
+                        self.redo_behind.remove(&id);
                         self.redo_at.insert(id, (partition, offset));
                     }
                 }
@@ -1227,12 +1248,18 @@ impl Checker {
         if seen.topic == TopicName::Redo {
             // A change one of whose redo records this cut away is no longer parked unless one
             // it still has there is unread: a copy the replay has read is behind it (the replay
-            // wrote the cut one after reading it), and will not be read again.
+            // wrote the cut one after reading it), and will not be read again once the run
+            // drains.
             for (id, copies) in &mut self.redo_copies {
                 let before = copies.len();
                 copies.retain(|(p, offset)| *p != seen.partition || *offset < seen.log_end);
-                if copies.len() < before && all_read(&self.read_at, *id, copies) {
+                if copies.len() == before {
+                    continue;
+                }
+                if copies.is_empty() {
                     self.redo_cut.insert(*id);
+                } else if all_read(&self.read_at, *id, copies) {
+                    self.redo_behind.insert(*id);
                 }
             }
         }
@@ -1339,8 +1366,9 @@ impl Checker {
     }
 
     /// A change still parked in redo whose redo record retention has deleted, or a replay's
-    /// offset reset skipped, or whose every redo record a leader change cut away, will never
-    /// be replayed: it is no longer waiting, and is judged as lost.
+    /// offset reset skipped, or whose every redo record a leader change cut away (or, in a
+    /// run that drained, whose latest one it cut while the replay had read the others), will
+    /// never be replayed: it is no longer waiting, and is judged as lost.
     fn judge_deleted_redo(&mut self) {
         let redo_at = std::mem::take(&mut self.redo_at);
         for (id, (partition, offset)) in redo_at {
@@ -1353,7 +1381,9 @@ impl Checker {
                 .redo_skipped
                 .get(&partition)
                 .is_some_and(|r| r.iter().any(|(from, to)| (*from..*to).contains(&offset)));
-            if offset < start || skipped || self.redo_cut.contains(&id) {
+            let cut =
+                self.redo_cut.contains(&id) || (self.drained && self.redo_behind.contains(&id));
+            if offset < start || skipped || cut {
                 if let Some(c) = self.known_mut(id).filter(|c| c.parked()) {
                     c.flags |= REDO_DELETED;
                 }

@@ -868,6 +868,18 @@ fn a_change_whose_latest_redo_record_is_cut_is_lost_if_the_replay_read_the_one_b
             a.exactly_once.examples
         );
         assert_eq!(a.counts.parked_in_redo, 0, "late {late}");
+        // In a run that did not drain, a replay restarting from before the record it read
+        // may still read it again: the change still waits.
+        let mut h = history(true, late);
+        h.pop();
+        h.push(run_end(400, false));
+        let a = check(&h);
+        assert_eq!(
+            a.exactly_once.lost, 0,
+            "late {late}: {:?}",
+            a.exactly_once.examples
+        );
+        assert_eq!(a.counts.parked_in_redo, 1, "late {late}");
         let a = check(&history(false, late));
         assert_eq!(
             counts(&a),
@@ -980,6 +992,42 @@ fn a_stage_is_timed_from_the_record_that_committed_not_from_an_aborted_one() {
     h.truncate(h.len() - 3);
     h.push(run_end(400, false));
     assert_eq!(check(&h).counts.enriched, 5);
+}
+
+#[test]
+fn a_transactions_records_cut_before_it_commits_never_arrive_whichever_is_recorded_first() {
+    let all = [1, 2, 3, 4, 5];
+    for ack_first in [true, false] {
+        let mut h = source();
+        h.push(produced(210, TopicName::Raw, 0, 0, &all));
+        let mut standard = in_txn(5, produced(220, TopicName::Standard, 0, 0, &all));
+        if let Observation::Produced { leader_epoch, .. } = &mut standard {
+            *leader_epoch = Some(0);
+        }
+        let cut = Observation::LeaderChange {
+            t_ms: 221,
+            host: "broker-2".to_string(),
+            topic: TopicName::Standard,
+            partition: 0,
+            epoch: 1,
+            log_end: 0,
+        };
+        if ack_first {
+            h.extend([standard, cut]);
+        } else {
+            h.extend([cut, standard]);
+        }
+        h.push(txn_end(222, 5, true));
+        h.push(run_end(400, true));
+        let a = check(&h);
+        assert_eq!(a.exactly_once.lost, 5, "ack first {ack_first}");
+        assert_eq!(a.counts.standard, 0, "ack first {ack_first}");
+        assert_eq!(
+            a.latency.standardize.histogram.len(),
+            0,
+            "ack first {ack_first}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
