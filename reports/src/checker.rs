@@ -11,8 +11,9 @@
 //! key's index, the previous LSN of the same key, the row digest, the first enriched position
 //! and a few flags: 64 bytes per change, so a million changes cost about 64 MB. Everything
 //! else grows with keys (final lake row, last source LSN, highest lake LSN, highest raw and
-//! enriched LSN per partition) or with the anomalies found. Keeping per-change state is what lets the checker tell
-//! a re-read from a duplicate and compute stage latencies whose endpoints arrive out of order.
+//! enriched LSN per partition) or with the anomalies found. Keeping per-change state is what
+//! lets the checker tell a re-read from a duplicate and compute stage latencies whose
+//! endpoints arrive out of order.
 //!
 //! # Decisions worth knowing
 //! - A change "reaches its end" when a lake commit applies it, or a `Routed` observation sends
@@ -890,8 +891,6 @@ impl Checker {
         }
     }
 
-    /// Records produced at `base..`; those at or past `cut_from` a leader change has already
-    /// cut away (a deposed leader acknowledged them).
     /// A record of change `id` reached `topic` at `t_ms`: the change's first time there.
     fn arrived(&mut self, t_ms: u64, topic: TopicName, id: u64) {
         let Some(c) = self.known_mut(id) else { return };
@@ -903,8 +902,10 @@ impl Checker {
         }
     }
 
-    /// `arrived_ms`: when the records reached the topic; `None` for records of a transaction
-    /// not committed yet, which arrive when it commits.
+    /// Records produced at `base..`; those at or past `cut_from` a leader change has already
+    /// cut away (a deposed leader acknowledged them). `arrived_ms`: when the records reached
+    /// the topic; `None` for records of a transaction not committed yet, which arrive when it
+    /// commits.
     fn produced(
         &mut self,
         arrived_ms: Option<u64>,
