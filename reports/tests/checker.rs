@@ -178,6 +178,18 @@ fn clean() -> Vec<Observation> {
     h
 }
 
+/// `host` takes partition 0 of `topic` as leader of `epoch`, its log ending at `log_end`.
+fn leader_change(t_ms: u64, host: &str, topic: TopicName, epoch: u32, log_end: u64) -> Observation {
+    Observation::LeaderChange {
+        t_ms,
+        host: host.to_string(),
+        topic,
+        partition: 0,
+        epoch,
+        log_end,
+    }
+}
+
 /// Kafka transaction `txn` of `enrich-0` ends at `t_ms`, committed or aborted.
 fn txn_end(t_ms: u64, txn: u64, committed: bool) -> Observation {
     Observation::KafkaTxn {
@@ -384,17 +396,12 @@ fn a_parked_change_whose_redo_record_retention_deleted_is_lost() {
 /// record a leader change cut away is lost, unless it was written to redo again.
 #[test]
 fn leader_changes_that_cut_acknowledged_records_are_reported() {
-    let leader_change = |t_ms: u64, topic: TopicName, log_end: u64| Observation::LeaderChange {
-        t_ms,
-        host: "broker-2".to_string(),
-        topic,
-        partition: 0,
-        epoch: 3,
-        log_end,
+    let cut_to = |t_ms: u64, topic: TopicName, log_end: u64| {
+        leader_change(t_ms, "broker-2", topic, 3, log_end)
     };
     let history = |redo_log_end: u64, written_again: bool| {
         let mut h = source();
-        h.push(leader_change(1, TopicName::Raw, 0));
+        h.push(cut_to(1, TopicName::Raw, 0));
         h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
         h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
         h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
@@ -405,9 +412,9 @@ fn leader_changes_that_cut_acknowledged_records_are_reported() {
         h.push(read(240, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
         h.push(lake(300, 1, &lake_rows(&[1, 2, 3, 5])));
         // raw/0 loses its last two acknowledged offsets; the standard leader has everything.
-        h.push(leader_change(310, TopicName::Raw, 3));
-        h.push(leader_change(311, TopicName::Standard, 5));
-        h.push(leader_change(312, TopicName::Redo, redo_log_end));
+        h.push(cut_to(310, TopicName::Raw, 3));
+        h.push(cut_to(311, TopicName::Standard, 5));
+        h.push(cut_to(312, TopicName::Redo, redo_log_end));
         if written_again {
             h.push(produced(320, TopicName::Redo, 0, redo_log_end, &[4]));
         }
@@ -450,15 +457,8 @@ fn leader_changes_that_cut_acknowledged_records_are_reported() {
     // A deposed leader applying a stale view late says nothing about the log.
     let mut h = source();
     h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
-    h.push(leader_change(310, TopicName::Raw, 5));
-    h.push(Observation::LeaderChange {
-        t_ms: 320,
-        host: "broker-0".to_string(),
-        topic: TopicName::Raw,
-        partition: 0,
-        epoch: 2,
-        log_end: 1,
-    });
+    h.push(cut_to(310, TopicName::Raw, 5));
+    h.push(leader_change(320, "broker-0", TopicName::Raw, 2, 1));
     assert!(report(&check(&h), &[], None).leader_cuts.is_empty());
 
     let older_kept = history(3, false);
@@ -479,13 +479,8 @@ fn leader_changes_that_cut_acknowledged_records_are_reported() {
 /// leader change cuts it.
 #[test]
 fn a_deposed_leaders_late_acknowledgements_count_in_the_cut_that_took_them() {
-    let leadership = |t_ms: u64, host: &str, epoch: u32, log_end: u64| Observation::LeaderChange {
-        t_ms,
-        host: host.to_string(),
-        topic: TopicName::Redo,
-        partition: 0,
-        epoch,
-        log_end,
+    let leadership = |t_ms: u64, host: &str, epoch: u32, log_end: u64| {
+        leader_change(t_ms, host, TopicName::Redo, epoch, log_end)
     };
     let history = |ack_epoch: u32, takeover_end: u64, third_end: u64| {
         let mut h = source();
@@ -556,14 +551,7 @@ fn a_redo_record_a_reset_skipped_after_a_truncation_is_lost() {
         let mut h = source();
         h.push(produced(210, TopicName::Raw, 0, 0, &[1, 2, 3, 4, 5]));
         h.push(produced(220, TopicName::Standard, 0, 0, &[1, 2, 3, 4, 5]));
-        h.push(Observation::LeaderChange {
-            t_ms: 222,
-            host: "broker-1".to_string(),
-            topic: TopicName::Redo,
-            partition: 0,
-            epoch: 2,
-            log_end: 5,
-        });
+        h.push(leader_change(222, "broker-1", TopicName::Redo, 2, 5));
         h.push(routed(225, 4, TopicName::Redo, RouteReason::ReferenceMiss));
         h.push(produced(226, TopicName::Redo, 0, 6, &[4]));
         h.push(produced(230, TopicName::Enriched, 0, 0, &[1, 2, 3, 5]));
@@ -755,14 +743,7 @@ fn routed_then(to: TopicName, gone: &str, again: bool) -> Vec<Observation> {
     match gone {
         "cut" => {
             h.push(txn_end(227, 7, true));
-            h.push(Observation::LeaderChange {
-                t_ms: 228,
-                host: "broker-2".to_string(),
-                topic: to,
-                partition: 0,
-                epoch: 1,
-                log_end: 0,
-            });
+            h.push(leader_change(228, "broker-2", to, 1, 0));
         }
         "aborted" => h.push(txn_end(227, 7, false)),
         _ => h.push(txn_end(227, 7, true)),
@@ -843,14 +824,7 @@ fn a_change_whose_latest_redo_record_is_cut_is_lost_if_the_replay_read_the_one_b
         if !late {
             h.push(second.clone());
         }
-        h.push(Observation::LeaderChange {
-            t_ms: 229,
-            host: "broker-2".to_string(),
-            topic: TopicName::Redo,
-            partition: 0,
-            epoch: 1,
-            log_end: 1,
-        });
+        h.push(leader_change(229, "broker-2", TopicName::Redo, 1, 1));
         if late {
             h.push(second);
         }
@@ -1004,14 +978,7 @@ fn a_transactions_records_cut_before_it_commits_never_arrive_whichever_is_record
         if let Observation::Produced { leader_epoch, .. } = &mut standard {
             *leader_epoch = Some(0);
         }
-        let cut = Observation::LeaderChange {
-            t_ms: 221,
-            host: "broker-2".to_string(),
-            topic: TopicName::Standard,
-            partition: 0,
-            epoch: 1,
-            log_end: 0,
-        };
+        let cut = leader_change(221, "broker-2", TopicName::Standard, 1, 0);
         if ack_first {
             h.extend([standard, cut]);
         } else {
@@ -2511,14 +2478,7 @@ fn rewritten_after_a_cut(read_before_cut: bool) -> Vec<Observation> {
     if read_before_cut {
         h.push(read(226, TopicName::Enriched, 0, 0, &[1, 2]));
     }
-    h.push(Observation::LeaderChange {
-        t_ms: 227,
-        host: "broker-2".to_string(),
-        topic: TopicName::Enriched,
-        partition: 0,
-        epoch: 1,
-        log_end: 0,
-    });
+    h.push(leader_change(227, "broker-2", TopicName::Enriched, 1, 0));
     h.push(txn_end(228, 1, false));
     h.push(in_txn(2, produced(230, TopicName::Enriched, 0, 0, &all)));
     h.push(txn_end(231, 2, true));
