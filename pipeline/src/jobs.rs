@@ -228,7 +228,7 @@ async fn produce_recorded<L: Log, E: Env>(
         .collect();
     let tps: Vec<TopicPartition> = batches.iter().map(|b| b.tp).collect();
     let results = log.produce(batches).await;
-    let txn = log.transaction_number();
+    let txn = log.produced_in_transaction();
     let mut first_err = None;
     for ((tp, change_ids), res) in tps.into_iter().zip(ids).zip(results) {
         match res {
@@ -1660,6 +1660,117 @@ mod tests {
             0
         }
         fn record(&self, _: Observation) {}
+    }
+
+    /// A transactional log whose produce appends the first batch, finds the second fenced and
+    /// aborts transaction 5 on the spot, as a producer does when a partition has a newer epoch.
+    struct FencedMidway {
+        produced_in: Option<u64>,
+    }
+
+    impl Log for FencedMidway {
+        fn partitions(&self, _: TopicName) -> u32 {
+            2
+        }
+        async fn produce(&mut self, batches: Vec<ProduceBatch>) -> Vec<Result<Appended, LogError>> {
+            self.produced_in = Some(5);
+            assert_eq!(batches.len(), 2);
+            vec![
+                Ok(Appended::At {
+                    base_offset: 40,
+                    leader_epoch: Some(1),
+                }),
+                Err(LogError::TransactionAborted),
+            ]
+        }
+        async fn fetch(&mut self, _: &[(TopicPartition, u64)]) -> Vec<Result<Fetched, LogError>> {
+            Vec::new()
+        }
+        fn producer_state(&self) -> ProducerState {
+            ProducerState::default()
+        }
+        fn restore_producer_state(&mut self, _: ProducerState) {}
+        fn in_transaction(&self) -> bool {
+            false
+        }
+        fn produced_in_transaction(&self) -> Option<u64> {
+            self.produced_in
+        }
+    }
+
+    /// Keeps what it is asked to record.
+    #[derive(Default)]
+    struct Recording(RefCell<Vec<Observation>>);
+
+    impl Env for Recording {
+        fn host(&self) -> &str {
+            "enrich-0"
+        }
+        fn now_ms(&self) -> u64 {
+            7
+        }
+        fn record(&self, obs: Observation) {
+            self.0.borrow_mut().push(obs);
+        }
+    }
+
+    fn record_for(change_id: u64) -> Record {
+        Record {
+            key: change_id,
+            value: bytes::Bytes::from_static(b"{}"),
+            meta: RecordMeta {
+                change_id,
+                txid: change_id,
+                commit_ms: 0,
+                attempt: 0,
+            },
+        }
+    }
+
+    /// A batch appended in a produce call that then aborted its transaction is recorded as a
+    /// record of that transaction, not as one outside any (which would reach its readers at
+    /// its acknowledgement); the fenced batch is not recorded at all.
+    #[test]
+    fn a_batch_appended_before_its_transaction_aborted_is_recorded_under_it() {
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            TopicPartition::new(TopicName::Enriched, 0),
+            vec![record_for(1), record_for(2)],
+        );
+        outputs.insert(
+            TopicPartition::new(TopicName::Enriched, 1),
+            vec![record_for(3)],
+        );
+        let mut log = FencedMidway { produced_in: None };
+        let env = Recording::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let res = rt.block_on(produce_recorded(
+            &mut log,
+            &env,
+            Stage::Enrich,
+            outputs,
+            100,
+        ));
+        assert_eq!(res, Err(LogError::TransactionAborted));
+        let recorded = env.0.borrow();
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        match &recorded[0] {
+            Observation::Produced {
+                partition,
+                base_offset,
+                change_ids,
+                txn,
+                ..
+            } => {
+                assert_eq!((*partition, *base_offset), (0, 40));
+                assert_eq!(change_ids, &vec![1, 2]);
+                assert_eq!(*txn, Some(5));
+            }
+            other => panic!("not a produce: {other:?}"),
+        }
     }
 
     /// A schema the registry could not find is asked for again with the next batch, not

@@ -193,8 +193,11 @@ pub trait Log {
         false
     }
 
-    /// The coordinator's number for the open transaction, once it has written to a partition.
-    fn transaction_number(&self) -> Option<u64> {
+    /// The coordinator's number for the transaction the last [`Log::produce`] wrote in. It
+    /// stays set when that call had to abort the transaction (a batch fenced after others
+    /// were appended), so that the appended batches are still known as records of the
+    /// aborted transaction, which no `read_committed` reader will see.
+    fn produced_in_transaction(&self) -> Option<u64> {
         None
     }
 

@@ -92,6 +92,9 @@ struct TxnClient {
     number: Option<u64>,
     /// Partitions registered with the open transaction.
     added: BTreeSet<TopicPartition>,
+    /// The number of the transaction the last produce call wrote in, kept when that call
+    /// aborted it (see [`Log::produced_in_transaction`]).
+    produced_in: Option<u64>,
 }
 
 fn txn_error(e: TxnError) -> LogError {
@@ -267,6 +270,7 @@ impl SimLog {
             open: false,
             number: None,
             added: BTreeSet::new(),
+            produced_in: None,
         });
         self
     }
@@ -687,7 +691,12 @@ impl Log for SimLog {
     }
 
     async fn produce(&mut self, batches: Vec<ProduceBatch>) -> Vec<Result<Appended, LogError>> {
-        if let Err(e) = self.add_partitions(&batches).await {
+        let added = self.add_partitions(&batches).await;
+        // Taken now: a fenced batch below aborts the transaction, which clears its number.
+        if let Some(txn) = self.txn.as_mut() {
+            txn.produced_in = added.is_ok().then_some(txn.number).flatten();
+        }
+        if let Err(e) = added {
             return vec![Err(e); batches.len()];
         }
         let pid = self.state.producer_id;
@@ -996,8 +1005,8 @@ impl Log for SimLog {
         self.end_transaction(false, &BTreeMap::new()).await
     }
 
-    fn transaction_number(&self) -> Option<u64> {
-        self.txn.as_ref().and_then(|t| t.number)
+    fn produced_in_transaction(&self) -> Option<u64> {
+        self.txn.as_ref().and_then(|t| t.produced_in)
     }
 
     fn in_transaction(&self) -> bool {
