@@ -148,9 +148,8 @@ fn chart(caption: &str, series: &[Series<'_>], report: &Report) -> String {
 
 fn tables(r: &Report) -> String {
     let mut h = String::new();
-    let c = &r.counts;
     h.push_str("<h2>Counts</h2><table><tr><th>place</th><th>changes</th></tr>");
-    for (name, n) in count_rows(c) {
+    for (name, n) in count_rows(r) {
         let _ = write!(h, "<tr><td>{name}</td><td>{n}</td></tr>");
     }
     h.push_str("</table><h2>Latency from the source commit</h2><table><tr><th>path</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>count</th></tr>");

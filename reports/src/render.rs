@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::{offsets_reset_over, Completeness, Conservation, Counts, SchemaReport};
+use crate::analysis::{offsets_reset_over, Completeness, Conservation, SchemaReport};
 use crate::anomaly::AnomalyKind;
 use crate::latency::{Percentiles, Tiers};
 use crate::report::Report;
@@ -32,9 +32,14 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
-/// The counts every report shows, in order.
-pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 17] {
-    [
+/// The counts a report shows, in order. The fraud scorer's and the spend aggregator's are
+/// left out of a run that has no such consumer (as the summary leaves them out), so that no
+/// count reads 0 where nothing was measured.
+pub(crate) fn count_rows(r: &Report) -> Vec<(&'static str, u64)> {
+    let c = &r.counts;
+    let has_fraud = c.fraud_scored + c.fraud_unscored > 0;
+    let has_spend = r.exactly_once.aggregate_mismatch.is_some();
+    let rows = [
         ("source changes", c.source_changes),
         ("of which snapshot", c.snapshot_changes),
         ("absorbed by snapshot", c.absorbed_by_snapshot),
@@ -52,7 +57,12 @@ pub(crate) fn count_rows(c: &Counts) -> [(&'static str, u64); 17] {
         ("fraud: alerts", c.fraud_alerts),
         ("spend: aggregates reconciled", c.aggregates_reconciled),
         ("spend: payments dropped late", c.late_dropped),
-    ]
+    ];
+    rows.into_iter()
+        .filter(|(name, _)| {
+            (has_fraud || !name.starts_with("fraud:")) && (has_spend || !name.starts_with("spend:"))
+        })
+        .collect()
 }
 
 /// Writes `head` and then each item two spaces apart, wrapping lines at 100 columns with the
@@ -146,7 +156,6 @@ pub(crate) fn latency_rows(r: &Report) -> Vec<(&'static str, &Percentiles, Optio
 /// The report as Markdown: summary, counts, latency, tiers, anomalies, SLOs, faults, replay.
 pub fn to_markdown(r: &Report) -> String {
     let mut md = String::new();
-    let c = &r.counts;
     let _ = writeln!(md, "# nrtsim report: {}\n", r.scenario);
     let _ = writeln!(
         md,
@@ -173,7 +182,7 @@ pub fn to_markdown(r: &Report) -> String {
         md.push('\n');
     }
     md.push_str("## Counts\n\n| place | changes |\n|---|---:|\n");
-    for (name, n) in count_rows(c) {
+    for (name, n) in count_rows(r) {
         let _ = writeln!(md, "| {name} | {n} |");
     }
     md.push_str("\n## Latency (from the source commit)\n\n");

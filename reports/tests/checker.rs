@@ -2170,7 +2170,8 @@ fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted()
         (1, 1, 1)
     );
     let r = report(&a, &[("fraud.p99", 1_000)], None);
-    let fraud = r.latency.fraud.expect("a fraud path");
+    assert!(to_markdown(&r).contains("| fraud: unscored | 1 |"));
+    let fraud = r.latency.fraud.clone().expect("a fraud path");
     assert_eq!((fraud.count, fraud.max_ms), (1, 1_500));
     assert!(!r.slo[0].pass, "1.5 s is over the 1 s limit");
     // The bus path still ends at the lake sink's read, not the scorer's.
@@ -2182,10 +2183,15 @@ fn the_fraud_scorer_has_its_own_latency_path_and_unscored_payments_are_counted()
     let ex = &a.exactly_once.examples[0];
     assert_eq!(ex.change_id, Some(77));
     assert_eq!(ex.location, "read by the fraud scorer from enriched p0@2");
-    // Without a scorer, the path is absent from the report.
+    // Without a scorer, the path is absent from the report, and so are its counts (no 0
+    // that nothing measured), as are the spend aggregator's.
     let plain = report(&check(&clean()), &[], None);
     assert!(plain.latency.fraud.is_none());
     assert!(!to_json(&plain).contains("\"fraud\""));
+    let md = to_markdown(&plain);
+    assert!(md.contains("| critical |"), "{md}");
+    assert!(!md.contains("fraud:") && !md.contains("spend:"), "{md}");
+    assert!(!nrtsim_reports::to_html(&plain).contains("fraud:"));
 }
 
 #[test]
@@ -2248,6 +2254,8 @@ fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
     assert_eq!(a.exactly_once.aggregate_mismatch, Some(0));
     assert_eq!(a.counts.aggregates_reconciled, 2);
     assert_eq!(a.counts.late_dropped, 1);
+    let md = to_markdown(&report(&a, &[], None));
+    assert!(md.contains("| spend: payments dropped late | 1 |"), "{md}");
     // The stream dropped account 7's second payment: its window no longer matches.
     let bad = through(
         source.clone(),
