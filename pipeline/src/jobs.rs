@@ -23,7 +23,7 @@ use crate::spend::{SpendAggregator, SpendConfig, WindowResult};
 use crate::standardize::{standardize, standardize_avro, Standardized};
 use apache_avro::Schema;
 use nrtsim_history::{LakeRow, Observation, RouteReason, Stage, TopicName};
-use nrtsim_workloads::envelope::{encode_change_into, parse_schema_block};
+use nrtsim_workloads::envelope::{encode_change_into, parse_schema_block, EnvelopeDecoder};
 use nrtsim_workloads::{Change, Op, Transaction};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -573,7 +573,7 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
 ) {
     let stage = role.stage();
     let input = role.input();
-    let mut enc = Encoder::default();
+    let mut codec = (EnvelopeDecoder::default(), Encoder::default());
     // What this task learned from the schema registry; lost only when the host restarts.
     let mut schemas = SchemaCache::default();
     let txn = s.transactions.as_ref();
@@ -673,7 +673,7 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                 let (outputs, routed) = process(
                     &role,
                     batch,
-                    &mut enc,
+                    &mut codec,
                     s.schema_registry.then_some(&mut schemas),
                 );
                 if txn.is_some() && !log.in_transaction() && log.begin_transaction().await.is_err()
@@ -896,9 +896,10 @@ type Outputs = BTreeMap<TopicPartition, Vec<Record>>;
 fn process(
     role: &StreamRole,
     batch: Vec<(TopicPartition, Record)>,
-    enc: &mut Encoder,
+    codec: &mut (EnvelopeDecoder, Encoder),
     mut schemas: Option<&mut SchemaCache>,
 ) -> (Outputs, Vec<Routed>) {
+    let (decoder, enc) = codec;
     let mut outputs: Outputs = BTreeMap::new();
     let mut routed = Vec::new();
     for (from, rec) in batch {
@@ -907,7 +908,7 @@ fn process(
             StreamRole::Standardize => {
                 let outcome = match schemas.as_deref_mut() {
                     Some(cache) => standardize_avro(&rec, cache, enc),
-                    None => standardize(&rec, enc),
+                    None => standardize(&rec, decoder, enc),
                 };
                 let (r, reason) = match outcome {
                     Standardized::Standard(r) => (r, None),

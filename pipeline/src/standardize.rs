@@ -6,7 +6,7 @@
 use crate::canonical::{Canonical, Encoder};
 use crate::record::Record;
 use crate::schema::{encode_standard, SchemaCache, WriterSchema};
-use nrtsim_workloads::envelope::{decode_change, decode_change_by_schema, parse_schema_block};
+use nrtsim_workloads::envelope::{decode_change_by_schema, parse_schema_block, EnvelopeDecoder};
 use nrtsim_workloads::{Image, Key, Row, Table, TableSchema};
 use std::sync::Arc;
 
@@ -22,9 +22,9 @@ pub enum Standardized {
     Rejected(Record, String),
 }
 
-/// Standardizes one raw record.
-pub fn standardize(raw: &Record, enc: &mut Encoder) -> Standardized {
-    match decode_change(&raw.value) {
+/// Standardizes one raw record, reading its envelope with the task's `decoder`.
+pub fn standardize(raw: &Record, decoder: &mut EnvelopeDecoder, enc: &mut Encoder) -> Standardized {
+    match decoder.decode(&raw.value) {
         Ok(env) => {
             let canonical = Canonical {
                 key: env.key(),

@@ -23,7 +23,7 @@ pub use duration::SimDuration;
 pub use envelope::{
     decode_boundary, decode_change, decode_change_by_schema, encode_begin, encode_begin_into,
     encode_change, encode_change_into, encode_end, encode_end_into, parse_schema_block, Envelope,
-    EnvelopeError, Image, SchemaEnvelope, TxBoundary, TxStatus,
+    EnvelopeDecoder, EnvelopeError, Image, SchemaEnvelope, TxBoundary, TxStatus,
 };
 pub use gen::write_jsonl;
 pub use generator::Workload;

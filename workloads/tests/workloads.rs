@@ -197,6 +197,59 @@ proptest! {
     }
 }
 
+/// A decoder that remembers schema blocks reads every envelope as [`decode_change`] does, the
+/// same change or the same error, whatever blocks it has met before: envelopes of several
+/// schema versions (after DDL) and poison ones, read in order by one decoder.
+#[test]
+fn a_decoder_that_remembers_schema_blocks_decodes_as_decode_change_does() {
+    use nrtsim_workloads::schema::DdlKind;
+    use nrtsim_workloads::{
+        encode_change_into, ColumnType, DdlConfig, EnvelopeDecoder, SchemaTimeline, SimDuration,
+    };
+    let timeline = SchemaTimeline::new(&[DdlConfig {
+        at: SimDuration::from_ms(1_000),
+        table: Table::CardTransactions,
+        change: DdlKind::AddColumn,
+        column: "channel".into(),
+        ty: Some(ColumnType::String),
+    }])
+    .unwrap();
+    let cfg = WorkloadConfig {
+        poison_ratio: 0.05,
+        kind: WorkloadKind::Mixed,
+        ..WorkloadConfig::default()
+    };
+    let mut decoder = EnvelopeDecoder::default();
+    let (mut read, mut refused) = (0, 0);
+    for t in run(&cfg, 11, 2_000) {
+        for c in &t.changes {
+            let mut bytes = Vec::new();
+            encode_change_into(
+                c,
+                t.commit_ms,
+                timeline.at(c.key.table, t.commit_ms),
+                &mut bytes,
+            );
+            let fast = decoder.decode(&bytes);
+            match (fast, decode_change(&bytes)) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b);
+                    read += 1;
+                }
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string());
+                    refused += 1;
+                }
+                (a, b) => panic!("lsn {}: {a:?} against {b:?}", c.lsn),
+            }
+        }
+    }
+    assert!(
+        read > 1_000 && refused > 100,
+        "{read} read, {refused} refused"
+    );
+}
+
 /// An envelope written after DDL carries the new schema, and its rows are read back by that
 /// schema: the added column null, the dropped one gone, the retyped one text. The reader that
 /// knows only the table's first columns refuses it.
