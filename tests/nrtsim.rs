@@ -786,7 +786,7 @@ fn compare_puts_scenarios_side_by_side() {
     std::fs::write(
         &b,
         SMALL.replace("name = \"small\"", "name = \"small-alo\"")
-            + "\n[pipeline]\ndelivery = \"at-least-once\"\n",
+            + "\n[pipeline]\ndelivery = \"at-least-once\"\ncheckpoint_interval = \"2s\"\n",
     )
     .expect("write");
     let (code, stdout, stderr) = nrtsim(&[
@@ -804,6 +804,25 @@ fn compare_puts_scenarios_side_by_side() {
     assert_eq!(rows.len(), 2, "{stdout}");
     assert!(rows[0].starts_with("| small | 2 | 0 |"), "{stdout}");
     assert!(rows[1].starts_with("| small-alo | 2 | 0 |"), "{stdout}");
+    // The lake's file cost, by the header's column: commits every 2 s write more files than
+    // every 10 s (the default).
+    let column = |name: &str| {
+        let header: Vec<&str> = stdout
+            .lines()
+            .find(|l| l.starts_with("| scenario"))
+            .expect("a header")
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let at = header.iter().position(|h| *h == name).expect(name);
+        rows.iter()
+            .map(|r| r.split('|').nth(at).expect("a cell").trim().parse::<u64>())
+            .collect::<Result<Vec<u64>, _>>()
+            .expect("counts")
+    };
+    let files = column("lake files");
+    assert!(files[1] > files[0] && files[0] > 0, "{stdout}");
+    assert_eq!(column("small files").len(), 2);
 }
 
 /// The schema registry rebuilds itself from `_schemas` after a crash: a table version
