@@ -262,6 +262,18 @@ fn ratio_summary() {
         changes as f64 / floor_s,
         raw * floor_s / changes as f64,
     );
+    // The issue's target, end to end at 1/10 of generate+encode, as a budget per change: what
+    // is left of it for the simulated platform once the jobs' work and the checker are paid.
+    let us = |rate: f64| 1e6 / rate;
+    let judge_us = 1e6 * judge_s / changes.max(1) as f64;
+    println!(
+        "summary: at 1/10 of generate+encode a change may cost {:.2} us end to end; the jobs' work \
+         and the checker take {:.2} us, leaving {:.2} us for the simulated platform, which costs {:.1} us",
+        10.0 * us(raw),
+        us(logic) + judge_us,
+        10.0 * us(raw) - us(logic) - judge_us,
+        us(e2e) - us(logic) - judge_us,
+    );
 }
 
 // The macro defines an undocumented public function.
