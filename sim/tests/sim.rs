@@ -1,7 +1,8 @@
 //! The simulated brokers on their own: ISR shrink and expand, fencing a restarted broker,
 //! replicas that agree after a leader change truncated one of them, readers (restored ones
 //! too) that find such a truncation by leader epoch, retention, a producer that stays with a
-//! deposed leader it can still reach, and an acks=0 producer that finds the new one.
+//! deposed leader it can still reach, an acks=0 producer that finds the new one, and a
+//! transactional producer fenced in the middle of a produce call.
 
 use nrtsim_history::{Observation, TopicName};
 use nrtsim_pipeline::{
@@ -469,5 +470,79 @@ fn an_acks_0_producer_finds_the_new_leader_when_the_old_one_closes_its_connectio
     assert!(
         read_late,
         "nothing written to raw/0 reached a reader after the healing"
+    );
+}
+
+/// A transactional task whose produce call outlives its transaction: one broker is slow to
+/// reach from it, so its batches to that broker's partitions arrive after the coordinator has
+/// aborted the transaction on its timeout and marked every partition of it with a newer epoch.
+/// That broker refuses them as fenced, and the client aborts the transaction there and then.
+/// The batches the same call had appended to the other brokers are still recorded as records
+/// of that (aborted) transaction: a record of a transactional task recorded with no
+/// transaction would reach its readers, for the checker, at its acknowledgement.
+#[test]
+fn batches_appended_before_a_fence_in_the_same_call_keep_their_transaction() {
+    let pipeline = PipelineConfig {
+        parallelism: nrtsim_pipeline::Parallelism {
+            standardize: 1,
+            enrich: 1,
+            lake: 1,
+        },
+        producer: ProducerConfig {
+            request_timeout: nrtsim_workloads::SimDuration::from_secs(10),
+            ..Default::default()
+        },
+        transactions: nrtsim_pipeline::TransactionsConfig {
+            timeout: nrtsim_workloads::SimDuration::from_ms(1_000),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(pipeline.transactional());
+    let mut world = World::new(&spec(pipeline));
+    step_to(&mut world, 5_000);
+    let enriched_0 = TopicPartition::new(TopicName::Enriched, 0);
+    let slow = world.leader_of(enriched_0).expect("a leader");
+    let latency = "1800ms".parse().expect("a latency");
+    world.set_latency(&["enrich-0".to_string()], &[slow.clone()], Some(latency));
+    step_to(&mut world, 15_000);
+    world.set_latency(&["enrich-0".to_string()], &[slow], None);
+    step_to(&mut world, 25_000);
+    let history = world.into_history();
+    let timed_out: Vec<u64> = history
+        .iter()
+        .filter_map(|o| match o {
+            Observation::KafkaTxn {
+                txn,
+                producer,
+                timed_out: true,
+                ..
+            } if producer.starts_with("enrich-0") => Some(*txn),
+            _ => None,
+        })
+        .collect();
+    assert!(!timed_out.is_empty(), "no enrich-0 transaction timed out");
+    let enrich_produced: Vec<(u64, Option<u64>)> = history
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Produced {
+                t_ms, host, txn, ..
+            } if host == "enrich-0" => Some((*t_ms, *txn)),
+            _ => None,
+        })
+        .collect();
+    let outside: Vec<&(u64, Option<u64>)> = enrich_produced
+        .iter()
+        .filter(|(_, txn)| txn.is_none())
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "recorded with no transaction: {outside:?}"
+    );
+    assert!(
+        enrich_produced
+            .iter()
+            .any(|(_, txn)| txn.is_some_and(|n| timed_out.contains(&n))),
+        "nothing of the timed-out transactions {timed_out:?} was recorded"
     );
 }
