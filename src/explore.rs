@@ -7,7 +7,8 @@ use crate::runner;
 use crate::scenario::Scenario;
 use anyhow::{Context, Result};
 use nrtsim_faults::{shrink, swarm_schedule, FaultSpec};
-use nrtsim_reports::Report;
+use nrtsim_reports::report::EXIT_SLO_BREACHED;
+use nrtsim_reports::{Expect, Report};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -20,6 +21,10 @@ pub struct ExploreOptions {
     pub jobs: usize,
     /// Let each seed decide which faults are on, and add random ones.
     pub swarm: bool,
+    /// Judge seeds on correctness and liveness alone: a run whose only failure is a latency
+    /// SLO (exit 3) counts as a pass where a pass was expected. Random faults break latency
+    /// limits set for a scenario's own faults as a matter of course.
+    pub ignore_slo: bool,
     /// Where the shrunk scenario is written.
     pub out: PathBuf,
 }
@@ -32,16 +37,29 @@ pub struct SeedRun {
     pub faults: Vec<FaultSpec>,
     /// Its report.
     pub report: Report,
+    /// Whether it ended as the scenario says it should (see [`ended_as_expected`]).
+    expected: bool,
 }
 
 impl SeedRun {
-    /// Whether the run ended as the scenario says it should (its `[expect]`, or a pass).
+    /// Whether the run ended as the scenario says it should (its `[expect]`, or a pass; with
+    /// [`ExploreOptions::ignore_slo`], an SLO breach alone counts as a pass).
     pub fn as_expected(&self) -> bool {
-        match self.report.expectation_met {
-            Some(met) => met,
-            None => self.report.exit_code == 0,
-        }
+        self.expected
     }
+}
+
+/// Whether `report` ended as `expect` says (without one, whether it passed). With
+/// `ignore_slo`, a run that breached only a latency SLO (exit 3) counts as a pass where the
+/// scenario expects one.
+fn ended_as_expected(report: &Report, expect: Option<&Expect>, ignore_slo: bool) -> bool {
+    let met = match report.expectation_met {
+        Some(met) => met,
+        None => report.exit_code == 0,
+    };
+    let expects_pass =
+        expect.is_none_or(|e| e.exit_code.unwrap_or(0) == 0 && e.anomalies.is_empty());
+    met || (ignore_slo && expects_pass && report.exit_code == EXIT_SLO_BREACHED)
 }
 
 /// What exploring found.
@@ -90,6 +108,7 @@ pub fn explore(
                 let faults = faults_for(scenario, seed, opts.swarm);
                 let run = run_with(scenario, seed, &faults).map(|report| SeedRun {
                     seed,
+                    expected: ended_as_expected(&report, scenario.expect.as_ref(), opts.ignore_slo),
                     faults,
                     report,
                 });
@@ -108,7 +127,7 @@ pub fn explore(
     runs.sort_by_key(|r| r.seed);
     let shrunk = match runs.iter().find(|r| !r.as_expected()) {
         None => None,
-        Some(first) => Some(shrink_failure(scenario, first, &opts.out)?),
+        Some(first) => Some(shrink_failure(scenario, first, opts)?),
     };
     Ok(Exploration { runs, shrunk })
 }
@@ -116,20 +135,16 @@ pub fn explore(
 fn shrink_failure(
     scenario: &Scenario,
     failed: &SeedRun,
-    out: &Path,
+    opts: &ExploreOptions,
 ) -> Result<(u64, Vec<FaultSpec>, PathBuf)> {
     let seed = failed.seed;
     let code = failed.report.exit_code;
-    let expected = scenario.expect.clone();
     let minimal = shrink(failed.faults.clone(), |faults| {
         run_with(scenario, seed, faults).is_ok_and(|r| {
-            let met = match &expected {
-                Some(_) => r.expectation_met == Some(true),
-                None => r.exit_code == 0,
-            };
-            !met && r.exit_code == code
+            !ended_as_expected(&r, scenario.expect.as_ref(), opts.ignore_slo) && r.exit_code == code
         })
     });
+    let out: &Path = &opts.out;
     let mut min = scenario.clone();
     min.name = format!("{}-seed{seed}-min", scenario.name);
     min.description = format!(

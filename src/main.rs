@@ -69,6 +69,11 @@ enum Command {
         /// Let each seed decide which faults are on, and add random ones.
         #[arg(long)]
         swarm: bool,
+        /// Judge seeds on correctness and liveness alone: a run that breached only a latency
+        /// SLO (exit 3) counts as a pass (random faults break latency limits set for the
+        /// scenario's own).
+        #[arg(long)]
+        ignore_slo: bool,
         /// Where the shrunk scenario goes (default target/nrtsim/<scenario>/explore/).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -176,8 +181,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
             seeds,
             jobs,
             swarm,
+            ignore_slo,
             out,
-        } => explore(scenario, seeds, jobs, swarm, out),
+        } => explore(scenario, seeds, jobs, (swarm, ignore_slo), out),
         Command::Compare { scenarios, seeds } => {
             let mut loaded = Vec::new();
             for path in &scenarios {
@@ -279,7 +285,7 @@ fn explore(
     path: PathBuf,
     seeds: u64,
     jobs: Option<usize>,
-    swarm: bool,
+    (swarm, ignore_slo): (bool, bool),
     out: Option<PathBuf>,
 ) -> Result<u8> {
     let Some(scenario) = load_scenario(&path) else {
@@ -299,6 +305,7 @@ fn explore(
         seeds,
         jobs,
         swarm,
+        ignore_slo,
         out,
     };
     let found = nrtsim::explore::explore(&scenario, &opts, |_| {})?;

@@ -775,6 +775,29 @@ fn explore_shrinks_the_first_failure_to_a_scenario_that_replays_it() {
     let (again, again_out, again_err) =
         nrtsim(&["run", replay, "--out", out.to_str().expect("path")]);
     assert_eq!(again, code, "{again_out}{again_err}");
+    // Judged on correctness and liveness alone, a seed that only breached the SLO ends as
+    // expected, and nothing is shrunk unless another seed failed otherwise.
+    let (code, stdout, stderr) = nrtsim(&[
+        "explore",
+        scenario.to_str().expect("path"),
+        "--seeds",
+        "3",
+        "--swarm",
+        "--ignore-slo",
+        "--out",
+        out.to_str().expect("path"),
+    ]);
+    let seeds: Vec<&str> = stdout.lines().filter(|l| l.starts_with("seed ")).collect();
+    assert!(
+        seeds.iter().any(|l| l.contains(" exit 3 ")),
+        "{stdout}{stderr}"
+    );
+    for line in &seeds {
+        let exit_3_or_0 = line.contains(" exit 3 ") || line.contains(" exit 0 ");
+        assert_eq!(line.contains("as expected"), exit_3_or_0, "{stdout}");
+    }
+    let failed = seeds.iter().any(|l| l.contains("FAILED"));
+    assert_eq!(code == 0, !failed, "{stdout}{stderr}");
 }
 
 #[test]
