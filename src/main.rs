@@ -183,7 +183,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             swarm,
             ignore_slo,
             out,
-        } => explore(scenario, seeds, jobs, (swarm, ignore_slo), out),
+        } => explore(scenario, seeds, jobs, swarm, ignore_slo, out),
         Command::Compare { scenarios, seeds } => {
             let mut loaded = Vec::new();
             for path in &scenarios {
@@ -285,7 +285,8 @@ fn explore(
     path: PathBuf,
     seeds: u64,
     jobs: Option<usize>,
-    (swarm, ignore_slo): (bool, bool),
+    swarm: bool,
+    ignore_slo: bool,
     out: Option<PathBuf>,
 ) -> Result<u8> {
     let Some(scenario) = load_scenario(&path) else {

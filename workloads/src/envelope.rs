@@ -380,8 +380,8 @@ const KNOWN_BLOCKS_MAX: usize = 64;
 
 /// Decodes change envelopes as [`decode_change`] does, remembering the schema blocks of the
 /// envelopes it has decoded. A reader of the CDC topic meets the same few blocks in every
-/// record, and parsing a block takes as long as the rest of its envelope: an envelope that
-/// opens with a block met before, byte for byte, is read without parsing the block again.
+/// record, and parses each one only to skip it: an envelope that opens with a block met
+/// before, byte for byte, is read without parsing the block again.
 /// What it decodes, and every error it gives, is what [`decode_change`] gives (the reader
 /// ignores the block either way).
 #[derive(Default)]
