@@ -748,15 +748,16 @@ fn explore_shrinks_the_first_failure_to_a_scenario_that_replays_it() {
     let scenario = dir.path().join("small.toml");
     std::fs::write(&scenario, SMALL).expect("write");
     let out = dir.path().join("explore");
-    let (code, stdout, stderr) = nrtsim(&[
-        "explore",
-        scenario.to_str().expect("path"),
-        "--seeds",
-        "3",
-        "--swarm",
-        "--out",
-        out.to_str().expect("path"),
-    ]);
+    let explore = |flags: &[&str]| {
+        let (path, out) = (
+            scenario.to_str().expect("path"),
+            out.to_str().expect("path"),
+        );
+        let mut args = vec!["explore", path, "--seeds", "3", "--swarm", "--out", out];
+        args.extend_from_slice(flags);
+        nrtsim(&args)
+    };
+    let (code, stdout, stderr) = explore(&[]);
     assert!(
         stdout.starts_with("seed=4 scenario=small seeds=3 swarm=true\n"),
         "{stdout}{stderr}"
@@ -777,16 +778,7 @@ fn explore_shrinks_the_first_failure_to_a_scenario_that_replays_it() {
     assert_eq!(again, code, "{again_out}{again_err}");
     // Judged on correctness and liveness alone, a seed that only breached the SLO ends as
     // expected, and nothing is shrunk unless another seed failed otherwise.
-    let (code, stdout, stderr) = nrtsim(&[
-        "explore",
-        scenario.to_str().expect("path"),
-        "--seeds",
-        "3",
-        "--swarm",
-        "--ignore-slo",
-        "--out",
-        out.to_str().expect("path"),
-    ]);
+    let (code, stdout, stderr) = explore(&["--ignore-slo"]);
     let seeds: Vec<&str> = stdout.lines().filter(|l| l.starts_with("seed ")).collect();
     assert!(
         seeds.iter().any(|l| l.contains(" exit 3 ")),
