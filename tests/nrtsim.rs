@@ -386,6 +386,44 @@ duration = "2s"
 
 /// The same crash of a job under at-least-once delivery doubles records: the replay after the
 /// restart lands again.
+/// acks=all under min.insync.replicas=2 keeps what it acknowledged when the leader of raw/3
+/// is cut off from its followers and then loses power, whatever the network draws. Before the
+/// leader looked at the ISR again when the high watermark covered a waiting batch, the ISR
+/// shrinking to the leader alone acknowledged that batch on one unflushed copy, and three of
+/// these eight seeds lost payments.
+#[test]
+fn acks_all_with_min_isr_2_loses_nothing_to_a_power_loss_on_any_seed() {
+    let path = root().join("scenarios/defects/min-isr-1-power-loss-fixed.toml");
+    let scenario = Scenario::load(&path).expect("the scenario loads");
+    let seeds: Vec<u64> = (1..=8).collect();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = seeds
+            .chunks(4)
+            .map(|chunk| {
+                let scenario = &scenario;
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&seed| (seed, runner::run_judged(scenario, seed).expect("runs")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .flat_map(|h| h.join().expect("no run panics"))
+            .filter(|(_, r)| r.exit_code != 0)
+            .map(|(seed, r)| {
+                format!(
+                    "seed {seed}: exit {}\n{}",
+                    r.exit_code,
+                    nrtsim_reports::summary_text(&r)
+                )
+            })
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 #[test]
 fn a_job_crash_under_at_least_once_duplicates() {
     let text = r#"

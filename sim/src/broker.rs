@@ -137,6 +137,11 @@ impl Live {
             .filter(|m| m.leader == Some(self.id))
             .map(|m| m.leader_epoch)
     }
+
+    /// Whether `tp`'s ISR, as this broker knows it, has at least `min` replicas.
+    fn isr_holds_min(&self, tp: &TopicPartition, min: u32) -> bool {
+        self.view.get(tp).is_some_and(|m| m.isr.len() as u32 >= min)
+    }
 }
 
 struct Broker {
@@ -319,7 +324,11 @@ async fn produce(
     if acks != Acks::All {
         return results;
     }
-    // acks=all: answer once the high watermark covers every appended batch.
+    // acks=all: answer once the high watermark covers every appended batch, and only if the
+    // ISR still holds min.insync.replicas then. The ISR may have shrunk while the batch waited,
+    // and the watermark moved with it: the batch may then be on the leader alone, which is not
+    // what acks=all promises, so the producer is told NOT_ENOUGH_REPLICAS_AFTER_APPEND and
+    // retries (as Kafka's leader answers at that point).
     let deadline = sim_instant() + Duration::from_millis(timeout_ms);
     for (i, tp, epoch, end) in waits {
         loop {
@@ -331,6 +340,9 @@ async fn produce(
                     break;
                 }
                 if live.hw.get(&tp).copied().unwrap_or(0) >= end {
+                    if !live.isr_holds_min(&tp, broker.setup.platform.min_insync_replicas) {
+                        results[i] = ProduceResult::Error(PartError::NotEnoughReplicasAfterAppend);
+                    }
                     break;
                 }
             }
@@ -403,7 +415,9 @@ async fn write_markers(
                     break;
                 }
                 if live.hw.get(&tp).copied().unwrap_or(0) >= end {
-                    done[i] = true;
+                    // Written under the same rule as an acks=all batch: not done if the ISR
+                    // fell below min.insync.replicas while it waited.
+                    done[i] = live.isr_holds_min(&tp, broker.setup.platform.min_insync_replicas);
                     break;
                 }
             }
