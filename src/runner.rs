@@ -117,12 +117,58 @@ fn simulate_batched(
 /// Runs `scenario` with `seed` and judges it as it runs, keeping no history: for runs whose
 /// report is all that is wanted (`explore`, `compare`).
 pub fn run_judged(scenario: &Scenario, seed: u64) -> Result<Report> {
-    let mut checker = Checker::new(check_options(Some(scenario)));
-    let wall_ms = simulate_into(scenario, seed, |batch| {
-        batch.iter().for_each(|obs| checker.observe(obs));
-        Ok(())
-    })?;
+    let checker = Checker::new(check_options(Some(scenario)));
+    let (wall_ms, checker) =
+        simulate_beside(scenario, seed, HANDOVER_BATCH, checker, |checker, batch| {
+            batch.iter().for_each(|obs| checker.observe(obs));
+            Ok(())
+        })?;
     Ok(report_for(scenario, seed, &checker.finish(), wall_ms))
+}
+
+/// [`simulate_batched`], with each batch handed to `consume` on a second thread, which owns
+/// `state` and gives it back at the end: checking and writing the history overlap the
+/// simulation instead of pausing it. The simulation itself stays on the calling thread, and
+/// `consume` sees the observations in the order they were made, so what it computes is what it
+/// would compute inline. An error from `consume` ends the run and is the one returned.
+fn simulate_beside<S: Send>(
+    scenario: &Scenario,
+    seed: u64,
+    batch_len: usize,
+    state: S,
+    mut consume: impl FnMut(&mut S, &[Observation]) -> Result<()> + Send,
+) -> Result<(u64, S)> {
+    use std::sync::mpsc;
+    std::thread::scope(|scope| {
+        // One batch queued while another is consumed: the simulation runs at most a batch
+        // ahead, so memory stays bounded when the consumer is the slower side.
+        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<Observation>>(1);
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<Observation>>();
+        let consumer = scope.spawn(move || -> Result<S> {
+            let mut state = state;
+            for mut batch in full_rx {
+                consume(&mut state, &batch)?;
+                batch.clear();
+                // The simulation may have finished and stopped taking spares back.
+                let _ = spare_tx.send(batch);
+            }
+            Ok(state)
+        });
+        let simulated = simulate_batched(scenario, seed, batch_len, |batch| {
+            let spare = spare_rx.try_recv().unwrap_or_default();
+            full_tx
+                .send(std::mem::replace(batch, spare))
+                .map_err(|_| anyhow::anyhow!("the history's consumer stopped"))
+        });
+        drop(full_tx);
+        let consumed = match consumer.join() {
+            Ok(consumed) => consumed,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        // The consumer's own error, if it stopped, explains the simulation's.
+        let state = consumed?;
+        Ok((simulated?, state))
+    })
 }
 
 /// Runs `scenario` with `seed`, judging it and writing its history to `dir` as it runs, then
@@ -162,16 +208,22 @@ fn write_run(
     history_format: HistoryFormat,
     batch_len: usize,
 ) -> Result<Report> {
-    let mut writer = HistoryWriter::create(dir.join("history"), history_format)
+    let writer = HistoryWriter::create(dir.join("history"), history_format)
         .with_context(|| format!("writing the history to {}", dir.display()))?;
-    let mut checker = Checker::new(check_options(Some(scenario)));
-    let wall_ms = simulate_batched(scenario, seed, batch_len, |batch| {
-        for obs in batch.iter() {
-            checker.observe(obs);
-            writer.write(obs)?;
-        }
-        Ok(())
-    })?;
+    let checker = Checker::new(check_options(Some(scenario)));
+    let (wall_ms, (checker, writer)) = simulate_beside(
+        scenario,
+        seed,
+        batch_len,
+        (checker, writer),
+        |(checker, writer), batch| {
+            for obs in batch {
+                checker.observe(obs);
+                writer.write(obs)?;
+            }
+            Ok(())
+        },
+    )?;
     finish_history(dir, writer)?;
     let report = report_for(scenario, seed, &checker.finish(), wall_ms);
     write_reports(dir, &report)?;
