@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 // jemalloc rather than the system allocator: under glibc's malloc a run spends about a sixth
 // of its time allocating and freeing (the simulation makes and drops many small buffers a
-// tick), and `baseline-card` runs about a quarter faster with jemalloc (see README,
-// "Throughput"). It changes no output: nothing depends on where memory lies.
+// tick); see README, "How fast it runs". It changes no output: nothing depends on where
+// memory lies.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

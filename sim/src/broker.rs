@@ -407,6 +407,8 @@ async fn write_markers(
     broker.changed.notify_waiters();
     let deadline = sim_instant() + Duration::from_millis(timeout_ms);
     for (i, tp, epoch, end, aborted) in waits {
+        // Whether the high watermark came to cover the marker.
+        let mut covered = false;
         loop {
             let notified = broker.changed.notified();
             {
@@ -415,8 +417,10 @@ async fn write_markers(
                     break;
                 }
                 if live.hw.get(&tp).copied().unwrap_or(0) >= end {
+                    covered = true;
                     // Written under the same rule as an acks=all batch: not done if the ISR
-                    // fell below min.insync.replicas while it waited.
+                    // fell below min.insync.replicas while it waited, and the coordinator
+                    // writes it again.
                     done[i] = live.isr_holds_min(&tp, broker.setup.platform.min_insync_replicas);
                     break;
                 }
@@ -429,9 +433,11 @@ async fn write_markers(
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
-        // Reported once the abort is replicated: an unreplicated marker (and the records it
-        // names) may yet be truncated away, and those offsets written again.
-        if done[i] && !aborted.is_empty() {
+        // Reported once the abort is replicated to the ISR: an unreplicated marker (and the
+        // records it names) may yet be truncated away, and those offsets written again. A
+        // covered marker is reported even when it is to be written again: the second one
+        // finds nothing open, and names no records.
+        if covered && !aborted.is_empty() {
             let (offsets, change_ids) = aborted.into_iter().unzip();
             broker
                 .setup
