@@ -423,6 +423,44 @@ fn acks_all_with_min_isr_2_loses_nothing_to_a_power_loss_on_any_seed() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// A broker that has just been elected leader drops the answer to a fetch it sent its old
+/// leader as a follower. Here the controller loses broker-0 for 14 s and moves its partitions
+/// to other brokers, while broker-0, not knowing, goes on leading. When broker-1 applied such
+/// an answer after its election, records the deposed leader had taken were appended under
+/// broker-1's new epoch with their old one: a reader of raw/0 found the log diverging where it
+/// did not, went back over records it had already processed and committed, and each time
+/// wrote them again in a new transaction (`explore --swarm` found it; this is its shrunk
+/// schedule).
+#[test]
+fn a_new_leader_ignores_what_its_old_leader_sends_after_the_election() {
+    let path = root().join("scenarios/defects/min-isr-1-power-loss-fixed.toml");
+    let text = std::fs::read_to_string(&path).expect("the scenario reads");
+    let head = &text[..text.find("[[faults]]").expect("the scenario has faults")];
+    let text = format!(
+        r#"{}
+[[faults]]
+at = "29s"
+kind = "partition"
+between = ["leader-of:raw/3", "standardize-*"]
+duration = "25s"
+
+[[faults]]
+at = "29597ms"
+kind = "partition"
+between = ["controller", "broker-0"]
+duration = "13677ms"
+"#,
+        head.replace("seed = 13", "seed = 22")
+    );
+    let report = run_inline(&text, "stale-fetch-answer.toml");
+    assert_eq!(
+        report.exit_code,
+        0,
+        "{}",
+        nrtsim_reports::summary_text(&report)
+    );
+}
+
 /// The same crash of a job under at-least-once delivery doubles records: the replay after the
 /// restart lands again.
 #[test]

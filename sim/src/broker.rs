@@ -749,22 +749,24 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
     );
     let id = broker.setup.id;
     loop {
-        let parts: Vec<FetchPart> = {
+        // What to fetch, and the leader epoch each partition is followed in.
+        let (parts, following): (Vec<FetchPart>, BTreeMap<TopicPartition, u32>) = {
             let live = broker.live.borrow();
             let disk = broker.setup.disk.borrow();
             live.view
                 .partitions
                 .iter()
                 .filter(|(_, m)| m.leader == Some(leader) && m.replicas.contains(&id))
-                .map(|(tp, _)| {
+                .map(|(tp, m)| {
                     let log = disk.logs.get(tp);
-                    FetchPart {
+                    let part = FetchPart {
                         tp: *tp,
                         offset: log.map_or(0, PartitionLog::leo),
                         last_epoch: log.and_then(PartitionLog::last_epoch),
-                    }
+                    };
+                    (part, (*tp, m.leader_epoch))
                 })
-                .collect()
+                .unzip()
         };
         if parts.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -781,6 +783,18 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
             Ok(Response::Fetch(results)) => {
                 let mut appended = 0u64;
                 for (tp, res) in results {
+                    // An answer that arrives after this broker stopped following `leader` for
+                    // the partition in that epoch (it now leads it, or follows a newer leader)
+                    // is dropped, as Kafka's fetcher drops answers for partitions it no longer
+                    // fetches: applied, a new leader would append the deposed one's records
+                    // under its own, newer epoch, and its readers would find the log diverging
+                    // where it does not.
+                    let still_following = broker.live.borrow().view.get(&tp).is_some_and(|m| {
+                        m.leader == Some(leader) && Some(&m.leader_epoch) == following.get(&tp)
+                    });
+                    if !still_following {
+                        continue;
+                    }
                     let mut disk = broker.setup.disk.borrow_mut();
                     let log = disk.logs.entry(tp).or_default();
                     match res {
