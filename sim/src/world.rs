@@ -69,9 +69,15 @@ pub struct RunSpec {
 /// Why the simulation stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// A host's software failed, or the simulation ran past its time limit.
+    /// A host's software failed.
     #[error("simulation failed: {0}")]
     Turmoil(String),
+    /// The run neither drained nor reached its drain deadline within the simulation's limit.
+    #[error("simulation failed: the run did not end within {horizon_s} simulated seconds")]
+    DidNotEnd {
+        /// The limit, in simulated seconds.
+        horizon_s: u64,
+    },
 }
 
 /// A run in progress.
@@ -627,10 +633,9 @@ impl World {
             }
         }
         if !self.finished && elapsed > self.horizon_ms {
-            return Err(SimError::Turmoil(format!(
-                "the run did not end within {} simulated seconds",
-                self.horizon_ms / 1000
-            )));
+            return Err(SimError::DidNotEnd {
+                horizon_s: self.horizon_ms / 1000,
+            });
         }
         Ok(self.finished)
     }
@@ -880,13 +885,13 @@ impl Driver {
                     self.stage = DriverStage::Draining(None);
                 }
                 DriverStage::Draining(settled_since) => match self.drained(now, settled_since) {
-                    Ok(drained) => {
+                    Drain::Ended { drained } => {
                         self.recorder
                             .borrow_mut()
                             .record(Observation::RunEnd { t_ms: now, drained });
                         self.stage = DriverStage::Done;
                     }
-                    Err(settled_since) => {
+                    Drain::Waiting(settled_since) => {
                         self.stage = DriverStage::Draining(settled_since);
                         self.wake_ms = now + DRAIN_POLL_MS;
                         return false;
@@ -934,20 +939,16 @@ impl Driver {
 
     /// Whether the run has ended at `now`, and whether it drained; if not, since when the
     /// pipeline has looked settled.
-    fn drained(
-        &self,
-        now: u64,
-        settled_since: Option<(u64, u64)>,
-    ) -> Result<bool, Option<(u64, u64)>> {
+    fn drained(&self, now: u64, settled_since: Option<(u64, u64)>) -> Drain {
         let pending = self.recorder.borrow().pending();
         if pending == 0 {
-            return Ok(true);
+            return Drain::Ended { drained: true };
         }
         let settled_since = if self.probe.settled(self.last_lsn) {
             match settled_since {
                 Some((since, p)) if p == pending => {
                     if now - since >= self.timing.settle_ms {
-                        return Ok(true);
+                        return Drain::Ended { drained: true };
                     }
                     Some((since, p))
                 }
@@ -957,8 +958,16 @@ impl Driver {
             None
         };
         if now >= self.timing.deadline_ms {
-            return Ok(false);
+            return Drain::Ended { drained: false };
         }
-        Err(settled_since)
+        Drain::Waiting(settled_since)
     }
+}
+
+/// What the driver finds when it looks whether the pipeline has drained.
+enum Drain {
+    /// The run has ended: everything reached its end (or settled), or the deadline passed.
+    Ended { drained: bool },
+    /// Not yet; `(since when, pending then)`: the pipeline has looked settled since then.
+    Waiting(Option<(u64, u64)>),
 }
