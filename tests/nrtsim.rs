@@ -4,8 +4,9 @@
 
 use nrtsim::runner;
 use nrtsim::scenario::Scenario;
-use nrtsim_history::TopicName;
+use nrtsim_history::{Observation, TopicName};
 use nrtsim_reports::to_json;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -421,6 +422,43 @@ fn acks_all_with_min_isr_2_loses_nothing_to_a_power_loss_on_any_seed() {
             .collect()
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A producer retry the leader recognises as a duplicate is answered with where its first
+/// try went, so the history records that acknowledgement as it records any other. Here the
+/// leader refuses acks=all batches with NOT_ENOUGH_REPLICAS_AFTER_APPEND while the ISR is
+/// short, after appending them, and the connector retries them. When a duplicate was
+/// answered without an offset, 18 of seed 13's changes reached `raw` with no `Produced`
+/// observation, and their ingest latency ran to the first read instead of the acknowledgement.
+#[test]
+fn a_retry_answered_as_a_duplicate_records_its_acknowledgement() {
+    let path = root().join("scenarios/defects/min-isr-1-power-loss-fixed.toml");
+    let scenario = Scenario::load(&path).expect("the scenario loads");
+    for seed in [13, 1, 2] {
+        let history = runner::simulate(&scenario, seed).expect("runs").history;
+        let mut source = BTreeSet::new();
+        let mut acknowledged = BTreeSet::new();
+        for obs in &history {
+            match obs {
+                Observation::SourceCommit { changes, .. } => {
+                    source.extend(changes.iter().map(|c| c.lsn));
+                }
+                Observation::Produced {
+                    topic: TopicName::Raw,
+                    change_ids,
+                    ..
+                } => acknowledged.extend(change_ids.iter().copied()),
+                _ => {}
+            }
+        }
+        let missing: Vec<u64> = source.difference(&acknowledged).take(8).copied().collect();
+        assert!(
+            missing.is_empty(),
+            "seed {seed}: {} of {} source changes reached raw with no acknowledgement, e.g. {missing:?}",
+            source.len() - source.intersection(&acknowledged).count(),
+            source.len()
+        );
+    }
 }
 
 /// A broker that has just been elected leader drops the answer to a fetch it sent its old

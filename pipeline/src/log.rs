@@ -72,7 +72,9 @@ pub enum Appended {
         /// change will take back.
         leader_epoch: Option<u32>,
     },
-    /// Already in the log from an earlier try (an idempotent producer's retry or replay).
+    /// Already in the log from an earlier try (an idempotent producer's retry or replay),
+    /// at an offset the leader no longer knows. A retry whose first try the leader remembers
+    /// is answered [`Appended::At`] that try's offset, as Kafka answers one.
     Duplicate,
     /// Sent without waiting for an answer (acks=0); the offset is unknown.
     Unacknowledged,

@@ -984,7 +984,8 @@ impl Checker {
     fn read(&mut self, t_ms: u64, topic: TopicName, partition: u32, base: u64, ids: &[u64]) {
         self.check_offsets(topic, partition, base, ids);
         // A record read from a topic has reached it, even when its producer never saw the
-        // acknowledgement (a retry the broker recognised as a duplicate).
+        // acknowledgement (a retry the broker recognised as a duplicate of a batch it no
+        // longer remembers).
         for (offset, &id) in (base..).zip(ids) {
             let Some(c) = self.known_mut(id) else {
                 if topic != TopicName::Enriched {

@@ -293,11 +293,14 @@ async fn produce(
                                     }
                                 }
                             }
-                            LeaderAppend::Duplicate { end } => {
+                            LeaderAppend::Duplicate { end, base_offset } => {
                                 // Acknowledged only once committed, like a first try: the
                                 // original may still be waiting for the followers.
                                 waits.push((results.len(), part.tp, epoch, end));
-                                ProduceResult::Duplicate
+                                ProduceResult::Duplicate {
+                                    base_offset,
+                                    leader_epoch: epoch,
+                                }
                             }
                             LeaderAppend::OutOfOrder => {
                                 ProduceResult::Error(PartError::OutOfOrderSequence)

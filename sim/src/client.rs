@@ -621,9 +621,20 @@ impl SimLog {
                                         leader_epoch: Some(leader_epoch),
                                     }))
                                 }
-                                ProduceResult::Duplicate => {
-                                    results[i] = Some(Ok(Appended::Duplicate))
+                                // A retry answered with where its first try went is, to
+                                // the producer, acknowledged like any append.
+                                ProduceResult::Duplicate {
+                                    base_offset: Some(base_offset),
+                                    leader_epoch,
+                                } => {
+                                    results[i] = Some(Ok(Appended::At {
+                                        base_offset,
+                                        leader_epoch: Some(leader_epoch),
+                                    }))
                                 }
+                                ProduceResult::Duplicate {
+                                    base_offset: None, ..
+                                } => results[i] = Some(Ok(Appended::Duplicate)),
                                 ProduceResult::Error(PartError::OutOfOrderSequence)
                                     if !behind.contains(&tp) =>
                                 {

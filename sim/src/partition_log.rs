@@ -77,6 +77,10 @@ pub enum LeaderAppend {
     Duplicate {
         /// The offset just past the producer's newest record in the log.
         end: u64,
+        /// Where the batch's first record went, when it is among the producer's last
+        /// [`RECENT_RUNS`] runs of records: a retry is answered with its original offset, as
+        /// Kafka answers from the last five batches it keeps per producer.
+        base_offset: Option<u64>,
     },
     /// The sequence numbers skip ahead of what the broker has.
     OutOfOrder,
@@ -128,6 +132,68 @@ struct ProducerEntry {
     epoch: u32,
     last_seq: Option<u64>,
     last_offset: u64,
+    /// The producer's newest runs of records in this epoch, oldest overwritten first.
+    runs: [Run; RECENT_RUNS],
+    /// How many runs were ever started in this epoch; the newest is at `(started - 1) %`
+    /// [`RECENT_RUNS`].
+    started: usize,
+}
+
+/// How many of a producer's runs a log remembers, to answer a retry with the offset its
+/// records went to. Kafka keeps the metadata of a producer's last five batches.
+pub const RECENT_RUNS: usize = 5;
+
+/// Consecutive records of one producer with consecutive sequence numbers at consecutive
+/// offsets: one batch, or several appended back to back.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    first_seq: u64,
+    last_seq: u64,
+    first_offset: u64,
+}
+
+impl ProducerEntry {
+    fn new(epoch: u32, offset: u64) -> Self {
+        ProducerEntry {
+            epoch,
+            last_seq: None,
+            last_offset: offset,
+            runs: [Run::default(); RECENT_RUNS],
+            started: 0,
+        }
+    }
+
+    /// Notes data record `seq` at `offset`: it extends the newest run when it follows that
+    /// run's last record directly, and starts a run otherwise.
+    fn note(&mut self, seq: u64, offset: u64) {
+        let newest = self.started.checked_sub(1).map(|i| i % RECENT_RUNS);
+        match newest {
+            Some(i)
+                if self.runs[i].last_seq + 1 == seq
+                    && self.runs[i].first_offset + (seq - self.runs[i].first_seq) == offset =>
+            {
+                self.runs[i].last_seq = seq;
+            }
+            _ => {
+                self.runs[self.started % RECENT_RUNS] = Run {
+                    first_seq: seq,
+                    last_seq: seq,
+                    first_offset: offset,
+                };
+                self.started += 1;
+            }
+        }
+    }
+
+    /// The offset of record `first_seq`, when the records `first_seq..first_seq + count` lie
+    /// in one remembered run.
+    fn offset_of(&self, first_seq: u64, count: u64) -> Option<u64> {
+        let last = first_seq.checked_add(count.checked_sub(1)?)?;
+        self.runs[..self.started.min(RECENT_RUNS)]
+            .iter()
+            .find(|r| r.first_seq <= first_seq && last <= r.last_seq)
+            .map(|r| r.first_offset + (first_seq - r.first_seq))
+    }
 }
 
 impl PartitionLog {
@@ -203,7 +269,11 @@ impl PartitionLog {
             skip = next.saturating_sub(b.base_seq);
             if skip >= records.len() as u64 {
                 let end = known.map_or(0, |p| p.last_offset + 1);
-                return LeaderAppend::Duplicate { end };
+                let base_offset = known
+                    .filter(|p| p.epoch == b.epoch)
+                    .and_then(|p| p.offset_of(b.base_seq, records.len() as u64))
+                    .filter(|&o| o >= self.log_start);
+                return LeaderAppend::Duplicate { end, base_offset };
             }
         }
         let base_offset = self.leo();
@@ -274,14 +344,12 @@ impl PartitionLog {
     fn push(&mut self, r: SharedRecord) {
         let offset = self.leo();
         if let Some(p) = r.producer {
-            let entry = self.producers.entry(p.pid).or_insert(ProducerEntry {
-                epoch: p.epoch,
-                last_seq: None,
-                last_offset: offset,
-            });
+            let entry = self
+                .producers
+                .entry(p.pid)
+                .or_insert_with(|| ProducerEntry::new(p.epoch, offset));
             if p.epoch > entry.epoch {
-                entry.epoch = p.epoch;
-                entry.last_seq = None;
+                *entry = ProducerEntry::new(p.epoch, offset);
             }
             entry.last_offset = offset;
             match r.control {
@@ -300,6 +368,7 @@ impl PartitionLog {
                 }
                 None => {
                     entry.last_seq = Some(p.seq);
+                    entry.note(p.seq, offset);
                     if p.transactional {
                         self.open.entry(p.pid).or_insert(offset);
                     }
@@ -615,6 +684,15 @@ mod tests {
         })
     }
 
+    fn idem_epoch(pid: u64, epoch: u32, base_seq: u64) -> Option<ProducerBatch> {
+        Some(ProducerBatch {
+            pid,
+            epoch,
+            base_seq,
+            transactional: false,
+        })
+    }
+
     fn txn(pid: u64, epoch: u32, base_seq: u64) -> Option<ProducerBatch> {
         Some(ProducerBatch {
             pid,
@@ -793,7 +871,10 @@ mod tests {
         );
         assert_eq!(
             log.append_leader(0, 0, &recs(3), idem(7, 0)),
-            LeaderAppend::Duplicate { end: 3 }
+            LeaderAppend::Duplicate {
+                end: 3,
+                base_offset: Some(0)
+            }
         );
         assert_eq!(
             log.append_leader(0, 0, &recs(2), idem(7, 5)),
@@ -811,6 +892,53 @@ mod tests {
         log.append_leader(0, 0, &recs(2), None);
         log.append_leader(0, 0, &recs(2), None);
         assert_eq!(log.leo(), 8);
+    }
+
+    #[test]
+    fn a_retry_learns_where_its_batch_went_while_the_log_remembers_it() {
+        let mut log = PartitionLog::default();
+        // Producer 7's batches, each after a record of producer 8: runs at 1, 3, 5, 7, 9, 11.
+        for i in 0..6 {
+            log.append_leader(0, 0, &recs(1), idem(8, i));
+            log.append_leader(0, 0, &recs(1), idem(7, i));
+        }
+        let dup = |log: &mut PartitionLog, seq, n| match log.append_leader(
+            0,
+            0,
+            &recs(n),
+            idem(7, seq),
+        ) {
+            LeaderAppend::Duplicate { base_offset, .. } => base_offset,
+            other => panic!("not a duplicate: {other:?}"),
+        };
+        assert_eq!(dup(&mut log, 5, 1), Some(11));
+        assert_eq!(dup(&mut log, 1, 1), Some(3));
+        // Only the last five runs are remembered; an older retry is still a duplicate.
+        assert_eq!(dup(&mut log, 0, 1), None);
+        // Two batches appended back to back form one run, and either is found in it.
+        log.append_leader(0, 0, &recs(2), idem(7, 6)); // 12, 13
+        log.append_leader(0, 0, &recs(3), idem(7, 8)); // 14, 15, 16
+        assert_eq!(dup(&mut log, 8, 3), Some(14));
+        assert_eq!(dup(&mut log, 6, 2), Some(12));
+        assert_eq!(dup(&mut log, 7, 2), Some(13));
+        // A batch spanning two runs was never appended as one: no single offset.
+        assert_eq!(dup(&mut log, 4, 3), None);
+        // A truncation rebuilds the runs from the records it keeps.
+        log.truncate_to(14);
+        assert_eq!(dup(&mut log, 6, 2), Some(12));
+        // Retention deletes the batch: it is remembered, but no longer in the log.
+        assert!(log.delete_expired(1, 12).is_some());
+        assert_eq!(dup(&mut log, 5, 1), None);
+        assert_eq!(dup(&mut log, 6, 2), Some(12));
+        // A new producer epoch numbers afresh and forgets the old epoch's runs.
+        log.append_leader(0, 0, &recs(1), idem_epoch(7, 1, 0)); // 14
+        assert!(matches!(
+            log.append_leader(0, 0, &recs(1), idem_epoch(7, 1, 0)),
+            LeaderAppend::Duplicate {
+                base_offset: Some(14),
+                ..
+            }
+        ));
     }
 
     #[test]

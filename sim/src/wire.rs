@@ -292,8 +292,13 @@ pub enum ProduceResult {
         /// The leader epoch the leader appended under.
         leader_epoch: u32,
     },
-    /// Already in the log.
-    Duplicate,
+    /// Already in the log, from an earlier try.
+    Duplicate {
+        /// Where the earlier try's first record went, when the leader still knows.
+        base_offset: Option<u64>,
+        /// The epoch of the leader that answers.
+        leader_epoch: u32,
+    },
     /// Refused.
     Error(PartError),
 }
