@@ -6,6 +6,8 @@ use nrtsim::explore::ExploreOptions;
 use nrtsim::runner::{self, first_divergence};
 use nrtsim::scenario::{validate_files, Scenario};
 use nrtsim_history::file::{read_history, HistoryFormat};
+use nrtsim_pipeline::Delivery;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -129,6 +131,25 @@ enum GenWorkload {
     Mixed,
 }
 
+/// Prints a line on stdout, as `println!` does, except that a reader who has gone away
+/// (`nrtsim run … | head -1`) ends the printing and not the command: the outputs are still
+/// written and the exit code still gives the verdict.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say_raw(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `text` on stdout; see [`say!`].
+fn say_raw(text: std::fmt::Arguments) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(text) {
+        assert!(
+            e.kind() == ErrorKind::BrokenPipe,
+            "failed printing to stdout: {e}"
+        );
+    }
+}
+
 /// Exit code: bad input.
 const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: the same seed gave two different histories.
@@ -174,7 +195,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let mut bad = 0;
             for (path, res) in scenarios.iter().zip(validate_files(&scenarios)) {
                 match res {
-                    Ok(s) => println!("ok: {} ({})", path.display(), s.name),
+                    Ok(s) => say!("ok: {} ({})", path.display(), s.name),
                     Err(e) => {
                         eprintln!("{e}");
                         bad += 1;
@@ -201,7 +222,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 loaded.push(s);
             }
             let rows = nrtsim::compare::compare(&loaded, seeds)?;
-            print!("{}", nrtsim::compare::table(&rows));
+            say_raw(format_args!("{}", nrtsim::compare::table(&rows)));
             Ok(0)
         }
         Command::Gen {
@@ -220,8 +241,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            nrtsim_workloads::write_jsonl(&cfg, seed, events, &mut out)?;
-            Ok(0)
+            match nrtsim_workloads::write_jsonl(&cfg, seed, events, &mut out)
+                .and_then(|_| out.flush())
+            {
+                // The reader took what it wanted (`nrtsim gen … | head`).
+                Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(0),
+                r => r.map(|()| 0).map_err(Into::into),
+            }
         }
     }
 }
@@ -248,7 +274,7 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
         return Ok(EXIT_BAD_INPUT);
     };
     let seed = seed.unwrap_or(scenario.seed);
-    println!("seed={seed} scenario={}", scenario.name);
+    say!("seed={seed} scenario={}", scenario.name);
     if mode == Mode::Kafka {
         let target = bootstrap.unwrap_or_else(|| "an embedded mock cluster".into());
         eprintln!(
@@ -268,7 +294,7 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
             eprintln!("  second run: {b}");
             return Ok(EXIT_NONDETERMINISTIC);
         }
-        println!(
+        say!(
             "deterministic: two runs of seed {seed} gave identical histories ({} observations)",
             sim.history.len()
         );
@@ -279,8 +305,8 @@ fn run(path: PathBuf, args: RunArgs) -> Result<u8> {
     } else {
         runner::run_to(&scenario, seed, &dir, format)?
     };
-    println!("{}", nrtsim_reports::summary_text(&report));
-    println!("outputs: {}", dir.display());
+    say!("{}", nrtsim_reports::summary_text(&report));
+    say!("outputs: {}", dir.display());
     Ok(report.exit_code as u8)
 }
 
@@ -300,10 +326,24 @@ fn explore(
     let Some(scenario) = load_scenario(&path) else {
         return Ok(EXIT_BAD_INPUT);
     };
-    println!(
+    say!(
         "seed={} scenario={} seeds={seeds} swarm={swarm}",
-        scenario.seed, scenario.name
+        scenario.seed,
+        scenario.name
     );
+    if swarm {
+        let promise = match scenario.pipeline.delivery {
+            Delivery::ExactlyOnce => None,
+            Delivery::AtLeastOnce => Some("at-least-once: a job crash duplicates records"),
+            Delivery::AtMostOnce => Some("at-most-once: a job crash loses records"),
+        };
+        if let Some(promise) = promise {
+            say!(
+                "note: delivery is {promise} by design, and swarm faults crash jobs; \
+                 such seeds fail the exactly-once verdict"
+            );
+        }
+    }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let out = out.unwrap_or_else(|| {
         PathBuf::from("target/nrtsim")
@@ -320,7 +360,7 @@ fn explore(
     let found = nrtsim::explore::explore(&scenario, &opts, |_| {})?;
     for run in &found.runs {
         let eo = &run.report.exactly_once;
-        println!(
+        say!(
             "seed {}: {} exit {}  faults {}  lost {}  duplicated {}  reordered {}  lake_mismatch {}",
             run.seed,
             if run.as_expected() { "as expected" } else { "FAILED" },
@@ -333,7 +373,7 @@ fn explore(
         );
     }
     let failed = found.runs.iter().filter(|r| !r.as_expected()).count();
-    println!(
+    say!(
         "explored {} seeds: {failed} did not end as expected",
         found.runs.len()
     );
@@ -345,14 +385,14 @@ fn explore(
         .iter()
         .find(|r| r.seed == seed)
         .expect("the shrunk seed was run");
-    println!(
+    say!(
         "first failure: seed {seed}, exit {}; shrunk from {} to {} faults: {}",
         first.report.exit_code,
         first.faults.len(),
         faults.len(),
         file.display()
     );
-    println!("replay: nrtsim run {}", file.display());
+    say!("replay: nrtsim run {}", file.display());
     Ok(match first.report.exit_code {
         0 => 1,
         code => code as u8,
@@ -362,6 +402,6 @@ fn explore(
 fn check(path: PathBuf) -> Result<u8> {
     let reader = read_history(&path).with_context(|| format!("reading {}", path.display()))?;
     let report = runner::judge_history(reader)?;
-    println!("{}", nrtsim_reports::summary_text(&report));
+    say!("{}", nrtsim_reports::summary_text(&report));
     Ok(report.exit_code as u8)
 }

@@ -261,6 +261,66 @@ fn run_writes_the_outputs_and_check_gives_the_same_verdict() {
     }
 }
 
+/// Runs nrtsim with `args`, reads the first line it prints and closes stdout, as `| head -1`
+/// does; returns that line, the exit code and what it wrote on stderr.
+fn nrtsim_head_1(args: &[&str]) -> (String, i32, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nrtsim"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the nrtsim binary runs");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut first)
+        .expect("a first line");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr reads");
+    let status = child.wait().expect("it ends");
+    (first, status.code().unwrap_or(-1), stderr)
+}
+
+/// A reader who stops early (`| head`) ends the printing, not the command: `gen` ends quietly,
+/// and `run` still writes its outputs and exits with its verdict.
+#[test]
+fn a_reader_who_stops_early_ends_the_printing_and_not_the_verdict() {
+    let (first, code, stderr) = nrtsim_head_1(&["gen", "--workload", "card", "--events", "200000"]);
+    assert!(first.starts_with('{'), "{first}");
+    assert_eq!((code, stderr.as_str()), (0, ""));
+
+    let out = std::env::temp_dir().join(format!("nrtsim-head-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let out_arg = out.to_string_lossy().into_owned();
+    let (first, code, stderr) = nrtsim_head_1(&[
+        "run",
+        "scenarios/defects/acks1-leader-crash.toml",
+        "--out",
+        &out_arg,
+    ]);
+    assert!(
+        first.starts_with("seed=42 scenario=acks1-leader-crash"),
+        "{first}"
+    );
+    assert_eq!(
+        code, 1,
+        "the canary's verdict, whoever reads the summary: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.join("report.json").is_file(),
+        "the report is still written"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[test]
 fn gen_prints_debezium_json_lines() {
     let (code, stdout, stderr) = nrtsim(&[
