@@ -321,6 +321,60 @@ fn a_reader_who_stops_early_ends_the_printing_and_not_the_verdict() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// docs/guide.md walks through the three scenarios in docs/guide/ and quotes what they do:
+/// they must go on doing it. The first breaches its bus objective (a third of the payments wait
+/// out the enrich tasks' partition) and holds its lake objective and exactly-once; committing
+/// the lake every 10 s instead of every 30 s lowers the lake's p99 and writes more files; acks=1
+/// with a leader crash loses payments, as the canary declares.
+#[test]
+fn the_guides_scenarios_do_what_the_guide_says() {
+    let load = |file: &str| {
+        Scenario::load(&root().join("docs/guide").join(file)).expect("the guide's scenario loads")
+    };
+    let run = |file: &str| {
+        let scenario = load(file);
+        runner::run_judged(&scenario, scenario.seed).expect("runs")
+    };
+    let first = run("my-platform.toml");
+    let summary = nrtsim_reports::summary_text(&first);
+    assert_eq!(first.exit_code, 3, "{summary}");
+    let slo = |name: &str| {
+        first
+            .slo
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {summary}"))
+            .pass
+    };
+    assert!(!slo("bus.p99") && slo("lake.p99"), "{summary}");
+    let eo = &first.exactly_once;
+    assert_eq!(
+        (eo.lost, eo.duplicated, eo.reordered, eo.lake_mismatch),
+        (0, 0, 0, 0),
+        "{summary}"
+    );
+    let late = first.tiers.bus.seconds + first.tiers.bus.minutes + first.tiers.bus.late;
+    assert!(
+        late * 4 > first.latency.bus.count && late * 2 < first.latency.bus.count,
+        "a third of the payments wait out the partition: {summary}"
+    );
+
+    let shorter = run("my-platform-10s.toml");
+    assert!(
+        shorter.latency.lake.p99_ms < first.latency.lake.p99_ms
+            && shorter.lake.files_written > first.lake.files_written,
+        "{}",
+        nrtsim_reports::summary_text(&shorter)
+    );
+
+    let canary = run("my-platform-acks1.toml");
+    let summary = nrtsim_reports::summary_text(&canary);
+    assert_eq!(canary.exit_code, 1, "{summary}");
+    assert_eq!(canary.expectation_met, Some(true), "{summary}");
+    assert!(canary.exactly_once.lost > 0, "{summary}");
+    assert!(!canary.leader_cuts.is_empty(), "{summary}");
+}
+
 #[test]
 fn gen_prints_debezium_json_lines() {
     let (code, stdout, stderr) = nrtsim(&[
