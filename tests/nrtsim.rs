@@ -575,6 +575,55 @@ fn a_retry_answered_as_a_duplicate_records_its_acknowledgement() {
     }
 }
 
+/// Under Kafka transactions the CDC connector's records and its source position commit
+/// together (KIP-618). `snapshot-split-reread-fixed` crashes it while a snapshot chunk's rows
+/// are on the brokers, unacknowledged: the restarted connector's fencing aborts that
+/// transaction, with abort markers over the chunk's rows, it writes the chunk again in a new
+/// one, and nothing reaches a reader twice.
+#[test]
+fn a_crashed_cdc_connectors_transaction_is_aborted_and_its_chunk_written_once() {
+    let path = root().join("scenarios/defects/snapshot-split-reread-fixed.toml");
+    let scenario = Scenario::load(&path).expect("the scenario loads");
+    let sim = runner::simulate(&scenario, scenario.seed).expect("runs");
+    let (mut aborted, mut aborted_rows, mut untransacted) = (0, 0, 0);
+    for obs in &sim.history {
+        match obs {
+            Observation::KafkaTxn {
+                producer,
+                committed: false,
+                ..
+            } if producer == "cdc" => aborted += 1,
+            Observation::AbortMarker {
+                topic: TopicName::Raw,
+                offsets,
+                ..
+            } => aborted_rows += offsets.len(),
+            Observation::Produced {
+                topic: TopicName::Raw,
+                txn: None,
+                ..
+            } => untransacted += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        aborted > 0,
+        "the crash aborts the connector's open transaction"
+    );
+    assert!(
+        aborted_rows > 0,
+        "the crash found the chunk's rows on the brokers"
+    );
+    assert_eq!(untransacted, 0, "every write to raw is in a transaction");
+    let report = runner::judge(&scenario, scenario.seed, &sim.history, sim.wall_ms);
+    assert_eq!(
+        (report.exit_code, report.exactly_once.duplicated),
+        (0, 0),
+        "{}",
+        nrtsim_reports::summary_text(&report)
+    );
+}
+
 /// A broker that has just been elected leader drops the answer to a fetch it sent its old
 /// leader as a follower. Here the controller loses broker-0 for 14 s and moves its partitions
 /// to other brokers, while broker-0, not knowing, goes on leading. When broker-1 applied such

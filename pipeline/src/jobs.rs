@@ -315,14 +315,32 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
     if env.now_ms() < start_ms {
         pause_ms(start_ms - env.now_ms()).await;
     }
+    let txn = s.transactions.as_ref();
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
+        if txn.is_some() {
+            // Kafka Connect's exactly-once source (KIP-618): the task fences its previous
+            // instance, whose open transaction the coordinator aborts, and resumes from the
+            // position its last committed transaction stored with the records it wrote.
+            let started = match log.init_transactions().await {
+                Ok(()) => log.committed_position().await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(position) => cp = position.unwrap_or_default(),
+                Err(_) => {
+                    pause_ms(s.restart_backoff_ms).await;
+                    continue;
+                }
+            }
+        } else {
+            restore_producer(log, &cp, s.delivery);
+        }
         cp.next_lsn = cp.next_lsn.max(1);
         if !s.tx_counters_persisted {
             // Counters held in memory start again from zero, mid-transaction or not.
             cp.open_txn = None;
         }
-        restore_producer(log, &cp, s.delivery);
         let snapshot_due = s.cdc.snapshot == SnapshotMode::Incremental
             && cp.snapshot.as_ref().is_none_or(|p| p.log_from.is_none());
         if snapshot_due
@@ -336,6 +354,9 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
         let snapshot = cp.snapshot.clone();
         let mut last_cp_ms = env.now_ms();
         let mut next_lsn = cp.next_lsn;
+        let mut committed_lsn = cp.next_lsn;
+        // Under `transactions.commit = "checkpoint"`: the last checkpoint trigger committed at.
+        let mut committed_trigger = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
         loop {
             let txns = source.read_from(next_lsn, s.max_changes_per_read);
             if txns.is_empty() {
@@ -369,6 +390,12 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                     record_checkpoint(env, cp.id);
                     last_cp_ms = env.now_ms();
                 }
+                if txn.is_some() && !log.in_transaction() && log.begin_transaction().await.is_err()
+                {
+                    break;
+                }
+                // A failure restarts the connector; under transactions, the restart's fencing
+                // aborts what this transaction wrote.
                 if produce_recorded(log, env, Stage::Cdc, outputs, s.batch_records)
                     .await
                     .is_err()
@@ -384,32 +411,59 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 }
                 next_lsn = last_lsn + 1;
             }
-            if env.now_ms().saturating_sub(last_cp_ms) >= s.checkpoint_interval_ms {
-                cp.id += 1;
+            if let Some(t) = txn {
+                // The records since the last commit and the position past them commit
+                // together: on the transactions' interval (Kafka Connect's
+                // `transaction.boundary = interval`), or at each checkpoint.
+                let trigger = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
+                let due = match t.commit_interval_ms {
+                    Some(ms) => env.now_ms() >= last_cp_ms + ms,
+                    None => trigger > committed_trigger,
+                };
+                if due && (log.in_transaction() || next_lsn != committed_lsn) {
+                    last_cp_ms = env.now_ms();
+                    committed_trigger = trigger;
+                    cp.next_lsn = next_lsn;
+                    if commit_cdc_position(log, env, store, s, &mut cp)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    committed_lsn = next_lsn;
+                }
+            } else if env.now_ms().saturating_sub(last_cp_ms) >= s.checkpoint_interval_ms {
                 cp.next_lsn = next_lsn;
-                cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
-                store.save(env.host(), cp.clone());
-                record_checkpoint(env, cp.id);
                 last_cp_ms = env.now_ms();
+                // Saving the checkpoint cannot fail without transactions.
+                let _ = commit_cdc_position(log, env, store, s, &mut cp).await;
             }
         }
         pause_ms(s.restart_backoff_ms).await;
     }
 }
 
-/// Saves the CDC connector's checkpoint as the next one, with its producer's state under
-/// exactly-once delivery.
-fn save_cdc_checkpoint<L: Log, E: Env, C: CheckpointStore>(
-    log: &L,
+/// Makes `cp` the CDC connector's next checkpoint. Under Kafka transactions it commits with
+/// the open transaction, so the position and the records written up to it stand or fall
+/// together; otherwise it is saved, with the producer's state under exactly-once delivery.
+/// Either way the connector's own store keeps a copy (what the drain check reads). An error
+/// means the transaction did not commit, and the connector must restart.
+async fn commit_cdc_position<L: Log, E: Env, C: CheckpointStore>(
+    log: &mut L,
     env: &E,
     store: &C,
     s: &TaskSettings,
     cp: &mut TaskCheckpoint,
-) {
+) -> Result<(), LogError> {
     cp.id += 1;
-    cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
+    if s.transactions.is_some() {
+        log.commit_transaction_with_position(cp).await?;
+    } else {
+        cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
+    }
     store.save(env.host(), cp.clone());
     record_checkpoint(env, cp.id);
+    Ok(())
 }
 
 /// The incremental snapshot (see [`crate::snapshot`]): reads every table in chunks, each
@@ -436,8 +490,7 @@ async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                     progress.finish(source, s.cdc.handover);
                     cp.next_lsn = progress.log_from.unwrap_or(1);
                     cp.open_txn = None;
-                    save_cdc_checkpoint(log, env, store, s, cp);
-                    return Ok(());
+                    return commit_cdc_position(log, env, store, s, cp).await;
                 };
                 let from_id = progress.next_id;
                 let low = source.head_lsn();
@@ -458,15 +511,21 @@ async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
             }
         };
         let progress = cp.snapshot.get_or_insert_with(SnapshotProgress::default);
+        let transactional = s.transactions.is_some();
         if s.delivery == Delivery::AtMostOnce {
             // The position moves on before the rows are written.
             progress.pending = None;
             progress.advance(chunk.mark);
-        } else {
+            commit_cdc_position(log, env, store, s, cp).await?;
+        } else if !transactional {
             // Written again, the same, if the write fails.
             progress.pending = Some(chunk.clone());
+            commit_cdc_position(log, env, store, s, cp).await?;
+        } else if !log.in_transaction() {
+            // The chunk's rows and the position past it commit in one transaction: a chunk
+            // cut short by a failure is aborted, and read afresh after the restart.
+            log.begin_transaction().await?;
         }
-        save_cdc_checkpoint(log, env, store, s, cp);
         let outputs = snapshot_records(&chunk, source, s, partitions, env.now_ms(), enc);
         env.record(Observation::SnapshotChunk {
             t_ms: env.now_ms(),
@@ -483,7 +542,7 @@ async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
             let progress = cp.snapshot.get_or_insert_with(SnapshotProgress::default);
             progress.pending = None;
             progress.advance(chunk.mark);
-            save_cdc_checkpoint(log, env, store, s, cp);
+            commit_cdc_position(log, env, store, s, cp).await?;
         }
     }
 }

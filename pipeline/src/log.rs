@@ -2,6 +2,7 @@
 //! and the transactional calls), so the same jobs run on the simulated brokers and on a real
 //! cluster.
 
+use crate::env::TaskCheckpoint;
 use crate::record::{Record, TopicPartition};
 use crate::schema::RegistryError;
 use nrtsim_history::TopicName;
@@ -214,6 +215,22 @@ pub trait Log {
         _offsets: &BTreeMap<TopicPartition, u64>,
     ) -> Result<(), LogError> {
         Err(LogError::Unsupported("transactions"))
+    }
+
+    /// Commits the open transaction with a source connector's position, so that its records
+    /// and the position it has read the source to commit together (Kafka Connect's
+    /// exactly-once source support, KIP-618, writes the position to its offsets topic inside
+    /// the transaction). With no transaction open it commits the position alone.
+    async fn commit_transaction_with_position(
+        &mut self,
+        _position: &TaskCheckpoint,
+    ) -> Result<(), LogError> {
+        Err(LogError::Unsupported("transactions"))
+    }
+
+    /// The source position this producer's last committed transaction stored, if any.
+    async fn committed_position(&mut self) -> Result<Option<TaskCheckpoint>, LogError> {
+        Err(LogError::Unsupported("committed positions"))
     }
 
     /// Aborts the open transaction.

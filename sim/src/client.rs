@@ -18,7 +18,7 @@ use nrtsim_history::TopicName;
 use nrtsim_pipeline::schema::RegistryError;
 use nrtsim_pipeline::{
     Acks, Appended, Assignment, ConsumerConfig, Fetched, Log, LogError, Moved, OffsetReset,
-    ProduceBatch, ProducerConfig, ProducerState, TopicPartition,
+    ProduceBatch, ProducerConfig, ProducerState, TaskCheckpoint, TopicPartition,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -291,7 +291,8 @@ impl SimLog {
                 Ok(Response::InitProducerId(Err(TxnError::Concurrent)))
                 | Ok(Response::AddPartitionsToTxn(Err(TxnError::Concurrent)))
                 | Ok(Response::EndTxn(Err(TxnError::Concurrent)))
-                | Ok(Response::FetchOffsets(Err(TxnError::Concurrent))) => LogError::Timeout,
+                | Ok(Response::FetchOffsets(Err(TxnError::Concurrent)))
+                | Ok(Response::FetchPosition(Err(TxnError::Concurrent))) => LogError::Timeout,
                 Ok(r) => return Ok(r),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => LogError::Timeout,
                 Err(e) => LogError::Connection(e.to_string()),
@@ -351,7 +352,9 @@ impl SimLog {
         &mut self,
         commit: bool,
         offsets: &BTreeMap<TopicPartition, u64>,
+        position: Option<&TaskCheckpoint>,
     ) -> Result<(), LogError> {
+        let position = position.map(|p| Box::new(p.clone()));
         let committed = self.with_epochs(offsets);
         let (id, group, pid, epoch) = {
             let txn = self
@@ -373,6 +376,7 @@ impl SimLog {
                 commit,
                 group: group.clone(),
                 offsets: committed.clone(),
+                position: position.clone(),
             })
             .await;
         let txn = self.txn.as_mut().expect("transactional");
@@ -780,7 +784,7 @@ impl Log for SimLog {
         if self.txn.is_some() && results.iter().any(|r| r == &Err(LogError::Fenced)) {
             // A newer epoch on a partition: another instance took over, or the coordinator
             // aborted the transaction on its timeout. Only the coordinator can tell which.
-            let verdict = match self.end_transaction(false, &BTreeMap::new()).await {
+            let verdict = match self.end_transaction(false, &BTreeMap::new(), None).await {
                 Err(LogError::Fenced) => LogError::Fenced,
                 _ => LogError::TransactionAborted,
             };
@@ -1009,11 +1013,36 @@ impl Log for SimLog {
         &mut self,
         offsets: &BTreeMap<TopicPartition, u64>,
     ) -> Result<(), LogError> {
-        self.end_transaction(true, offsets).await
+        self.end_transaction(true, offsets, None).await
+    }
+
+    async fn commit_transaction_with_position(
+        &mut self,
+        position: &TaskCheckpoint,
+    ) -> Result<(), LogError> {
+        self.end_transaction(true, &BTreeMap::new(), Some(position))
+            .await
+    }
+
+    async fn committed_position(&mut self) -> Result<Option<TaskCheckpoint>, LogError> {
+        let group = match &self.txn {
+            Some(t) => t.group.clone(),
+            None => return Err(LogError::Unsupported("committed positions")),
+        };
+        match self
+            .call_coordinator(|| Request::FetchPosition {
+                group: group.clone(),
+            })
+            .await?
+        {
+            Response::FetchPosition(Ok(position)) => Ok(position.map(|p| *p)),
+            Response::FetchPosition(Err(e)) => Err(txn_error(e)),
+            _ => Err(LogError::Connection("unexpected response".into())),
+        }
     }
 
     async fn abort_transaction(&mut self) -> Result<(), LogError> {
-        self.end_transaction(false, &BTreeMap::new()).await
+        self.end_transaction(false, &BTreeMap::new(), None).await
     }
 
     fn produced_in_transaction(&self) -> Option<u64> {

@@ -16,7 +16,7 @@ use crate::wire::{
     BROKER_PORT, TXN_COORDINATOR_PORT,
 };
 use nrtsim_history::Observation;
-use nrtsim_pipeline::TopicPartition;
+use nrtsim_pipeline::{TaskCheckpoint, TopicPartition};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -67,8 +67,26 @@ pub struct TxnMeta {
     /// The epoch and outcome of the last transaction ended: a retried `EndTxn` of it is
     /// answered as the first was.
     pub last_end: Option<(u32, bool)>,
-    /// Offsets to commit with the transaction being committed, and whose.
-    pub pending_offsets: (String, CommittedOffsets),
+    /// What commits with the transaction being committed.
+    pub pending: Committing,
+}
+
+/// What a transaction commits besides its records: a consumer's input positions
+/// (consume-transform-produce), or a source connector's position.
+#[derive(Clone, Debug, Default)]
+pub struct Committing {
+    /// Whose: the consumer, or the source connector.
+    pub group: String,
+    /// Input positions.
+    pub offsets: CommittedOffsets,
+    /// The source connector's position.
+    pub position: Option<Box<TaskCheckpoint>>,
+}
+
+impl Committing {
+    fn carries_some(&self) -> bool {
+        !self.offsets.is_empty() || self.position.is_some()
+    }
 }
 
 /// The coordinator's durable state.
@@ -80,6 +98,8 @@ pub struct TxnStore {
     pub ids: BTreeMap<String, TxnMeta>,
     /// Input offsets committed in transactions, per consumer.
     pub offsets: BTreeMap<String, CommittedOffsets>,
+    /// Source positions committed in transactions, per source connector.
+    pub positions: BTreeMap<String, Box<TaskCheckpoint>>,
 }
 
 impl Default for TxnStore {
@@ -89,6 +109,7 @@ impl Default for TxnStore {
             next_txn: 1,
             ids: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            positions: BTreeMap::new(),
         }
     }
 }
@@ -99,15 +120,45 @@ impl TxnStore {
     /// positions would have a new reader redo what that transaction wrote (Kafka answers
     /// UNSTABLE_OFFSET_COMMIT for the same reason).
     pub fn committed_offsets(&self, group: &str) -> Result<CommittedOffsets, TxnError> {
+        self.stable(group)?;
+        Ok(self.offsets.get(group).cloned().unwrap_or_default())
+    }
+
+    /// The source position `group` committed, on the same terms as
+    /// [`TxnStore::committed_offsets`].
+    pub fn committed_position(&self, group: &str) -> Result<Option<Box<TaskCheckpoint>>, TxnError> {
+        self.stable(group)?;
+        Ok(self.positions.get(group).cloned())
+    }
+
+    fn stable(&self, group: &str) -> Result<(), TxnError> {
         let unstable = self.ids.values().any(|m| {
             m.state == TxnState::PrepareCommit
-                && m.pending_offsets.0 == group
-                && !m.pending_offsets.1.is_empty()
+                && m.pending.group == group
+                && m.pending.carries_some()
         });
         if unstable {
             return Err(TxnError::Concurrent);
         }
-        Ok(self.offsets.get(group).cloned().unwrap_or_default())
+        Ok(())
+    }
+
+    /// Makes what `done` carries the committed state of its group.
+    fn apply(&mut self, done: Committing) {
+        let Committing {
+            group,
+            offsets,
+            position,
+        } = done;
+        if !offsets.is_empty() {
+            self.offsets
+                .entry(group.clone())
+                .or_default()
+                .extend(offsets);
+        }
+        if let Some(position) = position {
+            self.positions.insert(group, position);
+        }
     }
 }
 
@@ -187,6 +238,7 @@ async fn serve(coord: Rc<Coordinator>, mut stream: TcpStream) {
                 commit,
                 group,
                 offsets,
+                position,
             } => Response::EndTxn(
                 end_txn(
                     &coord,
@@ -194,12 +246,19 @@ async fn serve(coord: Rc<Coordinator>, mut stream: TcpStream) {
                     pid,
                     epoch,
                     commit,
-                    (group, offsets),
+                    Committing {
+                        group,
+                        offsets,
+                        position,
+                    },
                 )
                 .await,
             ),
             Request::FetchOffsets { group } => {
                 Response::FetchOffsets(coord.setup.store.borrow().committed_offsets(&group))
+            }
+            Request::FetchPosition { group } => {
+                Response::FetchPosition(coord.setup.store.borrow().committed_position(&group))
             }
             _ => return,
         };
@@ -241,7 +300,7 @@ async fn init(coord: &Coordinator, id: &str, timeout_ms: u64) -> Result<(u64, u3
                 timeout_ms,
                 timed_out_epoch: None,
                 last_end: None,
-                pending_offsets: Default::default(),
+                pending: Committing::default(),
             }
         });
         match meta.state {
@@ -309,7 +368,7 @@ async fn end_txn(
     pid: u64,
     epoch: u32,
     commit: bool,
-    offsets: (String, CommittedOffsets),
+    carried: Committing,
 ) -> Result<u32, TxnError> {
     {
         let mut store = coord.setup.store.borrow_mut();
@@ -328,16 +387,16 @@ async fn end_txn(
                 } else {
                     TxnState::PrepareAbort
                 };
-                meta.pending_offsets = offsets;
+                meta.pending = carried;
             }
             // Nothing written since the last transaction ended (or a retry of a commit that
-            // completed): only the offsets, if committing.
+            // completed): only the positions, if committing.
             _ => {
-                let (group, offsets) = offsets;
-                if commit && !offsets.is_empty() {
-                    store.offsets.entry(group).or_default().extend(offsets);
+                let epoch = meta.epoch;
+                if commit {
+                    store.apply(carried);
                 }
-                return Ok(meta.epoch);
+                return Ok(epoch);
             }
         }
     }
@@ -430,7 +489,7 @@ async fn complete(coord: &Coordinator, id: &str) {
         let mut store = coord.setup.store.borrow_mut();
         let store = &mut *store;
         let meta = store.ids.get_mut(id).expect("known");
-        let (group, offsets) = std::mem::take(&mut meta.pending_offsets);
+        let carried = std::mem::take(&mut meta.pending);
         meta.partitions.clear();
         meta.state = if commit {
             TxnState::CompleteCommit
@@ -442,8 +501,8 @@ async fn complete(coord: &Coordinator, id: &str) {
         // cannot end that one.
         meta.last_end = Some((epoch, commit));
         meta.epoch = meta.epoch.wrapping_add(1);
-        if commit && !offsets.is_empty() {
-            store.offsets.entry(group).or_default().extend(offsets);
+        if commit {
+            store.apply(carried);
         }
     }
     coord.completing.borrow_mut().remove(id);

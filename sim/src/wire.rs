@@ -8,7 +8,7 @@ use crate::cluster::ClusterMeta;
 use crate::partition_log::{ProducerBatch, SharedRecord};
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::schema::RegistryError;
-use nrtsim_pipeline::{Acks, Isolation, Record, TopicPartition};
+use nrtsim_pipeline::{Acks, Isolation, Record, TaskCheckpoint, TopicPartition};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
@@ -141,10 +141,18 @@ pub enum Request {
         group: String,
         /// Input positions committed with the transaction (consume-transform-produce).
         offsets: CommittedOffsets,
+        /// A source connector's position committed with the transaction (Kafka Connect's
+        /// exactly-once source support writes it to its offsets topic in the transaction).
+        position: Option<Box<TaskCheckpoint>>,
     },
     /// The input positions `group` last committed in a transaction.
     FetchOffsets {
         /// The consumer (a stream task's name).
+        group: String,
+    },
+    /// The source position `group` last committed in a transaction.
+    FetchPosition {
+        /// The source connector (its task's name).
         group: String,
     },
     /// A consumer asks to join (or rejoin) its group. Answered at once: `Pending` while the
@@ -372,6 +380,9 @@ pub enum Response {
     /// The committed input positions, or `Concurrent` while a transaction carrying some of
     /// them is being committed.
     FetchOffsets(Result<CommittedOffsets, TxnError>),
+    /// The committed source position (none before the first commit), or `Concurrent` while a
+    /// transaction carrying one is being committed.
+    FetchPosition(Result<Option<Box<TaskCheckpoint>>, TxnError>),
     /// Where the join stands.
     JoinGroup(Result<JoinOutcome, GroupError>),
     /// The member's partitions for the generation.

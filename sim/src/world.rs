@@ -345,8 +345,15 @@ impl World {
             );
             let s = settings(spec.costs.cdc_per_record.us);
             let i = index("cdc");
+            let txn_timeout_ms = pipeline
+                .transactional()
+                .then(|| pipeline.transactions.timeout.ms());
             self.sim.host("cdc", move || {
                 let mut log = client(i, "cdc");
+                if let Some(timeout_ms) = txn_timeout_ms {
+                    // Its records and its source position commit together.
+                    log = log.transactional("cdc", "cdc", timeout_ms);
+                }
                 let env = SimEnv::new("cdc", recorder.clone());
                 let (checkpoints, source, s) = (checkpoints.clone(), source.clone(), s.clone());
                 async move {
