@@ -340,7 +340,7 @@ fn explore(
         if let Some(promise) = promise {
             say!(
                 "note: delivery is {promise} by design, and swarm faults crash jobs; \
-                 such seeds fail the exactly-once verdict"
+                 seeds whose crash catches a job mid-write fail the exactly-once verdict"
             );
         }
     }

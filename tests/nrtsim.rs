@@ -6,7 +6,7 @@ use nrtsim::runner;
 use nrtsim::scenario::Scenario;
 use nrtsim_history::{Observation, TopicName};
 use nrtsim_reports::to_json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -578,16 +578,26 @@ fn a_retry_answered_as_a_duplicate_records_its_acknowledgement() {
 /// Under Kafka transactions the CDC connector's records and its source position commit
 /// together (KIP-618). `snapshot-split-reread-fixed` crashes it while a snapshot chunk's rows
 /// are on the brokers, unacknowledged: the restarted connector's fencing aborts that
-/// transaction, with abort markers over the chunk's rows, it writes the chunk again in a new
-/// one, and nothing reaches a reader twice.
+/// transaction, with abort markers over the chunk's rows, it writes the same rows again in a
+/// new one, and nothing reaches a reader twice.
 #[test]
 fn a_crashed_cdc_connectors_transaction_is_aborted_and_its_chunk_written_once() {
     let path = root().join("scenarios/defects/snapshot-split-reread-fixed.toml");
     let scenario = Scenario::load(&path).expect("the scenario loads");
     let sim = runner::simulate(&scenario, scenario.seed).expect("runs");
     let (mut aborted, mut aborted_rows, mut untransacted) = (0, 0, 0);
+    let mut chunks: BTreeMap<(String, u64), Vec<Vec<u64>>> = BTreeMap::new();
     for obs in &sim.history {
         match obs {
+            Observation::SnapshotChunk {
+                table,
+                from_id,
+                rows,
+                ..
+            } => chunks
+                .entry((table.name().to_string(), *from_id))
+                .or_default()
+                .push(rows.clone()),
             Observation::KafkaTxn {
                 producer,
                 committed: false,
@@ -615,6 +625,14 @@ fn a_crashed_cdc_connectors_transaction_is_aborted_and_its_chunk_written_once() 
         "the crash found the chunk's rows on the brokers"
     );
     assert_eq!(untransacted, 0, "every write to raw is in a transaction");
+    // The chunk the crash cut short is written again as it was read, from the position
+    // committed before its write, not read afresh.
+    let rewritten: Vec<_> = chunks.values().filter(|w| w.len() > 1).collect();
+    assert!(!rewritten.is_empty(), "a chunk is written twice");
+    assert!(
+        rewritten.iter().all(|w| w.iter().all(|rows| *rows == w[0])),
+        "with the same rows"
+    );
     let report = runner::judge(&scenario, scenario.seed, &sim.history, sim.wall_ms);
     assert_eq!(
         (report.exit_code, report.exactly_once.duplicated),

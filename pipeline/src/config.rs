@@ -332,7 +332,8 @@ pub struct PipelineConfig {
     pub spend: SpendConfig,
     /// `persisted` or `in-memory`: the CDC connector's transaction-metadata counters.
     pub tx_metadata: TxMetadata,
-    /// Kafka transactions for the standardize and enrich tasks' outputs.
+    /// Kafka transactions for the standardize and enrich tasks' outputs, and under
+    /// exactly-once for the CDC connector's.
     pub transactions: TransactionsConfig,
     /// A schema registry for the `standard` topic (off by default).
     pub schema_registry: SchemaRegistryConfig,
@@ -438,9 +439,10 @@ pub struct SchemaRegistryConfig {
     pub compatibility: Compatibility,
 }
 
-/// The `[pipeline] transactions` table: Kafka transactions for the stream tasks. Each task is
-/// a transactional producer (its host name is its `transactional.id`); its outputs since the
-/// last commit and its input positions commit in one transaction.
+/// The `[pipeline] transactions` table: Kafka transactions for the stream tasks, and under
+/// exactly-once delivery for the CDC connector. Each task is a transactional producer (its
+/// host name is its `transactional.id`); its outputs since the last commit and its input
+/// positions (the connector's source position) commit in one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransactionsConfig {
@@ -513,7 +515,8 @@ pub enum OnTxnAbort {
 }
 
 impl PipelineConfig {
-    /// Whether the stream tasks use Kafka transactions.
+    /// Whether the stream tasks use Kafka transactions (and, under exactly-once delivery, the
+    /// CDC connector).
     pub fn transactional(&self) -> bool {
         self.transactions
             .enabled

@@ -49,7 +49,8 @@ pub struct TaskSettings {
     pub batch_records: usize,
     /// Whether the CDC connector keeps its transaction-metadata counter in its checkpoint.
     pub tx_counters_persisted: bool,
-    /// Kafka transactions for the stream tasks' outputs, when on.
+    /// Kafka transactions for the stream tasks' outputs, when on (and for the CDC connector's
+    /// under exactly-once delivery: [`cdc_transactional`]).
     pub transactions: Option<TxnSettings>,
     /// Whether `standard` records are Avro registered with the schema registry.
     pub schema_registry: bool,
@@ -315,7 +316,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
     if env.now_ms() < start_ms {
         pause_ms(start_ms - env.now_ms()).await;
     }
-    let txn = s.transactions.as_ref();
+    let txn = s.transactions.as_ref().filter(|_| cdc_transactional(s));
     loop {
         let mut cp = store.load(env.host()).unwrap_or_default();
         if txn.is_some() {
@@ -327,7 +328,12 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 Err(e) => Err(e),
             };
             match started {
-                Ok(position) => cp = position.unwrap_or_default(),
+                Ok(position) => {
+                    cp = position.unwrap_or_default();
+                    // The connector's own copy follows what it resumes from, even when the
+                    // answer to its last commit was lost.
+                    store.save(env.host(), cp.clone());
+                }
                 Err(_) => {
                     pause_ms(s.restart_backoff_ms).await;
                     continue;
@@ -420,9 +426,12 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                     Some(ms) => env.now_ms() >= last_cp_ms + ms,
                     None => trigger > committed_trigger,
                 };
+                if due {
+                    // A checkpoint with nothing to commit passes all the same.
+                    committed_trigger = trigger;
+                }
                 if due && (log.in_transaction() || next_lsn != committed_lsn) {
                     last_cp_ms = env.now_ms();
-                    committed_trigger = trigger;
                     cp.next_lsn = next_lsn;
                     if commit_cdc_position(log, env, store, s, &mut cp)
                         .await
@@ -443,6 +452,13 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
     }
 }
 
+/// Whether the CDC connector writes through Kafka transactions: under exactly-once delivery
+/// with transactions on. Under the other modes it is an at-least-once or at-most-once source,
+/// as a Kafka Connect source without exactly-once support is, whatever the stream tasks do.
+pub fn cdc_transactional(s: &TaskSettings) -> bool {
+    s.transactions.is_some() && s.delivery == Delivery::ExactlyOnce
+}
+
 /// Makes `cp` the CDC connector's next checkpoint. Under Kafka transactions it commits with
 /// the open transaction, so the position and the records written up to it stand or fall
 /// together; otherwise it is saved, with the producer's state under exactly-once delivery.
@@ -456,7 +472,7 @@ async fn commit_cdc_position<L: Log, E: Env, C: CheckpointStore>(
     cp: &mut TaskCheckpoint,
 ) -> Result<(), LogError> {
     cp.id += 1;
-    if s.transactions.is_some() {
+    if cdc_transactional(s) {
         log.commit_transaction_with_position(cp).await?;
     } else {
         cp.producer = (s.delivery == Delivery::ExactlyOnce).then(|| log.producer_state());
@@ -511,19 +527,18 @@ async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
             }
         };
         let progress = cp.snapshot.get_or_insert_with(SnapshotProgress::default);
-        let transactional = s.transactions.is_some();
         if s.delivery == Delivery::AtMostOnce {
             // The position moves on before the rows are written.
             progress.pending = None;
             progress.advance(chunk.mark);
-            commit_cdc_position(log, env, store, s, cp).await?;
-        } else if !transactional {
-            // Written again, the same, if the write fails.
+        } else {
+            // Written again, the same, if the write fails: under transactions the chunk's
+            // rows and the position past it then commit in one transaction, and a chunk cut
+            // short by a failure is aborted and written again.
             progress.pending = Some(chunk.clone());
-            commit_cdc_position(log, env, store, s, cp).await?;
-        } else if !log.in_transaction() {
-            // The chunk's rows and the position past it commit in one transaction: a chunk
-            // cut short by a failure is aborted, and read afresh after the restart.
+        }
+        commit_cdc_position(log, env, store, s, cp).await?;
+        if cdc_transactional(s) && !log.in_transaction() {
             log.begin_transaction().await?;
         }
         let outputs = snapshot_records(&chunk, source, s, partitions, env.now_ms(), enc);

@@ -269,10 +269,18 @@ impl PartitionLog {
             skip = next.saturating_sub(b.base_seq);
             if skip >= records.len() as u64 {
                 let end = known.map_or(0, |p| p.last_offset + 1);
+                // Only if the records there are this batch's: a producer whose sequence
+                // numbers were restored from a checkpoint may number other records the same.
                 let base_offset = known
                     .filter(|p| p.epoch == b.epoch)
                     .and_then(|p| p.offset_of(b.base_seq, records.len() as u64))
-                    .filter(|&o| o >= self.log_start);
+                    .filter(|&o| o >= self.log_start)
+                    .filter(|&o| {
+                        records.iter().zip(o..).all(|(r, at)| {
+                            let held = &self.records.get(at).record;
+                            (held.key, held.meta.change_id) == (r.key, r.meta.change_id)
+                        })
+                    });
                 return LeaderAppend::Duplicate { end, base_offset };
             }
         }
@@ -913,6 +921,16 @@ mod tests {
         };
         assert_eq!(dup(&mut log, 5, 1), Some(11));
         assert_eq!(dup(&mut log, 1, 1), Some(3));
+        // Records other than those the run holds, under the same numbers, get no offset.
+        let mut other = recs(1);
+        other[0].meta.change_id = 99;
+        assert!(matches!(
+            log.append_leader(0, 0, &other, idem(7, 5)),
+            LeaderAppend::Duplicate {
+                base_offset: None,
+                ..
+            }
+        ));
         // Only the last five runs are remembered; an older retry is still a duplicate.
         assert_eq!(dup(&mut log, 0, 1), None);
         // Two batches appended back to back form one run, and either is found in it.
@@ -920,7 +938,16 @@ mod tests {
         log.append_leader(0, 0, &recs(3), idem(7, 8)); // 14, 15, 16
         assert_eq!(dup(&mut log, 8, 3), Some(14));
         assert_eq!(dup(&mut log, 6, 2), Some(12));
-        assert_eq!(dup(&mut log, 7, 2), Some(13));
+        // Seqs 7 and 8 are the second record of one batch and the first of the next.
+        let mut straddling = recs(2);
+        straddling.reverse();
+        assert!(matches!(
+            log.append_leader(0, 0, &straddling, idem(7, 7)),
+            LeaderAppend::Duplicate {
+                base_offset: Some(13),
+                ..
+            }
+        ));
         // A batch spanning two runs was never appended as one: no single offset.
         assert_eq!(dup(&mut log, 4, 3), None);
         // A truncation rebuilds the runs from the records it keeps.

@@ -1,8 +1,10 @@
 //! The transaction coordinator host (`txn-coordinator`): hands out producer ids and epochs
 //! per `transactional.id`, fencing an older instance when a newer one starts; tracks each
 //! transaction's partitions; commits or aborts it by writing markers on every partition it
-//! touched; aborts a transaction left open past its timeout; and keeps the input offsets
-//! committed with each transaction (consume-transform-produce).
+//! touched; aborts a transaction left open past its timeout; and keeps what commits with each
+//! transaction: a stream task's input offsets (consume-transform-produce), or the CDC
+//! connector's source position (where Kafka Connect's exactly-once source keeps it in its
+//! offsets topic).
 //!
 //! Its state is durable (Kafka keeps it in the replicated `__transaction_state` topic), so a
 //! crash loses only what was in flight: after a restart it completes every transaction it had

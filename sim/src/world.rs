@@ -20,8 +20,8 @@ use nrtsim_history::{Observation, Payment, RunHeader, SourceChange, TopicName};
 use nrtsim_pipeline::enrich::ReferenceStore;
 use nrtsim_pipeline::fraud::FraudConfig;
 use nrtsim_pipeline::jobs::{
-    run_cdc, run_fraud_scorer, run_group_lake_sink, run_lake_sink, run_spend_aggregator,
-    run_stream_task, GroupSettings, StreamRole, TaskSettings, TxnSettings,
+    cdc_transactional, run_cdc, run_fraud_scorer, run_group_lake_sink, run_lake_sink,
+    run_spend_aggregator, run_stream_task, GroupSettings, StreamRole, TaskSettings, TxnSettings,
 };
 use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::spend::SpendConfig;
@@ -309,8 +309,9 @@ impl World {
             capture: pipeline.cdc.capture().unwrap_or_default(),
         };
         // Each host builds its client afresh at every start. Under exactly-once delivery the
-        // producer id is the task's own (restored with its checkpoint); otherwise every start
-        // is a new producer, as a restarted Kafka client is.
+        // producer id is the task's own (a transactional task's is then set by the
+        // coordinator; without transactions it is restored with its checkpoint); otherwise
+        // every start is a new producer, as a restarted Kafka client is.
         let client = {
             let arena = arena.clone();
             let meta = self.meta.clone();
@@ -345,9 +346,7 @@ impl World {
             );
             let s = settings(spec.costs.cdc_per_record.us);
             let i = index("cdc");
-            let txn_timeout_ms = pipeline
-                .transactional()
-                .then(|| pipeline.transactions.timeout.ms());
+            let txn_timeout_ms = cdc_transactional(&s).then(|| pipeline.transactions.timeout.ms());
             self.sim.host("cdc", move || {
                 let mut log = client(i, "cdc");
                 if let Some(timeout_ms) = txn_timeout_ms {
