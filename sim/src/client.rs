@@ -397,6 +397,21 @@ impl SimLog {
         }
     }
 
+    /// Asks the transaction coordinator what this producer's group last committed (`make`
+    /// builds the request for the group); `what` names it when the client is not
+    /// transactional.
+    async fn fetch_committed(
+        &mut self,
+        what: &'static str,
+        make: impl Fn(String) -> Request,
+    ) -> Result<Response, LogError> {
+        let group = match &self.txn {
+            Some(t) => t.group.clone(),
+            None => return Err(LogError::Unsupported(what)),
+        };
+        self.call_coordinator(|| make(group.clone())).await
+    }
+
     /// Leaves a producer id whose sequence numbers no longer match the brokers' (acknowledged
     /// records were lost): a fresh id, numbering from zero.
     fn retire_producer(&mut self) {
@@ -1025,13 +1040,9 @@ impl Log for SimLog {
     }
 
     async fn committed_position(&mut self) -> Result<Option<TaskCheckpoint>, LogError> {
-        let group = match &self.txn {
-            Some(t) => t.group.clone(),
-            None => return Err(LogError::Unsupported("committed positions")),
-        };
         match self
-            .call_coordinator(|| Request::FetchPosition {
-                group: group.clone(),
+            .fetch_committed("committed positions", |group| Request::FetchPosition {
+                group,
             })
             .await?
         {
@@ -1212,14 +1223,8 @@ impl Log for SimLog {
     }
 
     async fn committed_offsets(&mut self) -> Result<BTreeMap<TopicPartition, u64>, LogError> {
-        let group = match &self.txn {
-            Some(t) => t.group.clone(),
-            None => return Err(LogError::Unsupported("committed offsets")),
-        };
         match self
-            .call_coordinator(|| Request::FetchOffsets {
-                group: group.clone(),
-            })
+            .fetch_committed("committed offsets", |group| Request::FetchOffsets { group })
             .await?
         {
             Response::FetchOffsets(Ok(offsets)) => Ok(self.restored(offsets)),
