@@ -631,18 +631,13 @@ impl SimLog {
                         for ((i, part), r) in parts.into_iter().zip(rs) {
                             let tp = part.tp;
                             match r {
+                                // A retry answered with where its first try went is, to
+                                // the producer, acknowledged like any append.
                                 ProduceResult::Appended {
                                     base_offset,
                                     leader_epoch,
-                                } => {
-                                    results[i] = Some(Ok(Appended::At {
-                                        base_offset,
-                                        leader_epoch: Some(leader_epoch),
-                                    }))
                                 }
-                                // A retry answered with where its first try went is, to
-                                // the producer, acknowledged like any append.
-                                ProduceResult::Duplicate {
+                                | ProduceResult::Duplicate {
                                     base_offset: Some(base_offset),
                                     leader_epoch,
                                 } => {
