@@ -236,6 +236,7 @@ async fn produce_recorded<L: Log, E: Env>(
             Ok(Appended::At {
                 base_offset,
                 leader_epoch,
+                skipped,
             }) => env.record(Observation::Produced {
                 t_ms: env.now_ms(),
                 stage,
@@ -243,7 +244,13 @@ async fn produce_recorded<L: Log, E: Env>(
                 topic: tp.topic,
                 partition: tp.partition,
                 base_offset,
-                change_ids,
+                // The records the log already held went in at offsets this answer does not
+                // give.
+                change_ids: if skipped == 0 {
+                    change_ids
+                } else {
+                    change_ids.into_iter().skip(skipped).collect()
+                },
                 txn,
                 leader_epoch,
             }),
@@ -1754,6 +1761,7 @@ mod tests {
                 Ok(Appended::At {
                     base_offset: 40,
                     leader_epoch: Some(1),
+                    skipped: 0,
                 }),
                 Err(LogError::TransactionAborted),
             ]
@@ -1845,6 +1853,67 @@ mod tests {
                 assert_eq!(*txn, Some(5));
             }
             other => panic!("not a produce: {other:?}"),
+        }
+    }
+
+    /// A log whose leader already held the first record of the one batch it is sent.
+    struct OverlapsFirstTry;
+
+    impl Log for OverlapsFirstTry {
+        fn partitions(&self, _: TopicName) -> u32 {
+            1
+        }
+        async fn produce(&mut self, batches: Vec<ProduceBatch>) -> Vec<Result<Appended, LogError>> {
+            assert_eq!(batches.len(), 1);
+            vec![Ok(Appended::At {
+                base_offset: 40,
+                leader_epoch: Some(1),
+                skipped: 1,
+            })]
+        }
+        async fn fetch(&mut self, _: &[(TopicPartition, u64)]) -> Vec<Result<Fetched, LogError>> {
+            Vec::new()
+        }
+        fn producer_state(&self) -> ProducerState {
+            ProducerState::default()
+        }
+        fn restore_producer_state(&mut self, _: ProducerState) {}
+    }
+
+    /// A retry that partly overlaps its first try is recorded as acknowledging only the
+    /// records it appended, from the offset the first of them went to: the ones the log held
+    /// already are not placed at offsets that hold other records.
+    #[test]
+    fn a_partly_duplicate_batch_records_only_what_it_appended() {
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            TopicPartition::new(TopicName::Standard, 0),
+            vec![record_for(1), record_for(2), record_for(3)],
+        );
+        let env = Recording::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let res = rt.block_on(produce_recorded(
+            &mut OverlapsFirstTry,
+            &env,
+            Stage::Standardize,
+            outputs,
+            100,
+        ));
+        assert_eq!(res, Ok(()));
+        let recorded = env.0.borrow();
+        match recorded.as_slice() {
+            [Observation::Produced {
+                base_offset,
+                change_ids,
+                ..
+            }] => {
+                assert_eq!(*base_offset, 40);
+                assert_eq!(change_ids, &vec![2, 3]);
+            }
+            other => panic!("not one produce: {other:?}"),
         }
     }
 

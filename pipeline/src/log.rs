@@ -66,12 +66,17 @@ pub struct ProduceBatch {
 pub enum Appended {
     /// Appended at this base offset.
     At {
-        /// Where the first record went.
+        /// Where the first appended record went: the batch's record `skipped`.
         base_offset: u64,
         /// The leader epoch of the leader that appended it, when the client learns it: an
         /// acknowledgement from a leader the controller has already replaced is one a leader
         /// change will take back.
         leader_epoch: Option<u32>,
+        /// How many of the batch's first records the log already held from an earlier try
+        /// and dropped: a retry that partly overlaps its first try, which only a producer that
+        /// re-forms its batches under restored sequence numbers sends. Their offsets are not
+        /// known. 0 for every other append.
+        skipped: usize,
     },
     /// Already in the log from an earlier try (an idempotent producer's retry or replay),
     /// at an offset the leader no longer knows. A retry whose first try the leader remembers

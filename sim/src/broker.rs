@@ -276,7 +276,11 @@ async fn produce(
                         let mut disk = broker.setup.disk.borrow_mut();
                         let log = disk.logs.entry(part.tp).or_default();
                         match log.append_leader(sim_now_ms(), epoch, &part.records, part.producer) {
-                            LeaderAppend::Appended { base_offset, count } => {
+                            LeaderAppend::Appended {
+                                base_offset,
+                                count,
+                                skipped,
+                            } => {
                                 appended += count;
                                 if strike == Some(Strike::AfterAppend) {
                                     ProduceResult::Error(PartError::NotEnoughReplicasAfterAppend)
@@ -290,6 +294,7 @@ async fn produce(
                                     ProduceResult::Appended {
                                         base_offset,
                                         leader_epoch: epoch,
+                                        skipped,
                                     }
                                 }
                             }

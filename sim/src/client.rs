@@ -636,14 +636,22 @@ impl SimLog {
                                 ProduceResult::Appended {
                                     base_offset,
                                     leader_epoch,
+                                    skipped,
+                                } => {
+                                    results[i] = Some(Ok(Appended::At {
+                                        base_offset,
+                                        leader_epoch: Some(leader_epoch),
+                                        skipped: skipped as usize,
+                                    }))
                                 }
-                                | ProduceResult::Duplicate {
+                                ProduceResult::Duplicate {
                                     base_offset: Some(base_offset),
                                     leader_epoch,
                                 } => {
                                     results[i] = Some(Ok(Appended::At {
                                         base_offset,
                                         leader_epoch: Some(leader_epoch),
+                                        skipped: 0,
                                     }))
                                 }
                                 ProduceResult::Duplicate {

@@ -64,13 +64,15 @@ pub struct StoredRecord {
 /// What a leader append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaderAppend {
-    /// Appended from this base offset (`count` records; some leading ones may have been
-    /// duplicates that were dropped).
+    /// Appended from this base offset (`count` records; the first `skipped` of the batch
+    /// were duplicates and were dropped).
     Appended {
-        /// Offset of the first record appended.
+        /// Offset of the first record appended: the batch's record `skipped`.
         base_offset: u64,
         /// Records appended.
         count: u64,
+        /// How many of the batch's first records the log already held.
+        skipped: u64,
     },
     /// Every record was already in the log; they are committed once the high watermark
     /// reaches `end` (the producer's newest record, so at or past the duplicates).
@@ -303,6 +305,7 @@ impl PartitionLog {
         LeaderAppend::Appended {
             base_offset,
             count: records.len() as u64 - skip,
+            skipped: skip,
         }
     }
 
@@ -783,7 +786,8 @@ mod tests {
             f.append_leader(2000, 0, &recs(1), idem(7, 2)),
             LeaderAppend::Appended {
                 base_offset: 4,
-                count: 1
+                count: 1,
+                skipped: 0
             }
         );
         assert_eq!(
@@ -874,7 +878,8 @@ mod tests {
             log.append_leader(0, 0, &recs(3), idem(7, 0)),
             LeaderAppend::Appended {
                 base_offset: 0,
-                count: 3
+                count: 3,
+                skipped: 0
             }
         );
         assert_eq!(
@@ -893,7 +898,8 @@ mod tests {
             log.append_leader(0, 0, &recs(3), idem(7, 1)),
             LeaderAppend::Appended {
                 base_offset: 3,
-                count: 1
+                count: 1,
+                skipped: 2
             }
         );
         // Without a producer id, a retry lands twice.
@@ -993,7 +999,8 @@ mod tests {
             f.append_leader(0, 0, &recs(1), idem(1, 5)),
             LeaderAppend::Appended {
                 base_offset: 5,
-                count: 1
+                count: 1,
+                skipped: 0
             }
         );
     }

@@ -295,10 +295,13 @@ pub type CommittedOffsets = BTreeMap<TopicPartition, Committed>;
 pub enum ProduceResult {
     /// Appended at this base offset by the leader of this epoch.
     Appended {
-        /// Where the first record went.
+        /// Where the first appended record went: the batch's record `skipped`.
         base_offset: u64,
         /// The leader epoch the leader appended under.
         leader_epoch: u32,
+        /// How many of the batch's first records were already in the log (an idempotent
+        /// retry that partly overlaps an earlier try) and were dropped.
+        skipped: u64,
     },
     /// Already in the log, from an earlier try.
     Duplicate {
