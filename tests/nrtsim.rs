@@ -321,6 +321,43 @@ fn a_reader_who_stops_early_ends_the_printing_and_not_the_verdict() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// A stdout that fails for another reason than a reader gone away (here a full disk) is told
+/// once on stderr; the run still writes its outputs and exits with its verdict.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stdout_that_fails_is_told_once_and_not_the_verdict() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full opens");
+    let out = std::env::temp_dir().join(format!("nrtsim-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let output = Command::new(env!("CARGO_BIN_EXE_nrtsim"))
+        .args(["run", "scenarios/defects/acks1-leader-crash.toml", "--out"])
+        .arg(&out)
+        .current_dir(root())
+        .stdout(full)
+        .output()
+        .expect("the nrtsim binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the canary's verdict: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.matches("warning: stdout failed").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        out.join("report.json").is_file(),
+        "the report is still written"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// docs/guide.md walks through the three scenarios in docs/guide/ and quotes what they do:
 /// they must go on doing it. The first breaches its bus objective (a third of the payments wait
 /// out the enrich tasks' partition) and holds its lake objective and exactly-once; committing
