@@ -899,23 +899,33 @@ checkpoint_interval = "5s"
             Just(FaultKind::PowerLoss),
             Just(FaultKind::Partition),
             Just(FaultKind::Hold),
+            Just(FaultKind::Slow),
         ];
-        (at, duration, kind, host, broker).prop_map(|(at, duration, kind, host, other)| {
-            let mut spec = FaultSpec::new(at, kind);
-            spec.duration = Some(duration);
-            match kind {
-                FaultKind::Partition | FaultKind::Hold => {
-                    let other = if other == host {
-                        "controller".to_string()
-                    } else {
-                        other
-                    };
-                    spec.between = Some([Side::new([host]), Side::new([other])]);
+        let factor = 2u32..50;
+        (at, duration, kind, host, broker, factor).prop_map(
+            |(at, duration, kind, host, other, factor)| {
+                let mut spec = FaultSpec::new(at, kind);
+                spec.duration = Some(duration);
+                match kind {
+                    // The controller and the coordinators have no costs to slow: a slow fault on
+                    // them is a no-op here (a scenario file may not name them).
+                    FaultKind::Slow => {
+                        spec.target = Some(host);
+                        spec.factor = Some(f64::from(factor));
+                    }
+                    FaultKind::Partition | FaultKind::Hold => {
+                        let other = if other == host {
+                            "controller".to_string()
+                        } else {
+                            other
+                        };
+                        spec.between = Some([Side::new([host]), Side::new([other])]);
+                    }
+                    _ => spec.target = Some(host),
                 }
-                _ => spec.target = Some(host),
-            }
-            spec
-        })
+                spec
+            },
+        )
     }
 
     fn schedules() -> impl Strategy<Value = (u64, Vec<FaultSpec>)> {

@@ -24,6 +24,8 @@ pub trait Control {
     /// Makes broker `host` answer a `rate` share of the produce batches it appends with a
     /// retriable error; 0 stops it. Other hosts ignore it.
     fn set_produce_errors(&mut self, host: &str, rate: f64);
+    /// Makes the host's work take `factor` times as long (1 is its normal pace).
+    fn set_slowdown(&mut self, host: &str, factor: f64);
     /// Drops all traffic between the two sides, both ways.
     fn partition(&mut self, a: &[String], b: &[String]);
     /// Heals a [`Control::partition`].

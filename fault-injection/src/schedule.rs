@@ -229,6 +229,10 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
                 (Resolved::Hosts(hosts), FaultKind::Failover) => {
                     hosts.iter().for_each(|h| ctl.fail_over(h))
                 }
+                (Resolved::Hosts(hosts), FaultKind::Slow) => {
+                    let factor = spec.factor.unwrap_or(1.0);
+                    hosts.iter().for_each(|h| ctl.set_slowdown(h, factor))
+                }
                 (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.crash(h)),
                 (Resolved::Sides(a, b), FaultKind::Partition) => ctl.partition(a, b),
                 (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.partition_oneway(a, b),
@@ -240,7 +244,8 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
                     | FaultKind::BrokerCrash
                     | FaultKind::PowerLoss
                     | FaultKind::ProduceErrors
-                    | FaultKind::Failover,
+                    | FaultKind::Failover
+                    | FaultKind::Slow,
                 )
                 | (Resolved::Nothing, _) => {}
             }
@@ -255,6 +260,9 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
         (Resolved::Hosts(hosts), FaultKind::ProduceErrors) => {
             hosts.iter().for_each(|h| ctl.set_produce_errors(h, 0.0))
         }
+        (Resolved::Hosts(hosts), FaultKind::Slow) => {
+            hosts.iter().for_each(|h| ctl.set_slowdown(h, 1.0))
+        }
         // Permanent: nothing to heal.
         (Resolved::Hosts(_), FaultKind::Failover) => {}
         (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.restart(h)),
@@ -268,7 +276,8 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
             | FaultKind::BrokerCrash
             | FaultKind::PowerLoss
             | FaultKind::ProduceErrors
-            | FaultKind::Failover,
+            | FaultKind::Failover
+            | FaultKind::Slow,
         )
         | (Resolved::Nothing, _) => {}
     }
@@ -282,7 +291,8 @@ fn resolve<C: Control + ?Sized>(spec: &FaultSpec, ctl: &C) -> Result<(Resolved, 
         | FaultKind::BrokerCrash
         | FaultKind::PowerLoss
         | FaultKind::ProduceErrors
-        | FaultKind::Failover => {
+        | FaultKind::Failover
+        | FaultKind::Slow => {
             let text = spec.target.as_deref().ok_or("the fault has no `target`")?;
             let (hosts, description) = resolve_side(&Side::new([text]), ctl)?;
             Ok((Resolved::Hosts(hosts), description))

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
+/// The largest slowdown a `slow` fault takes: past it a run stands still rather than slows.
+pub const MAX_SLOWDOWN: f64 = 1000.0;
+
 /// The kinds of fault a scenario can schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -33,11 +36,15 @@ pub enum FaultKind {
     /// standby host, while the first, unaware, may still be running: a zombie once it is
     /// reachable again. Permanent: the standby keeps the task.
     Failover,
+    /// The hosts work `factor` times slower (a noisy neighbour, a throttled CPU, a slow disk):
+    /// a task's per-record and commit costs, a broker's append cost. Their network is as fast
+    /// as before.
+    Slow,
 }
 
 impl FaultKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Crash,
         FaultKind::BrokerCrash,
         FaultKind::PowerLoss,
@@ -47,6 +54,7 @@ impl FaultKind {
         FaultKind::Latency,
         FaultKind::ProduceErrors,
         FaultKind::Failover,
+        FaultKind::Slow,
     ];
 
     /// The kind as a scenario spells it, such as `broker-crash`.
@@ -61,6 +69,7 @@ impl FaultKind {
             FaultKind::Latency => "latency",
             FaultKind::ProduceErrors => "produce-errors",
             FaultKind::Failover => "failover",
+            FaultKind::Slow => "slow",
         }
     }
 
@@ -75,6 +84,7 @@ impl FaultKind {
             FaultKind::Latency => &["between", "latency"],
             FaultKind::PartitionOneway => &["from", "to"],
             FaultKind::ProduceErrors => &["target", "rate"],
+            FaultKind::Slow => &["target", "factor"],
         }
     }
 }
@@ -229,6 +239,9 @@ pub struct FaultSpec {
     /// The share of produce batches a `produce-errors` fault answers with an error (0 to 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
+    /// How many times longer a `slow` fault's hosts take over their work (above 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
 }
 
 /// Why a fault entry is not valid: the field at fault (relative to the entry) and the reason.
@@ -263,6 +276,7 @@ impl FaultSpec {
             duration: None,
             latency: None,
             rate: None,
+            factor: None,
         }
     }
 
@@ -282,6 +296,7 @@ impl FaultSpec {
             ("to", self.to.is_some()),
             ("latency", self.latency.is_some()),
             ("rate", self.rate.is_some()),
+            ("factor", self.factor.is_some()),
         ];
         for (name, is_set) in flags {
             if is_set {
@@ -319,6 +334,16 @@ impl FaultSpec {
                 return Err(FaultSpecError::new(
                     "rate",
                     format!("a rate is a share above 0 and at most 1, not {rate}"),
+                ));
+            }
+        }
+        if let Some(factor) = self.factor {
+            if !(factor > 1.0 && factor <= MAX_SLOWDOWN) {
+                return Err(FaultSpecError::new(
+                    "factor",
+                    format!(
+                        "a slowdown factor is above 1 and at most {MAX_SLOWDOWN}, not {factor}"
+                    ),
                 ));
             }
         }
@@ -366,6 +391,16 @@ impl FaultSpec {
                     format!(
                         "a `broker-crash` must target brokers: a broker-N name, a glob that \
                          matches only brokers, leader-of:TOPIC/P or follower-of:TOPIC/P; got {text:?}"
+                    ),
+                ));
+            }
+            if self.kind == FaultKind::Slow && !target.only_working_hosts(hosts) {
+                return Err(FaultSpecError::new(
+                    &field,
+                    format!(
+                        "a `slow` fault targets hosts whose work has a cost: brokers, `cdc`, \
+                         and the tasks (standardize-N, enrich-N, lake-N, fraud-N, spend-N); \
+                         the controller and the coordinators have none; got {text:?}"
                     ),
                 ));
             }

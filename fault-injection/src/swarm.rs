@@ -4,13 +4,14 @@
 //! same way, leaving the smallest schedule that shows the failure.
 
 use crate::spec::{FaultKind, FaultSpec, Side};
+use crate::target::Target;
 use nrtsim_workloads::{SeedTree, SimDuration};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
 /// A swarm schedule for `seed`: each of the scenario's own faults kept with even odds, plus
-/// one to four random faults (crashes, power losses, partitions, held links, produce errors)
-/// over `hosts`, starting within the first `horizon` of the run.
+/// one to four random faults (crashes, power losses, partitions, held links, produce errors,
+/// slowed hosts) over `hosts`, starting within the first `horizon` of the run.
 pub fn swarm_schedule(
     seed: u64,
     own: &[FaultSpec],
@@ -31,6 +32,7 @@ pub fn swarm_schedule(
             FaultKind::Partition,
             FaultKind::Hold,
             FaultKind::ProduceErrors,
+            FaultKind::Slow,
         ]
         .choose(&mut rng)
         .expect("a non-empty list");
@@ -52,6 +54,14 @@ pub fn swarm_schedule(
                     .unwrap_or_default();
                 spec.target = Some(broker);
                 spec.rate = Some(rng.gen_range(0.01..0.2));
+            }
+            FaultKind::Slow => {
+                let working = hosts
+                    .iter()
+                    .filter(|h| Target::Name((*h).clone()).only_working_hosts(hosts))
+                    .collect::<Vec<_>>();
+                spec.target = working.choose(&mut rng).map(|h| (*h).clone());
+                spec.factor = Some(f64::from(rng.gen_range(2u32..=50)));
             }
             _ => spec.target = Some(host),
         }

@@ -154,6 +154,16 @@ fn is_broker(host: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Whether the host's work has a modelled cost: a broker, the CDC connector, a task or a
+/// task's standby.
+fn does_work(host: &str) -> bool {
+    is_broker(host)
+        || host == "cdc"
+        || ["standardize-", "enrich-", "lake-", "fraud-", "spend-"]
+            .iter()
+            .any(|job| host.starts_with(job))
+}
+
 impl Target {
     /// The hosts this target stands for right now, or why it stands for none.
     pub fn resolve<C: Control + ?Sized>(&self, ctl: &C) -> Result<Vec<String>, String> {
@@ -275,6 +285,20 @@ impl Target {
                 .iter()
                 .filter(|h| glob_matches(pattern, h))
                 .all(|h| is_broker(h)),
+            Target::LeaderOf { .. } | Target::FollowerOf { .. } => true,
+            Target::CoordinatorOf(_) => false,
+        }
+    }
+
+    /// Whether every host this target can stand for does work with a modelled cost: a broker,
+    /// the CDC connector or a task (a `slow` fault slows nothing else).
+    pub fn only_working_hosts(&self, hosts: &[String]) -> bool {
+        match self {
+            Target::Name(name) => does_work(name),
+            Target::Glob(pattern) => hosts
+                .iter()
+                .filter(|h| glob_matches(pattern, h))
+                .all(|h| does_work(h)),
             Target::LeaderOf { .. } | Target::FollowerOf { .. } => true,
             Target::CoordinatorOf(_) => false,
         }

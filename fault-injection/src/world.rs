@@ -34,6 +34,10 @@ impl Control for World {
         World::set_produce_errors(self, host, rate);
     }
 
+    fn set_slowdown(&mut self, host: &str, factor: f64) {
+        World::set_slowdown(self, host, factor);
+    }
+
     fn partition(&mut self, a: &[String], b: &[String]) {
         World::partition(self, a, b);
     }

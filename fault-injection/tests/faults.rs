@@ -73,6 +73,9 @@ impl Control for FakeSim {
     fn set_produce_errors(&mut self, host: &str, rate: f64) {
         self.calls.push(format!("produce-errors {host} {rate}"));
     }
+    fn set_slowdown(&mut self, host: &str, factor: f64) {
+        self.calls.push(format!("slow {host} {factor}"));
+    }
     fn partition(&mut self, a: &[String], b: &[String]) {
         self.calls
             .push(format!("partition {} | {}", list(a), list(b)));
@@ -351,4 +354,52 @@ fn a_failover_starts_the_standby_once_and_never_heals() {
     let err = broker.check_hosts(&hosts, 4).unwrap_err();
     assert_eq!(err.field, "target");
     assert!(err.message.contains("stream task"), "{}", err.message);
+}
+
+#[test]
+fn a_slow_fault_slows_its_hosts_and_restores_their_pace() {
+    let mut sim = FakeSim::new();
+    let mut spec = FaultSpec::new(d("10s"), FaultKind::Slow);
+    spec.target = Some("enrich-*".into());
+    spec.factor = Some(20.0);
+    spec.duration = Some(d("5s"));
+    spec.validate().expect("a valid slow fault");
+    let mut injector = Injector::new(vec![spec.clone()]);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].kind, "slow");
+    assert_eq!(
+        sim.take_calls(),
+        [
+            "slow enrich-0 20",
+            "slow enrich-1 20",
+            "slow enrich-0 1",
+            "slow enrich-1 1"
+        ]
+    );
+
+    // A factor of at most 1, or past the limit, is refused; so is a missing one.
+    for bad in [1.0, 0.5, 5000.0, f64::NAN] {
+        let mut s = spec.clone();
+        s.factor = Some(bad);
+        assert_eq!(s.validate().unwrap_err().field, "factor", "{bad}");
+    }
+    let mut none = spec.clone();
+    none.factor = None;
+    assert_eq!(none.validate().unwrap_err().field, "factor");
+    // Hosts whose work has no modelled cost cannot be slowed.
+    let hosts: Vec<String> = ["broker-0", "controller", "enrich-0"]
+        .map(String::from)
+        .to_vec();
+    for ok in ["enrich-0", "broker-*", "leader-of:raw/1"] {
+        let mut s = spec.clone();
+        s.target = Some(ok.into());
+        s.check_hosts(&hosts, 4)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    let mut controller = spec;
+    controller.target = Some("controller".into());
+    let err = controller.check_hosts(&hosts, 4).unwrap_err();
+    assert_eq!(err.field, "target");
+    assert!(err.message.contains("no"), "{}", err.message);
 }

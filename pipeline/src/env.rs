@@ -20,6 +20,20 @@ pub trait Env {
     fn now_ms(&self) -> u64;
     /// Records an observation in the run's history.
     fn record(&self, obs: Observation);
+    /// How many times longer than its costs say the host's work takes now: above 1 while a
+    /// `slow` fault lasts.
+    fn slowdown(&self) -> f64 {
+        1.0
+    }
+}
+
+/// `us` of work at a host running `slowdown` times slower, rounded to whole microseconds.
+pub fn slowed_us(us: u64, slowdown: f64) -> u64 {
+    if slowdown == 1.0 {
+        us
+    } else {
+        (us as f64 * slowdown).round() as u64
+    }
 }
 
 /// A source transaction the CDC connector has handed over in part: the rest comes in a later

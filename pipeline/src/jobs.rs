@@ -9,7 +9,9 @@ use crate::config::{
     CdcConfig, Delivery, OnMiss, OnTxnAbort, PartitionKey, SnapshotHandover, SnapshotMode,
 };
 use crate::enrich::{enrich, enrich_change, EnrichOutcome, ReferenceStore};
-use crate::env::{CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint};
+use crate::env::{
+    slowed_us, CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint,
+};
 use crate::fraud::{FraudConfig, FraudScorer};
 use crate::lake::{LakeTable, PendingWrite};
 use crate::log::{Appended, Fetched, Log, LogError, Moved, ProduceBatch, ProducerState};
@@ -87,8 +89,9 @@ pub struct TxnSettings {
     pub on_abort: OnTxnAbort,
 }
 
-async fn work(us_per_record: u64, records: usize) {
-    let us = us_per_record.saturating_mul(records as u64);
+/// Spends the time `records` records take at `us_per_record` each on this host.
+async fn work<E: Env>(env: &E, us_per_record: u64, records: usize) {
+    let us = slowed_us(us_per_record.saturating_mul(records as u64), env.slowdown());
     if us > 0 {
         tokio::time::sleep(Duration::from_micros(us)).await;
     }
@@ -376,7 +379,7 @@ pub async fn run_cdc<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 pause_ms(5).await;
             } else {
                 let n: usize = txns.iter().map(|t| t.changes.len()).sum();
-                work(s.per_record_us, n).await;
+                work(env, s.per_record_us, n).await;
                 let HandOver {
                     outputs,
                     ends,
@@ -525,7 +528,7 @@ async fn run_snapshot<L: Log, E: Env, C: CheckpointStore, S: SourceLog>(
                 let full = u64::from(s.cdc.chunk_rows.max(1));
                 let rows = chunk.rows.len() as u64;
                 pause_ms((s.cdc.chunk_read.ms() * rows).div_ceil(full)).await;
-                work(s.per_record_us, chunk.rows.len()).await;
+                work(env, s.per_record_us, chunk.rows.len()).await;
                 if watermarks {
                     fold_to(&mut chunk, source, source.head_lsn());
                     chunk.rows.retain(|(c, _)| s.captures(c));
@@ -747,7 +750,7 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
                     store.save(env.host(), cp.clone());
                     record_checkpoint(env, cp.id);
                 }
-                work(s.per_record_us, batch.len()).await;
+                work(env, s.per_record_us, batch.len()).await;
                 if s.schema_registry {
                     resolve_schemas(log, env, &role, &batch, &mut schemas, s).await;
                 }
@@ -1112,13 +1115,13 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
             };
             store.save(env.host(), cp);
         }
-        work(s.per_record_us, n).await;
+        work(env, s.per_record_us, n).await;
         if let Some(timer_ms) = timer_commit_ms {
             let now = env.now_ms();
             if now.saturating_sub(last_commit_ms) >= timer_ms {
                 last_commit_ms = now;
                 if !buffer.is_empty() {
-                    pause_ms(commit_cost_ms).await;
+                    pause_ms(slowed_us(commit_cost_ms, env.slowdown())).await;
                     commit_id += 1;
                     commit_rows(env, lake, commit_id, &buffer, &offsets);
                     buffer.clear();
@@ -1145,14 +1148,14 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
         if buffer.is_empty() {
             continue;
         }
-        pause_ms(commit_cost_ms).await;
+        pause_ms(slowed_us(commit_cost_ms, env.slowdown())).await;
         checkpoint_id = checkpoint_id.max(commit_id) + 1;
         commit_id = checkpoint_id;
         commit_rows(env, lake, checkpoint_id, &buffer, &offsets);
         buffer.clear();
         if s.delivery == Delivery::AtLeastOnce {
             // The offset commit is its own round trip after the rows are visible.
-            pause_ms(commit_cost_ms.max(1)).await;
+            pause_ms(slowed_us(commit_cost_ms, env.slowdown()).max(1)).await;
             let cp = TaskCheckpoint {
                 id: checkpoint_id,
                 offsets: offsets.clone(),
@@ -1256,7 +1259,7 @@ pub async fn run_group_lake_sink<L: Log, E: Env>(
                     break Handover::Lost;
                 }
             }
-            work(s.per_record_us, n).await;
+            work(env, s.per_record_us, n).await;
             if env.now_ms().saturating_sub(last_flush) >= flush_ms {
                 last_flush = env.now_ms();
                 if !flush_rows(
@@ -1318,7 +1321,7 @@ async fn flush_rows<L: Log, E: Env>(
     heartbeat_ok: u64,
 ) -> bool {
     if !buffer.is_empty() {
-        pause_ms(commit_cost_ms).await;
+        pause_ms(slowed_us(commit_cost_ms, env.slowdown())).await;
         // Past a session timeout without an answered heartbeat the coordinator may have
         // given the partitions to another member: write nothing more for them.
         if env.now_ms().saturating_sub(heartbeat_ok) > g.session_timeout_ms {
@@ -1467,12 +1470,12 @@ pub async fn run_two_phase_lake_sink<L: Log, E: Env, C: CheckpointStore>(
             let (id, commit) = entry.remove_entry();
             let already = lake.borrow().last_commit(env.host()).map_or(0, |c| c.0);
             if id > already {
-                pause_ms(commit_cost_ms).await;
+                pause_ms(slowed_us(commit_cost_ms, env.slowdown())).await;
                 commit_rows(env, lake, id, &commit.writes, &commit.offsets);
             }
         }
         let n = read_rows(log, env, &mut offsets, &mut buffer).await;
-        work(s.per_record_us, n).await;
+        work(env, s.per_record_us, n).await;
         let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
         if due > checkpoint_id {
             checkpoint_id = due;
@@ -1534,7 +1537,7 @@ pub async fn run_fraud_scorer<L: Log, E: Env, C: CheckpointStore>(
                 }
             }
         }
-        work(s.per_record_us, n).await;
+        work(env, s.per_record_us, n).await;
         let due = trigger_at(env.now_ms(), s.checkpoint_interval_ms);
         if due > cp.id {
             cp.id = due;
@@ -1599,7 +1602,7 @@ pub async fn run_spend_aggregator<L: Log, E: Env, C: CheckpointStore>(
                 }
             }
         }
-        work(s.per_record_us, n).await;
+        work(env, s.per_record_us, n).await;
         let before = agg.watermark();
         for r in agg.advance(env.now_ms()) {
             emit(env, r);

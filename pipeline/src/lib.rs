@@ -23,6 +23,6 @@ pub use config::{
     Parallelism, PartitionKey, PipelineConfig, ProducerConfig, RedoAtEnd, SchemaRegistryConfig,
     SnapshotHandover, SnapshotMode, TransactionsConfig, TxMetadata, TxnCommit, TxnIdScope,
 };
-pub use env::{CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint};
+pub use env::{slowed_us, CheckpointStore, Env, OpenTxn, SourceLog, StagedCommit, TaskCheckpoint};
 pub use log::{Appended, Assignment, Fetched, Log, LogError, Moved, ProduceBatch, ProducerState};
 pub use record::{partition_for, Record, RecordMeta, TopicPartition};

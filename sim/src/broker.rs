@@ -4,7 +4,7 @@
 //! the controller, and heartbeats to the controller to learn the cluster's metadata.
 
 use crate::cluster::ClusterMeta;
-use crate::host_env::{sim_instant, sim_now_ms};
+use crate::host_env::{sim_instant, sim_now_ms, Slowdowns};
 use crate::partition_log::{LeaderAppend, PartitionLog};
 use crate::progress::Recorder;
 use crate::wire::{
@@ -13,7 +13,7 @@ use crate::wire::{
 };
 use crate::PlatformConfig;
 use nrtsim_history::Observation;
-use nrtsim_pipeline::{Acks, Isolation, TopicPartition};
+use nrtsim_pipeline::{slowed_us, Acks, Isolation, TopicPartition};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::RefCell;
@@ -105,6 +105,8 @@ pub struct BrokerSetup {
     pub append_us: u64,
     /// Injected produce errors.
     pub errors: Rc<RefCell<ProduceErrors>>,
+    /// The hosts a `slow` fault holds, and how much slower their appends are.
+    pub slowdowns: Rc<RefCell<Slowdowns>>,
     /// Where the broker records what it alone sees: abort markers with the records they abort,
     /// leader changes with their log ends, and log starts retention moved.
     pub recorder: Rc<RefCell<Recorder>>,
@@ -152,6 +154,18 @@ struct Broker {
 
 fn broker_name(id: u32) -> String {
     format!("broker-{id}")
+}
+
+impl Broker {
+    /// How much slower than its costs say this broker works now (a `slow` fault).
+    fn slowdown(&self) -> f64 {
+        let slowdowns = self.setup.slowdowns.borrow();
+        if slowdowns.is_empty() {
+            1.0
+        } else {
+            slowdowns.of(&broker_name(self.setup.id))
+        }
+    }
 }
 
 /// Runs a broker until the host is crashed.
@@ -320,7 +334,7 @@ async fn produce(
         results.push(res);
     }
     if appended > 0 {
-        let us = broker.setup.append_us * appended;
+        let us = slowed_us(broker.setup.append_us * appended, broker.slowdown());
         if us > 0 {
             tokio::time::sleep(Duration::from_micros(us)).await;
         }
@@ -828,7 +842,7 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
                         FetchResult::Error(_) => {}
                     }
                 }
-                let us = broker.setup.append_us * appended;
+                let us = slowed_us(broker.setup.append_us * appended, broker.slowdown());
                 if us > 0 {
                     tokio::time::sleep(Duration::from_micros(us)).await;
                 }

@@ -21,18 +21,49 @@ pub fn sim_now_ms() -> u64 {
     turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How much slower than their costs say the hosts a `slow` fault holds work, by host name.
+#[derive(Debug, Default)]
+pub struct Slowdowns(BTreeMap<String, f64>);
+
+impl Slowdowns {
+    /// The host's slowdown: 1 unless a `slow` fault holds it.
+    pub fn of(&self, host: &str) -> f64 {
+        self.0.get(host).copied().unwrap_or(1.0)
+    }
+
+    /// Whether no host is slowed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sets the host's slowdown; 1 restores its pace.
+    pub fn set(&mut self, host: &str, factor: f64) {
+        if factor == 1.0 {
+            self.0.remove(host);
+        } else {
+            self.0.insert(host.to_string(), factor);
+        }
+    }
+}
+
 /// A job host's environment.
 pub struct SimEnv {
     host: String,
     recorder: Rc<RefCell<Recorder>>,
+    slowdowns: Rc<RefCell<Slowdowns>>,
 }
 
 impl SimEnv {
     /// The environment of `host`.
-    pub fn new(host: &str, recorder: Rc<RefCell<Recorder>>) -> Self {
+    pub fn new(
+        host: &str,
+        recorder: Rc<RefCell<Recorder>>,
+        slowdowns: Rc<RefCell<Slowdowns>>,
+    ) -> Self {
         Self {
             host: host.to_string(),
             recorder,
+            slowdowns,
         }
     }
 }
@@ -48,6 +79,10 @@ impl Env for SimEnv {
 
     fn record(&self, obs: Observation) {
         self.recorder.borrow_mut().record(obs);
+    }
+
+    fn slowdown(&self) -> f64 {
+        self.slowdowns.borrow().of(&self.host)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::cluster::ClusterMeta;
 use crate::controller::{run_controller, ControllerSetup};
 use crate::drain::{DrainProbe, Reader};
 use crate::group_coordinator::{run_group_coordinator, GroupCoordinatorSetup, GroupStore};
-use crate::host_env::{SharedCheckpoints, SharedSource, SimEnv};
+use crate::host_env::{SharedCheckpoints, SharedSource, SimEnv, Slowdowns};
 use crate::progress::Recorder;
 use crate::schema_registry::{run_schema_registry, SchemaRegistrySetup};
 use crate::txn_coordinator::{run_txn_coordinator, TxnCoordinatorSetup, TxnStore};
@@ -88,6 +88,8 @@ pub struct World {
     lake: Rc<RefCell<LakeTable>>,
     disks: Vec<Rc<RefCell<BrokerDisk>>>,
     produce_errors: Rc<RefCell<ProduceErrors>>,
+    /// The hosts a `slow` fault holds.
+    slowdowns: Rc<RefCell<Slowdowns>>,
     hosts: Vec<String>,
     network: LatencyRange,
     finished: bool,
@@ -183,6 +185,7 @@ impl World {
                 spec.pipeline.lake.clone(),
             ))),
             disks: Vec::new(),
+            slowdowns: Rc::default(),
             produce_errors: Rc::new(RefCell::new(ProduceErrors::new(
                 seeds.derive("produce-errors"),
             ))),
@@ -224,6 +227,7 @@ impl World {
                 platform: spec.platform.clone(),
                 append_us: spec.costs.broker_append_per_record.us,
                 errors: self.produce_errors.clone(),
+                slowdowns: self.slowdowns.clone(),
                 recorder: self.recorder.clone(),
             };
             self.sim
@@ -347,13 +351,14 @@ impl World {
             let s = settings(spec.costs.cdc_per_record.us);
             let i = index("cdc");
             let txn_timeout_ms = cdc_transactional(&s).then(|| pipeline.transactions.timeout.ms());
+            let slowdowns = self.slowdowns.clone();
             self.sim.host("cdc", move || {
                 let mut log = client(i, "cdc");
                 if let Some(timeout_ms) = txn_timeout_ms {
                     // Its records and its source position commit together.
                     log = log.transactional("cdc", "cdc", timeout_ms);
                 }
-                let env = SimEnv::new("cdc", recorder.clone());
+                let env = SimEnv::new("cdc", recorder.clone(), slowdowns.clone());
                 let (checkpoints, source, s) = (checkpoints.clone(), source.clone(), s.clone());
                 async move {
                     run_cdc(&mut log, &env, &checkpoints, &source, &s).await;
@@ -405,6 +410,7 @@ impl World {
             let txn_timeout_ms = pipeline
                 .transactional()
                 .then(|| pipeline.transactions.timeout.ms());
+            let slowdowns = self.slowdowns.clone();
             self.sim.host(turmoil_host, move || {
                 let mut log = client(i, &host);
                 if let Some(timeout_ms) = txn_timeout_ms {
@@ -412,7 +418,7 @@ impl World {
                     // commits them.
                     log = log.transactional(&txn_id, &host, timeout_ms);
                 }
-                let env = SimEnv::new(&host, recorder.clone());
+                let env = SimEnv::new(&host, recorder.clone(), slowdowns.clone());
                 let role = if is_enrich {
                     StreamRole::Enrich {
                         store: ReferenceStore::new(refdata.clone(), enrich_cfg.store_refresh.ms()),
@@ -461,9 +467,10 @@ impl World {
                     .then(|| pipeline.consumer.auto_commit_interval.ms().max(1)),
             });
             let flush_ms = timer_commit_ms.unwrap_or(s.checkpoint_interval_ms);
+            let slowdowns = self.slowdowns.clone();
             self.sim.host(name, move || {
                 let mut log = client(i, &host).client_id(&host);
-                let env = SimEnv::new(&host, recorder.clone());
+                let env = SimEnv::new(&host, recorder.clone(), slowdowns.clone());
                 let (checkpoints, s, mine, lake) =
                     (checkpoints.clone(), s.clone(), mine.clone(), lake.clone());
                 let group = group.clone();
@@ -517,9 +524,10 @@ impl World {
             let all: Vec<u32> = (0..partitions).collect();
             let i = index(name);
             let host = name.to_string();
+            let slowdowns = self.slowdowns.clone();
             self.sim.host(name, move || {
                 let mut log = client(i, &host);
-                let env = SimEnv::new(&host, recorder.clone());
+                let env = SimEnv::new(&host, recorder.clone(), slowdowns.clone());
                 let (checkpoints, s, all, consumer) = (
                     checkpoints.clone(),
                     s.clone(),
@@ -757,6 +765,12 @@ impl World {
         {
             self.produce_errors.borrow_mut().set_rate(b, rate);
         }
+    }
+
+    /// Makes `host`'s work take `factor` times as long as its costs say (1 restores its pace):
+    /// a task's per-record and commit costs, a broker's appends.
+    pub fn set_slowdown(&mut self, host: &str, factor: f64) {
+        self.slowdowns.borrow_mut().set(host, factor);
     }
 
     /// Starts the standby instance of stream task `task` (registered through
