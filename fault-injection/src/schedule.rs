@@ -1,10 +1,18 @@
 //! Running an explicit fault schedule: starting and ending each fault at its time, resolving
 //! targets when a fault starts, and healing exactly what was broken when it ends.
+//!
+//! Faults may overlap on the same host or link. A host two faults hold down restarts when the
+//! last of them ends (never, if one of them is permanent); a link two partitions cut heals when
+//! the last heals; a link two holds hold is released by the last. A latency, produce-error
+//! rate or slowdown that two faults set is the newest one's while it lasts, and the older one's
+//! again when it ends. Faults of different kinds on one link (a partition and a hold) are not
+//! reconciled: the simulator keeps one state per link, and the latest call sets it.
 
 use crate::control::Control;
-use crate::spec::{FaultKind, FaultSpec, Side};
+use crate::spec::{FaultKind, FaultLatency, FaultSpec, Side};
 use crate::target::Target;
 use nrtsim_history::{FaultPhase, Observation};
+use std::collections::BTreeMap;
 
 /// A fault that started or ended, ready for the history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +84,109 @@ impl Entry {
 #[derive(Clone, Debug)]
 pub struct Injector {
     entries: Vec<Entry>,
+    holds: Holds,
+}
+
+/// What the active faults hold, so that overlapping faults heal only what no other still
+/// holds (see the module docs).
+#[derive(Clone, Debug, Default)]
+struct Holds {
+    /// Per host: the active faults that stopped it.
+    down: BTreeMap<String, u32>,
+    /// Per link direction (from, to): the active partitions that cut it.
+    cut: BTreeMap<(String, String), u32>,
+    /// Per link: the active holds on it.
+    held: BTreeMap<Link, u32>,
+    /// Per link: the active latency faults' latencies.
+    latency: BTreeMap<Link, Stack<Option<FaultLatency>>>,
+    /// Per broker: the active produce-error faults' rates, oldest first.
+    produce_errors: BTreeMap<String, Stack<f64>>,
+    /// Per host: the active slow faults' factors, oldest first.
+    slow: BTreeMap<String, Stack<f64>>,
+}
+
+/// Two hosts, the smaller name first.
+type Link = (String, String);
+
+/// The values the active faults set on one host or link, oldest first, each with its fault's
+/// place in the schedule.
+type Stack<V> = Vec<(usize, V)>;
+
+/// The link between `a` and `b`, the same whichever way round.
+fn link(a: &str, b: &str) -> Link {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
+/// Every pair of a host in `a` and another in `b`, each once.
+fn pairs<'a>(a: &'a [String], b: &'a [String]) -> Vec<(&'a String, &'a String)> {
+    let mut out: Vec<(&String, &String)> = Vec::new();
+    for (x, y) in a.iter().flat_map(|x| b.iter().map(move |y| (x, y))) {
+        if x != y && !out.contains(&(x, y)) {
+            out.push((x, y));
+        }
+    }
+    out
+}
+
+/// Every link between a host in `a` and another in `b`, each once whichever way round: the
+/// pairs a fault that acts on both directions touches.
+fn links<'a>(a: &'a [String], b: &'a [String]) -> Vec<(&'a String, &'a String)> {
+    let mut out = pairs(a, b);
+    let mut seen: Vec<Link> = Vec::new();
+    out.retain(|(x, y)| {
+        let l = link(x, y);
+        let fresh = !seen.contains(&l);
+        seen.push(l);
+        fresh
+    });
+    out
+}
+
+/// Adds one to `key`'s count; true if it was 0.
+fn take<K: Ord>(counts: &mut BTreeMap<K, u32>, key: K) -> bool {
+    let n = counts.entry(key).or_insert(0);
+    *n += 1;
+    *n == 1
+}
+
+/// Takes one from `key`'s count; true if that was the last.
+fn give_back<K: Ord>(counts: &mut BTreeMap<K, u32>, key: &K) -> bool {
+    match counts.get_mut(key) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => {
+            counts.remove(key);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Pushes fault `idx`'s value onto `key`'s stack.
+fn push_value<K: Ord, V>(stacks: &mut BTreeMap<K, Vec<(usize, V)>>, key: K, idx: usize, v: V) {
+    stacks.entry(key).or_default().push((idx, v));
+}
+
+/// Removes fault `idx`'s value from `key`'s stack; returns the value in force after it (the
+/// newest left), or `None` when no fault sets one any more.
+fn pop_value<K: Ord, V: Copy>(
+    stacks: &mut BTreeMap<K, Vec<(usize, V)>>,
+    key: &K,
+    idx: usize,
+) -> Option<V> {
+    let stack = stacks.get_mut(key)?;
+    stack.retain(|(i, _)| *i != idx);
+    let top = stack.last().map(|(_, v)| *v);
+    if stack.is_empty() {
+        stacks.remove(key);
+    }
+    top
 }
 
 /// Ends sort before starts at the same instant.
@@ -96,7 +207,10 @@ impl Injector {
                 state: State::Pending,
             })
             .collect();
-        Injector { entries }
+        Injector {
+            entries,
+            holds: Holds::default(),
+        }
     }
 
     /// The faults of the schedule, in schedule order.
@@ -132,7 +246,7 @@ impl Injector {
             let entry = &mut self.entries[idx];
             let event = match std::mem::replace(&mut entry.state, State::Done) {
                 State::Pending => {
-                    let (resolved, description) = start(&entry.spec, ctl);
+                    let (resolved, description) = start(&entry.spec, idx, &mut self.holds, ctl);
                     if entry.spec.duration.is_some() {
                         entry.state = State::Active {
                             resolved,
@@ -150,7 +264,7 @@ impl Injector {
                     resolved,
                     description,
                 } => {
-                    end(&entry.spec, &resolved, ctl);
+                    end(&entry.spec, idx, &resolved, &mut self.holds, ctl);
                     FaultEvent {
                         t_ms: now_ms,
                         kind: entry.spec.kind.as_str().to_string(),
@@ -213,31 +327,104 @@ fn side_or_missing<'a>(side: Option<&'a Side>, field: &str) -> Result<&'a Side, 
     side.ok_or_else(|| format!("the fault has no `{field}`"))
 }
 
-/// Resolves the fault's targets now and applies its start.
-fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, String) {
+/// Resolves the fault's targets now and applies its start: fault `idx` of the schedule.
+fn start<C: Control + ?Sized>(
+    spec: &FaultSpec,
+    idx: usize,
+    holds: &mut Holds,
+    ctl: &mut C,
+) -> (Resolved, String) {
     match resolve(spec, ctl) {
         Err(why) => (Resolved::Nothing, format!("unresolved: {why}")),
         Ok((resolved, description)) => {
             match (&resolved, spec.kind) {
                 (Resolved::Hosts(hosts), FaultKind::PowerLoss) => {
-                    hosts.iter().for_each(|h| ctl.power_loss(h))
+                    // A host already down loses its unflushed writes all the same.
+                    for h in hosts {
+                        take(&mut holds.down, h.clone());
+                        ctl.power_loss(h);
+                    }
+                }
+                (Resolved::Hosts(hosts), FaultKind::Crash | FaultKind::BrokerCrash) => {
+                    for h in hosts {
+                        if take(&mut holds.down, h.clone()) {
+                            ctl.crash(h);
+                        }
+                    }
                 }
                 (Resolved::Hosts(hosts), FaultKind::ProduceErrors) => {
                     let rate = spec.rate.unwrap_or(0.0);
-                    hosts.iter().for_each(|h| ctl.set_produce_errors(h, rate))
+                    for h in hosts {
+                        push_value(&mut holds.produce_errors, h.clone(), idx, rate);
+                        ctl.set_produce_errors(h, rate);
+                    }
+                }
+                (Resolved::Hosts(hosts), FaultKind::Slow) => {
+                    let factor = spec.factor.unwrap_or(1.0);
+                    for h in hosts {
+                        push_value(&mut holds.slow, h.clone(), idx, factor);
+                        ctl.set_slowdown(h, factor);
+                    }
                 }
                 (Resolved::Hosts(hosts), FaultKind::Failover) => {
                     hosts.iter().for_each(|h| ctl.fail_over(h))
                 }
-                (Resolved::Hosts(hosts), FaultKind::Slow) => {
-                    let factor = spec.factor.unwrap_or(1.0);
-                    hosts.iter().for_each(|h| ctl.set_slowdown(h, factor))
+                (Resolved::Sides(a, b), FaultKind::Partition) => {
+                    let pairs = links(a, b);
+                    let fresh: Vec<(bool, bool)> = pairs
+                        .iter()
+                        .map(|(x, y)| {
+                            let there = take(&mut holds.cut, ((*x).clone(), (*y).clone()));
+                            let back = take(&mut holds.cut, ((*y).clone(), (*x).clone()));
+                            (there, back)
+                        })
+                        .collect();
+                    if fresh.iter().all(|&(there, back)| there && back) {
+                        ctl.partition(a, b);
+                    } else {
+                        for ((x, y), (there, back)) in pairs.into_iter().zip(fresh) {
+                            cut_link(ctl, x, y, there, back);
+                        }
+                    }
                 }
-                (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.crash(h)),
-                (Resolved::Sides(a, b), FaultKind::Partition) => ctl.partition(a, b),
-                (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.partition_oneway(a, b),
-                (Resolved::Sides(a, b), FaultKind::Hold) => ctl.hold(a, b),
-                (Resolved::Sides(a, b), FaultKind::Latency) => ctl.set_latency(a, b, spec.latency),
+                (Resolved::Sides(a, b), FaultKind::PartitionOneway) => {
+                    let pairs = pairs(a, b);
+                    let fresh: Vec<bool> = pairs
+                        .iter()
+                        .map(|(x, y)| take(&mut holds.cut, ((*x).clone(), (*y).clone())))
+                        .collect();
+                    if fresh.iter().all(|&f| f) {
+                        ctl.partition_oneway(a, b);
+                    } else {
+                        for ((x, y), f) in pairs.into_iter().zip(fresh) {
+                            if f {
+                                ctl.partition_oneway(one(x), one(y));
+                            }
+                        }
+                    }
+                }
+                (Resolved::Sides(a, b), FaultKind::Hold) => {
+                    let pairs = links(a, b);
+                    let fresh: Vec<bool> = pairs
+                        .iter()
+                        .map(|(x, y)| take(&mut holds.held, link(x, y)))
+                        .collect();
+                    if fresh.iter().all(|&f| f) {
+                        ctl.hold(a, b);
+                    } else {
+                        for ((x, y), f) in pairs.into_iter().zip(fresh) {
+                            if f {
+                                ctl.hold(one(x), one(y));
+                            }
+                        }
+                    }
+                }
+                (Resolved::Sides(a, b), FaultKind::Latency) => {
+                    for (x, y) in links(a, b) {
+                        push_value(&mut holds.latency, link(x, y), idx, spec.latency);
+                    }
+                    ctl.set_latency(a, b, spec.latency);
+                }
                 (
                     Resolved::Sides(..),
                     FaultKind::Crash
@@ -247,6 +434,13 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
                     | FaultKind::Failover
                     | FaultKind::Slow,
                 )
+                | (
+                    Resolved::Hosts(_),
+                    FaultKind::Partition
+                    | FaultKind::PartitionOneway
+                    | FaultKind::Hold
+                    | FaultKind::Latency,
+                )
                 | (Resolved::Nothing, _) => {}
             }
             (resolved, description)
@@ -254,22 +448,129 @@ fn start<C: Control + ?Sized>(spec: &FaultSpec, ctl: &mut C) -> (Resolved, Strin
     }
 }
 
-/// Heals what the fault's start broke, on the hosts it resolved to then.
-fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) {
+/// A one-host side.
+fn one(host: &String) -> &[String] {
+    std::slice::from_ref(host)
+}
+
+/// Cuts the link between `x` and `y` in the directions that were open: both, one, or none.
+fn cut_link<C: Control + ?Sized>(ctl: &mut C, x: &String, y: &String, there: bool, back: bool) {
+    match (there, back) {
+        (true, true) => ctl.partition(one(x), one(y)),
+        (true, false) => ctl.partition_oneway(one(x), one(y)),
+        (false, true) => ctl.partition_oneway(one(y), one(x)),
+        (false, false) => {}
+    }
+}
+
+/// Heals the link between `x` and `y` in the directions no other fault still cuts.
+fn heal_link<C: Control + ?Sized>(ctl: &mut C, x: &String, y: &String, there: bool, back: bool) {
+    match (there, back) {
+        (true, true) => ctl.repair(one(x), one(y)),
+        (true, false) => ctl.repair_oneway(one(x), one(y)),
+        (false, true) => ctl.repair_oneway(one(y), one(x)),
+        (false, false) => {}
+    }
+}
+
+/// Heals what fault `idx`'s start broke, on the hosts it resolved to then, except what another
+/// active fault still holds.
+fn end<C: Control + ?Sized>(
+    spec: &FaultSpec,
+    idx: usize,
+    resolved: &Resolved,
+    holds: &mut Holds,
+    ctl: &mut C,
+) {
     match (resolved, spec.kind) {
         (Resolved::Hosts(hosts), FaultKind::ProduceErrors) => {
-            hosts.iter().for_each(|h| ctl.set_produce_errors(h, 0.0))
+            for h in hosts {
+                let rate = pop_value(&mut holds.produce_errors, h, idx).unwrap_or(0.0);
+                ctl.set_produce_errors(h, rate);
+            }
         }
         (Resolved::Hosts(hosts), FaultKind::Slow) => {
-            hosts.iter().for_each(|h| ctl.set_slowdown(h, 1.0))
+            for h in hosts {
+                let factor = pop_value(&mut holds.slow, h, idx).unwrap_or(1.0);
+                ctl.set_slowdown(h, factor);
+            }
         }
         // Permanent: nothing to heal.
         (Resolved::Hosts(_), FaultKind::Failover) => {}
-        (Resolved::Hosts(hosts), _) => hosts.iter().for_each(|h| ctl.restart(h)),
-        (Resolved::Sides(a, b), FaultKind::Partition) => ctl.repair(a, b),
-        (Resolved::Sides(a, b), FaultKind::PartitionOneway) => ctl.repair_oneway(a, b),
-        (Resolved::Sides(a, b), FaultKind::Hold) => ctl.release(a, b),
-        (Resolved::Sides(a, b), FaultKind::Latency) => ctl.set_latency(a, b, None),
+        (
+            Resolved::Hosts(hosts),
+            FaultKind::Crash | FaultKind::BrokerCrash | FaultKind::PowerLoss,
+        ) => {
+            for h in hosts {
+                if give_back(&mut holds.down, h) {
+                    ctl.restart(h);
+                }
+            }
+        }
+        (Resolved::Sides(a, b), FaultKind::Partition) => {
+            let pairs = links(a, b);
+            let last: Vec<(bool, bool)> = pairs
+                .iter()
+                .map(|(x, y)| {
+                    let there = give_back(&mut holds.cut, &((*x).clone(), (*y).clone()));
+                    let back = give_back(&mut holds.cut, &((*y).clone(), (*x).clone()));
+                    (there, back)
+                })
+                .collect();
+            if last.iter().all(|&(there, back)| there && back) {
+                ctl.repair(a, b);
+            } else {
+                for ((x, y), (there, back)) in pairs.into_iter().zip(last) {
+                    heal_link(ctl, x, y, there, back);
+                }
+            }
+        }
+        (Resolved::Sides(a, b), FaultKind::PartitionOneway) => {
+            let pairs = pairs(a, b);
+            let last: Vec<bool> = pairs
+                .iter()
+                .map(|(x, y)| give_back(&mut holds.cut, &((*x).clone(), (*y).clone())))
+                .collect();
+            if last.iter().all(|&l| l) {
+                ctl.repair_oneway(a, b);
+            } else {
+                for ((x, y), l) in pairs.into_iter().zip(last) {
+                    if l {
+                        ctl.repair_oneway(one(x), one(y));
+                    }
+                }
+            }
+        }
+        (Resolved::Sides(a, b), FaultKind::Hold) => {
+            let pairs = links(a, b);
+            let last: Vec<bool> = pairs
+                .iter()
+                .map(|(x, y)| give_back(&mut holds.held, &link(x, y)))
+                .collect();
+            if last.iter().all(|&l| l) {
+                ctl.release(a, b);
+            } else {
+                for ((x, y), l) in pairs.into_iter().zip(last) {
+                    if l {
+                        ctl.release(one(x), one(y));
+                    }
+                }
+            }
+        }
+        (Resolved::Sides(a, b), FaultKind::Latency) => {
+            let pairs = links(a, b);
+            let after: Vec<Option<Option<FaultLatency>>> = pairs
+                .iter()
+                .map(|(x, y)| pop_value(&mut holds.latency, &link(x, y), idx))
+                .collect();
+            if after.iter().all(Option::is_none) {
+                ctl.set_latency(a, b, None);
+            } else {
+                for ((x, y), latency) in pairs.into_iter().zip(after) {
+                    ctl.set_latency(one(x), one(y), latency.flatten());
+                }
+            }
+        }
         (
             Resolved::Sides(..),
             FaultKind::Crash
@@ -278,6 +579,13 @@ fn end<C: Control + ?Sized>(spec: &FaultSpec, resolved: &Resolved, ctl: &mut C) 
             | FaultKind::ProduceErrors
             | FaultKind::Failover
             | FaultKind::Slow,
+        )
+        | (
+            Resolved::Hosts(_),
+            FaultKind::Partition
+            | FaultKind::PartitionOneway
+            | FaultKind::Hold
+            | FaultKind::Latency,
         )
         | (Resolved::Nothing, _) => {}
     }

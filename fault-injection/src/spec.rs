@@ -404,8 +404,10 @@ impl FaultSpec {
                     ),
                 ));
             }
-            let stream_task = |t: &str| t.starts_with("standardize-") || t.starts_with("enrich-");
-            if self.kind == FaultKind::Failover && !stream_task(text) {
+            // One task by its name: its standby host is registered under that name.
+            let stream_task = matches!(&target, Target::Name(t)
+                if t.starts_with("standardize-") || t.starts_with("enrich-"));
+            if self.kind == FaultKind::Failover && !stream_task {
                 return Err(FaultSpecError::new(
                     &field,
                     format!(

@@ -354,6 +354,11 @@ fn a_failover_starts_the_standby_once_and_never_heals() {
     let err = broker.check_hosts(&hosts, 4).unwrap_err();
     assert_eq!(err.field, "target");
     assert!(err.message.contains("stream task"), "{}", err.message);
+    // A glob names no one task: its standby would be a host nobody starts.
+    let mut glob = broker;
+    glob.target = Some("enrich-*".into());
+    let err = glob.check_hosts(&hosts, 4).unwrap_err();
+    assert!(err.message.contains("stream task"), "{}", err.message);
 }
 
 #[test]
@@ -402,4 +407,122 @@ fn a_slow_fault_slows_its_hosts_and_restores_their_pace() {
     let err = controller.check_hosts(&hosts, 4).unwrap_err();
     assert_eq!(err.field, "target");
     assert!(err.message.contains("no"), "{}", err.message);
+}
+
+#[test]
+fn a_host_two_faults_stop_restarts_when_the_last_ends_and_never_under_a_permanent_one() {
+    let mut sim = FakeSim::new();
+    let mut early = FaultSpec::new(d("1s"), FaultKind::Crash);
+    early.target = Some("enrich-*".into());
+    early.duration = Some(d("4s"));
+    let mut late = FaultSpec::new(d("2s"), FaultKind::Crash);
+    late.target = Some("enrich-1".into());
+    late.duration = Some(d("1s"));
+    let mut forever = FaultSpec::new(d("6s"), FaultKind::Crash);
+    forever.target = Some("enrich-0".into());
+    let mut brief = FaultSpec::new(d("7s"), FaultKind::Crash);
+    brief.target = Some("enrich-0".into());
+    brief.duration = Some(d("1s"));
+    let mut injector = Injector::new(vec![early, late, forever, brief]);
+    let events = run_all(&mut injector, &mut sim);
+    assert_eq!(events.len(), 7, "every start and end is still recorded");
+    assert_eq!(
+        sim.take_calls(),
+        [
+            "crash enrich-0",
+            "crash enrich-1",
+            // enrich-1's second crash finds it down, and its end leaves it to the first's.
+            "restart enrich-0",
+            "restart enrich-1",
+            "crash enrich-0",
+            // The brief crash ends, but the permanent one still holds enrich-0 down.
+        ]
+    );
+}
+
+#[test]
+fn overlapping_link_faults_heal_only_what_no_other_still_holds() {
+    let mut sim = FakeSim::new();
+    let wide = between(
+        FaultKind::Partition,
+        "5s",
+        &["enrich-*"],
+        &["broker-0"],
+        "10s",
+    );
+    let narrow = between(
+        FaultKind::Partition,
+        "10s",
+        &["enrich-0"],
+        &["broker-0"],
+        "10s",
+    );
+    let mut oneway = FaultSpec::new(d("12s"), FaultKind::PartitionOneway);
+    oneway.from = Some(Side::new(["broker-0"]));
+    oneway.to = Some(Side::new(["enrich-1"]));
+    oneway.duration = Some(d("10s"));
+    let mut injector = Injector::new(vec![wide, narrow, oneway]);
+    run_all(&mut injector, &mut sim);
+    assert_eq!(
+        sim.take_calls(),
+        [
+            "partition enrich-0,enrich-1 | broker-0",
+            // At 15 s the wide partition ends: enrich-0 stays cut by the narrow one, and the
+            // way from broker-0 to enrich-1 by the one-way cut.
+            "repair_oneway enrich-1 -> broker-0",
+            "repair enrich-0 | broker-0",
+            "repair_oneway broker-0 -> enrich-1",
+        ]
+    );
+
+    let mut slow = |at: &str, factor: f64, duration: &str| {
+        let mut spec = FaultSpec::new(d(at), FaultKind::Slow);
+        spec.target = Some("lake-0".into());
+        spec.factor = Some(factor);
+        spec.duration = Some(d(duration));
+        spec
+    };
+    let mut a = between(FaultKind::Latency, "1s", &["cdc"], &["broker-2"], "10s");
+    a.latency = Some("20ms".parse().unwrap());
+    let mut b = between(FaultKind::Latency, "2s", &["cdc"], &["broker-2"], "2s");
+    b.latency = Some("300ms".parse().unwrap());
+    let mut injector = Injector::new(vec![a, b, slow("1s", 4.0, "3s"), slow("2s", 9.0, "5s")]);
+    run_all(&mut injector, &mut sim);
+    assert_eq!(
+        sim.take_calls(),
+        [
+            "latency cdc | broker-2 = 20ms",
+            "slow lake-0 4",
+            "latency cdc | broker-2 = 300ms",
+            "slow lake-0 9",
+            // The newer latency ends first: the older one's comes back.
+            "latency cdc | broker-2 = 20ms",
+            // The older slowdown ends first: the newer one stays in force.
+            "slow lake-0 9",
+            "slow lake-0 1",
+            "latency cdc | broker-2 = default",
+        ]
+    );
+}
+
+#[test]
+fn a_partition_of_a_group_from_itself_cuts_and_heals_each_link_once() {
+    let mut sim = FakeSim::new();
+    let spec = between(
+        FaultKind::Partition,
+        "1s",
+        &["broker-*"],
+        &["broker-*"],
+        "1s",
+    );
+    let mut injector = Injector::new(vec![spec]);
+    run_all(&mut injector, &mut sim);
+    let all = "broker-0,broker-1,broker-2";
+    assert_eq!(
+        sim.take_calls(),
+        [
+            format!("partition {all} | {all}"),
+            format!("repair {all} | {all}")
+        ]
+    );
 }
