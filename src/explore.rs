@@ -1,14 +1,15 @@
 //! Exploring many seeds of one scenario: each seed is a different world (and, in swarm mode,
-//! a different set of faults drawn from the seed). The first seed that fails is shrunk to the
-//! smallest fault schedule that still fails the same way, and written out as a scenario file
-//! that replays it.
+//! a different set of faults drawn from the seed). The first seed that fails is shrunk, one
+//! fault at a time, to a schedule that still fails the same way (the same exit code, drained or
+//! not as before, the same anomalies found) and from which no single fault can be dropped, and
+//! written out as a scenario file that replays it.
 
 use crate::runner;
 use crate::scenario::Scenario;
 use anyhow::{Context, Result};
 use nrtsim_faults::{shrink, swarm_schedule, FaultSpec};
 use nrtsim_reports::report::EXIT_SLO_BREACHED;
-use nrtsim_reports::{Expect, Report};
+use nrtsim_reports::{AnomalyKind, Expect, Report};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -50,8 +51,9 @@ impl SeedRun {
 }
 
 /// Whether `report` ended as `expect` says (without one, whether it passed). With
-/// `ignore_slo`, a run that breached only a latency SLO (exit 3) counts as a pass where the
-/// scenario expects one.
+/// `ignore_slo`, a run that breached only a latency SLO counts as a pass where the scenario
+/// expects one: exit 3 (so exactly-once held, as exit 1 would win over it) and drained (exit 3
+/// also wins over exit 4).
 fn ended_as_expected(report: &Report, expect: Option<&Expect>, ignore_slo: bool) -> bool {
     let met = match report.expectation_met {
         Some(met) => met,
@@ -59,7 +61,19 @@ fn ended_as_expected(report: &Report, expect: Option<&Expect>, ignore_slo: bool)
     };
     let expects_pass =
         expect.is_none_or(|e| e.exit_code.unwrap_or(0) == 0 && e.anomalies.is_empty());
-    met || (ignore_slo && expects_pass && report.exit_code == EXIT_SLO_BREACHED)
+    met || (ignore_slo && expects_pass && report.exit_code == EXIT_SLO_BREACHED && report.drained)
+}
+
+/// How a run failed, for shrinking to keep to the same failure: its exit code, whether it
+/// drained, and which anomalies it found (torn transactions only where they fail the run).
+fn failure(report: &Report) -> (i32, bool, Vec<AnomalyKind>) {
+    let eo = &report.exactly_once;
+    let found = eo
+        .checked()
+        .filter(|&k| eo.count(k) > 0)
+        .filter(|&k| k != AnomalyKind::TornTransaction || eo.torn_transaction_is_violation)
+        .collect();
+    (report.exit_code, report.drained, found)
 }
 
 /// What exploring found.
@@ -139,16 +153,17 @@ fn shrink_failure(
 ) -> Result<(u64, Vec<FaultSpec>, PathBuf)> {
     let seed = failed.seed;
     let code = failed.report.exit_code;
+    let how = failure(&failed.report);
     let minimal = shrink(failed.faults.clone(), |faults| {
         run_with(scenario, seed, faults).is_ok_and(|r| {
-            !ended_as_expected(&r, scenario.expect.as_ref(), opts.ignore_slo) && r.exit_code == code
+            !ended_as_expected(&r, scenario.expect.as_ref(), opts.ignore_slo) && failure(&r) == how
         })
     });
     let out: &Path = &opts.out;
     let mut min = scenario.clone();
     min.name = format!("{}-seed{seed}-min", scenario.name);
     min.description = format!(
-        "Shrunk from {} seed {seed}: the smallest fault schedule that still ends with exit {code}",
+        "Shrunk from {} seed {seed}: a fault schedule that still fails the same way (exit {code})",
         scenario.name
     );
     min.seed = seed;
@@ -158,4 +173,49 @@ fn shrink_failure(
     let path = out.join(format!("{}.toml", min.name));
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok((seed, minimal, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_report() -> Report {
+        let text = "name = \"tiny\"\nseed = 3\nduration = \"2s\"\n\n[workload]\nkind = \"card\"\nrate_per_s = 50\naccounts = 50\n";
+        let scenario = Scenario::parse(text, "tiny.toml").expect("a valid scenario");
+        runner::run_judged(&scenario, 3).expect("it runs")
+    }
+
+    /// Exit 3 wins over exit 4, so an SLO breach can hide a run that never drained: under
+    /// `--ignore-slo` such a run is not a pass.
+    #[test]
+    fn ignoring_slos_does_not_pass_a_run_that_did_not_drain() {
+        let mut report = small_report();
+        assert!(
+            ended_as_expected(&report, None, false),
+            "the tiny run passes"
+        );
+        report.exit_code = EXIT_SLO_BREACHED;
+        report.expectation_met = None;
+        assert!(!ended_as_expected(&report, None, false));
+        assert!(ended_as_expected(&report, None, true));
+        report.drained = false;
+        assert!(!ended_as_expected(&report, None, true));
+    }
+
+    /// Shrinking keeps to the failure it started from: another anomaly under the same exit
+    /// code is another failure.
+    #[test]
+    fn a_failure_is_its_exit_code_its_drain_and_its_anomalies() {
+        let mut lost = small_report();
+        lost.exit_code = 1;
+        lost.exactly_once.lost = 3;
+        let mut duplicated = lost.clone();
+        duplicated.exactly_once.lost = 0;
+        duplicated.exactly_once.duplicated = 2;
+        assert_ne!(failure(&lost), failure(&duplicated));
+        let mut more = lost.clone();
+        more.exactly_once.lost = 9;
+        assert_eq!(failure(&lost), failure(&more), "counts may differ");
+        assert_eq!(failure(&lost).2, vec![AnomalyKind::Lost]);
+    }
 }

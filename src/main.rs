@@ -80,9 +80,9 @@ enum Command {
         /// Let each seed decide which faults are on, and add random ones.
         #[arg(long)]
         swarm: bool,
-        /// Judge seeds on correctness and liveness alone: a run that breached only a latency
-        /// SLO (exit 3) counts as a pass (random faults break latency limits set for the
-        /// scenario's own).
+        /// Judge seeds on correctness and liveness alone: a run that drained and breached only
+        /// a latency SLO (exit 3) counts as a pass (random faults break latency limits set for
+        /// the scenario's own).
         #[arg(long)]
         ignore_slo: bool,
         /// Where the shrunk scenario goes (default target/nrtsim/<scenario>/explore/).
