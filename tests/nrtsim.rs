@@ -1333,3 +1333,76 @@ fn auto_offset_reset_decides_what_a_reader_past_retention_loses() {
     assert!(kept.offset_resets.is_empty());
     assert_eq!(kept.exit_code, 0);
 }
+
+/// Two exactly-once lake tasks. lake-0 acknowledges checkpoint 1 and crashes; it restarts from
+/// checkpoint 0 just before lake-1, held up by a partition, acknowledges 1, and acknowledges 1
+/// again just after. The dead instance's acknowledgement must not complete checkpoint 1: the
+/// restarted instance commits other rows under that id, and a second crash would restore a
+/// snapshot that does not describe them (before the fix: 2,102 changes lost).
+#[test]
+fn a_dead_tasks_acknowledgement_completes_no_checkpoint() {
+    let text = r#"
+name = "lake-stale-ack"
+seed = 1
+duration = "30s"
+drain_timeout = "3m"
+
+[workload]
+kind = "card"
+rate_per_s = 500
+accounts = 2000
+
+[pipeline]
+delivery = "exactly-once"
+checkpoint_interval = "10s"
+parallelism = { standardize = 2, enrich = 2, lake = 2 }
+
+[[faults]]
+at = "9500ms"
+kind = "partition"
+between = ["lake-1", "broker-*"]
+duration = "2500ms"
+
+[[faults]]
+at = "10050ms"
+kind = "crash"
+target = "lake-0"
+duration = "1575ms"
+
+[[faults]]
+at = "17s"
+kind = "crash"
+target = "lake-0"
+duration = "1s"
+"#;
+    let scenario = Scenario::parse(text, "lake-stale-ack.toml").unwrap_or_else(|e| panic!("{e}"));
+    let sim = runner::simulate(&scenario, scenario.seed).expect("simulates");
+    let acks = |host: &str| -> Vec<u64> {
+        sim.history
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Checkpoint {
+                    t_ms,
+                    host: h,
+                    checkpoint_id: 1,
+                } if h == host => Some(*t_ms),
+                _ => None,
+            })
+            .collect()
+    };
+    let (lake0, lake1) = (acks("lake-0"), acks("lake-1"));
+    // The interleaving this test is about: lake-0's second acknowledgement comes after its
+    // restart (11,625 ms) and after lake-1's. If the timing drifts, move the crash's end.
+    assert_eq!(lake0.len(), 2, "{lake0:?}");
+    assert_eq!(lake1.len(), 1, "{lake1:?}");
+    assert!(
+        11_625 < lake1[0] && lake1[0] < lake0[1],
+        "lake-0 {lake0:?}, lake-1 {lake1:?}"
+    );
+    let report = runner::judge(&scenario, scenario.seed, &sim.history, sim.wall_ms);
+    assert!(
+        report.exactly_once.is_clean() && report.drained,
+        "{}",
+        nrtsim_reports::summary_text(&report)
+    );
+}

@@ -88,6 +88,22 @@ impl Coordinator {
         }
     }
 
+    /// `task` failed and is starting again: the checkpoints its job has not completed are
+    /// aborted, as a job manager aborts its pending checkpoints when a task fails over. An
+    /// acknowledgement from the instance that died must not complete a checkpoint once the
+    /// other tasks acknowledge it too: the restarted instance goes back to the last completed
+    /// checkpoint, and would commit other work under that id than the snapshot describes.
+    /// Nothing happens for a task whose job is not coordinated.
+    pub fn fail(&mut self, task: &str) {
+        let Some(job) = self.jobs.get_mut(job_of(task)) else {
+            return;
+        };
+        job.acks.clear();
+        if let Some(mine) = self.snapshots.get_mut(task) {
+            mine.split_off(&(job.completed + 1));
+        }
+    }
+
     /// The last completed checkpoint of `task`'s job (0 before the first, or when the job is
     /// not coordinated).
     pub fn completed(&self, task: &str) -> u64 {
@@ -159,6 +175,31 @@ mod tests {
             3,
             "a late acknowledgement changes nothing"
         );
+    }
+
+    /// lake-0 acknowledges checkpoint 2 and dies; lake-1 acknowledges 2 after lake-0 restarted
+    /// from 1. Checkpoint 2 must not complete on the dead instance's snapshot.
+    #[test]
+    fn a_failed_tasks_pending_acknowledgements_complete_nothing() {
+        let mut c = Coordinator::default();
+        c.coordinate("lake", ["lake-0".to_string(), "lake-1".to_string()]);
+        c.acknowledge("lake-0", snap(1, 10));
+        c.acknowledge("lake-1", snap(1, 11));
+        c.acknowledge("lake-0", snap(2, 20));
+        c.fail("lake-0");
+        assert_eq!(c.restore("lake-0").unwrap().next_lsn, 10);
+        c.acknowledge("lake-1", snap(2, 21));
+        assert_eq!(c.completed("lake-1"), 1, "checkpoint 2 was aborted");
+        // The restarted lake-0 acknowledges 2 anew; lake-1 has moved on, so 3 completes next.
+        c.acknowledge("lake-0", snap(2, 25));
+        c.acknowledge("lake-0", snap(3, 30));
+        c.acknowledge("lake-1", snap(3, 31));
+        assert_eq!(c.completed("lake-0"), 3);
+        assert_eq!(c.restore("lake-0").unwrap().next_lsn, 30);
+        // An uncoordinated task's failure changes nothing.
+        c.acknowledge("cdc", snap(4, 40));
+        c.fail("cdc");
+        assert_eq!(c.restore("cdc").unwrap().next_lsn, 40);
     }
 
     #[test]

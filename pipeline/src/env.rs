@@ -96,7 +96,9 @@ pub trait CheckpointStore {
     /// The last completed checkpoint of the task's job (0 if none, or if the job's
     /// checkpoints are not coordinated).
     fn completed(&self, task: &str) -> u64;
-    /// Counts the task's starts; each start gets a new number (its incarnation).
+    /// Counts the task's starts; each start gets a new number (its incarnation). A start after
+    /// the first is a restart, which aborts the checkpoints the task's job has not completed
+    /// (see [`crate::checkpoint::Coordinator::fail`]).
     fn next_incarnation(&self, task: &str) -> u64;
 }
 

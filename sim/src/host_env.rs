@@ -125,7 +125,12 @@ impl CheckpointStore for SharedCheckpoints {
         let mut inner = self.inner.borrow_mut();
         let n = inner.starts.entry(task.to_string()).or_insert(0);
         *n += 1;
-        *n
+        let n = *n;
+        if n > 1 {
+            // A restart: the job's pending checkpoints are aborted.
+            inner.coordinator.fail(task);
+        }
+        n
     }
 }
 
