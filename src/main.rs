@@ -71,8 +71,8 @@ enum Command {
     Explore {
         /// The scenario file.
         scenario: PathBuf,
-        /// How many seeds, counting from the scenario's.
-        #[arg(long, default_value_t = 20)]
+        /// How many seeds, counting from the scenario's (1 to 1,000,000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
         seeds: u64,
         /// Runs at once (default: the machine's cores).
         #[arg(long)]
@@ -94,8 +94,8 @@ enum Command {
         /// Scenario files.
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
-        /// Seeds per scenario, counting from each scenario's.
-        #[arg(long, default_value_t = 1)]
+        /// Seeds per scenario, counting from each scenario's (1 to 1,000,000).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
         seeds: u64,
     },
     /// Re-run the checker on a saved history.
@@ -154,6 +154,8 @@ fn say_raw(text: std::fmt::Arguments) {
 
 /// Exit code: bad input.
 const EXIT_BAD_INPUT: u8 = 2;
+/// The most seeds `explore` and `compare` take: each seed is a whole run.
+const MAX_SEEDS: u64 = 1_000_000;
 /// Exit code: the same seed gave two different histories.
 const EXIT_NONDETERMINISTIC: u8 = 5;
 

@@ -21,9 +21,12 @@ pub fn swarm_schedule(
     let mut rng = SeedTree::new(seed).fork("swarm");
     let mut faults: Vec<FaultSpec> = own.iter().filter(|_| rng.gen_bool(0.5)).cloned().collect();
     let brokers: Vec<&String> = hosts.iter().filter(|h| h.starts_with("broker-")).collect();
-    let horizon_ms = horizon.ms().max(2_000);
+    // From the first second on, or from the middle of a run shorter than two seconds: never
+    // at or past `horizon`, so that a shrunk schedule still loads.
+    let horizon_ms = horizon.ms().max(2);
+    let first_ms = 1_000.min(horizon_ms / 2);
     for _ in 0..rng.gen_range(1..=4) {
-        let at = SimDuration::from_ms(rng.gen_range(1_000..horizon_ms));
+        let at = SimDuration::from_ms(rng.gen_range(first_ms..horizon_ms));
         let duration = SimDuration::from_ms(rng.gen_range(500..15_000));
         let host = hosts.choose(&mut rng).cloned().unwrap_or_default();
         let kind = *[
@@ -126,6 +129,13 @@ mod tests {
             swarm_schedule(1, &[], &hosts(), horizon),
             swarm_schedule(2, &[], &hosts(), horizon)
         );
+        // A run shorter than the first second still gets faults within it.
+        let short = SimDuration::from_ms(500);
+        for seed in 0..50 {
+            for f in swarm_schedule(seed, &[], &hosts(), short) {
+                assert!(f.at < short, "seed {seed}: {:?}", f.at);
+            }
+        }
     }
 
     #[test]

@@ -475,7 +475,7 @@ fn overlapping_link_faults_heal_only_what_no_other_still_holds() {
         ]
     );
 
-    let mut slow = |at: &str, factor: f64, duration: &str| {
+    let slow = |at: &str, factor: f64, duration: &str| {
         let mut spec = FaultSpec::new(d(at), FaultKind::Slow);
         spec.target = Some("lake-0".into());
         spec.factor = Some(factor);
