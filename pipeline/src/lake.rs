@@ -1,12 +1,14 @@
 //! The lake table: primary-key rows that change only by commits, one commit per checkpoint,
-//! each making a new snapshot visible to readers at once. Commits are idempotent by
-//! (task, checkpoint id), and a commit can carry the sink's input offsets so that rows and
-//! offsets move together.
+//! each making a new snapshot visible to readers at once. A task's commits are taken in
+//! increasing checkpoint id: one at or below the task's last commit is a replay and changes
+//! nothing. A commit records the sink's input offsets beside its rows, as a table format's
+//! commit metadata does; the sinks restore from their checkpoints, not from these.
 //!
 //! In `upsert` mode the table keeps one row per key, and versions of a key that a later write
 //! in the same commit replaces are *folded*: no snapshot ever shows them (end-state sync). In
-//! `changelog` mode every version is kept as its own row, with its op and LSN, so that every
-//! state a key passed through can be read back.
+//! `changelog` mode no version is folded: each becomes visible in its commit's snapshot, so
+//! every state a key passed through reaches readers (the table counts the versions and keeps
+//! each key's latest row).
 //!
 //! The table also keeps account of its files, which is where a layout's cost shows. Each
 //! table's keys hash into buckets (file groups). Copy-on-write rewrites a touched bucket's one
