@@ -4,7 +4,7 @@
 
 use crate::scenario::Scenario;
 use anyhow::{Context, Result};
-use nrtsim_faults::{FaultKind, Injector};
+use nrtsim_faults::Injector;
 use nrtsim_history::file::{HistoryFormat, HistoryWriter};
 use nrtsim_history::Observation;
 use nrtsim_reports::{analyze, Analysis, CheckOptions, Checker, Report, ReportInputs};
@@ -42,12 +42,7 @@ pub fn run_spec(scenario: &Scenario, seed: u64) -> RunSpec {
         pipeline: scenario.pipeline.clone(),
         costs: scenario.costs.clone(),
         network: scenario.network.clone(),
-        standbys: scenario
-            .faults
-            .iter()
-            .filter(|f| f.kind == FaultKind::Failover)
-            .filter_map(|f| f.target.clone())
-            .collect(),
+        standbys: scenario.standbys(),
     }
 }
 

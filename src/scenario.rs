@@ -5,7 +5,7 @@
 mod locate;
 
 use locate::DocIndex;
-use nrtsim_faults::FaultSpec;
+use nrtsim_faults::{FaultKind, FaultSpec};
 use nrtsim_history::TopicName;
 use nrtsim_pipeline::{Acks, Delivery};
 use nrtsim_pipeline::{CostConfig, PipelineConfig};
@@ -198,7 +198,25 @@ impl Scenario {
     /// the CDC connector, then each job's tasks.
     pub fn host_names(&self) -> Vec<String> {
         // The simulator names its hosts; validation must agree with it exactly.
-        nrtsim_sim::host_names(&self.platform, &self.pipeline)
+        let mut hosts = nrtsim_sim::host_names(&self.platform, &self.pipeline);
+        // A failover's standby (`<task>-standby`) is a host from the start, as the runner
+        // registers it, so that later faults can hit it.
+        for task in self.standbys() {
+            let standby = format!("{task}-standby");
+            if !hosts.contains(&standby) {
+                hosts.push(standby);
+            }
+        }
+        hosts
+    }
+
+    /// The stream tasks a `failover` fault moves to a standby instance.
+    pub fn standbys(&self) -> Vec<String> {
+        self.faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::Failover)
+            .filter_map(|f| f.target.clone())
+            .collect()
     }
 
     /// The SLOs with their names parsed. Names were checked when the scenario was loaded.

@@ -1406,3 +1406,58 @@ duration = "1s"
         nrtsim_reports::summary_text(&report)
     );
 }
+
+/// After a failover, the task's work runs on its standby: a `slow` fault on the standby's host
+/// (a host from the start, so scenario files may name it) slows the task, and one on the first
+/// instance's host, fenced and stopped, does not.
+#[test]
+fn a_slow_fault_slows_the_machine_it_names_not_the_task() {
+    let scenario = |target: &str| {
+        format!(
+            r#"
+name = "slow-standby"
+seed = 42
+duration = "20s"
+drain_timeout = "3m"
+
+[workload]
+kind = "card"
+rate_per_s = 500
+
+[pipeline]
+parallelism = {{ standardize = 2, enrich = 2, lake = 1 }}
+
+[[faults]]
+at = "3s"
+kind = "failover"
+target = "enrich-0"
+
+[[faults]]
+at = "6s"
+kind = "slow"
+target = "{target}"
+factor = 200
+duration = "8s"
+"#
+        )
+    };
+    let enrich_p99 = |target: &str| {
+        let report = run_inline(&scenario(target), "slow-standby.toml");
+        assert!(
+            report.exactly_once.is_clean() && report.drained,
+            "{}",
+            nrtsim_reports::summary_text(&report)
+        );
+        report.latency.stages.enrich.p99_ms
+    };
+    let first = enrich_p99("enrich-0");
+    let standby = enrich_p99("enrich-0-standby");
+    assert!(
+        first < 1_000,
+        "the fenced first instance does no work: {first} ms"
+    );
+    assert!(
+        standby > 5_000,
+        "the standby does the task's work: {standby} ms"
+    );
+}

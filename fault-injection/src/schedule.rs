@@ -602,7 +602,10 @@ fn resolve<C: Control + ?Sized>(spec: &FaultSpec, ctl: &C) -> Result<(Resolved, 
         | FaultKind::Failover
         | FaultKind::Slow => {
             let text = spec.target.as_deref().ok_or("the fault has no `target`")?;
-            let (hosts, description) = resolve_side(&Side::new([text]), ctl)?;
+            let (hosts, mut description) = resolve_side(&Side::new([text]), ctl)?;
+            if let Some(factor) = spec.factor {
+                description.push_str(&format!(" {factor}x slower"));
+            }
             Ok((Resolved::Hosts(hosts), description))
         }
         FaultKind::Partition | FaultKind::Hold | FaultKind::Latency => {

@@ -406,7 +406,9 @@ impl FaultSpec {
             }
             // One task by its name: its standby host is registered under that name.
             let stream_task = matches!(&target, Target::Name(t)
-                if t.starts_with("standardize-") || t.starts_with("enrich-"));
+                if ["standardize-", "enrich-"].iter().any(|job| t
+                    .strip_prefix(job)
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))));
             if self.kind == FaultKind::Failover && !stream_task {
                 return Err(FaultSpecError::new(
                     &field,

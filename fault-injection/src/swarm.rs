@@ -23,7 +23,7 @@ pub fn swarm_schedule(
     let brokers: Vec<&String> = hosts.iter().filter(|h| h.starts_with("broker-")).collect();
     // From the first second on, or from the middle of a run shorter than two seconds: never
     // at or past `horizon`, so that a shrunk schedule still loads.
-    let horizon_ms = horizon.ms().max(2);
+    let horizon_ms = horizon.ms().max(1);
     let first_ms = 1_000.min(horizon_ms / 2);
     for _ in 0..rng.gen_range(1..=4) {
         let at = SimDuration::from_ms(rng.gen_range(first_ms..horizon_ms));

@@ -373,6 +373,7 @@ fn a_slow_fault_slows_its_hosts_and_restores_their_pace() {
     let events = run_all(&mut injector, &mut sim);
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].kind, "slow");
+    assert_eq!(events[0].target, "enrich-0, enrich-1 (enrich-*) 20x slower");
     assert_eq!(
         sim.take_calls(),
         [
@@ -406,7 +407,7 @@ fn a_slow_fault_slows_its_hosts_and_restores_their_pace() {
     controller.target = Some("controller".into());
     let err = controller.check_hosts(&hosts, 4).unwrap_err();
     assert_eq!(err.field, "target");
-    assert!(err.message.contains("no"), "{}", err.message);
+    assert!(err.message.contains("have none"), "{}", err.message);
 }
 
 #[test]

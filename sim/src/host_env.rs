@@ -49,6 +49,9 @@ impl Slowdowns {
 /// A job host's environment.
 pub struct SimEnv {
     host: String,
+    /// The simulated machine the task runs on: its name, or for a standby instance
+    /// `<task>-standby`. Faults that slow a machine look it up by this.
+    machine: String,
     recorder: Rc<RefCell<Recorder>>,
     slowdowns: Rc<RefCell<Slowdowns>>,
 }
@@ -62,9 +65,16 @@ impl SimEnv {
     ) -> Self {
         Self {
             host: host.to_string(),
+            machine: host.to_string(),
             recorder,
             slowdowns,
         }
+    }
+
+    /// The same environment for an instance of the task running on `machine` (a standby).
+    pub fn on_machine(mut self, machine: &str) -> Self {
+        self.machine = machine.to_string();
+        self
     }
 }
 
@@ -82,7 +92,7 @@ impl Env for SimEnv {
     }
 
     fn slowdown(&self) -> f64 {
-        self.slowdowns.borrow().of(&self.host)
+        self.slowdowns.borrow().of(&self.machine)
     }
 }
 
@@ -102,6 +112,12 @@ impl SharedCheckpoints {
     /// Coordinates `job`'s checkpoints over `tasks` (see [`Coordinator`]).
     pub fn coordinate(&self, job: &str, tasks: impl IntoIterator<Item = String>) {
         self.inner.borrow_mut().coordinator.coordinate(job, tasks);
+    }
+
+    /// `task` fails over to another instance: its job's pending checkpoints are aborted (see
+    /// [`Coordinator::fail`]).
+    pub fn fail(&self, task: &str) {
+        self.inner.borrow_mut().coordinator.fail(task);
     }
 }
 

@@ -411,6 +411,7 @@ impl World {
                 .transactional()
                 .then(|| pipeline.transactions.timeout.ms());
             let slowdowns = self.slowdowns.clone();
+            let machine = turmoil_host.clone();
             self.sim.host(turmoil_host, move || {
                 let mut log = client(i, &host);
                 if let Some(timeout_ms) = txn_timeout_ms {
@@ -418,7 +419,8 @@ impl World {
                     // commits them.
                     log = log.transactional(&txn_id, &host, timeout_ms);
                 }
-                let env = SimEnv::new(&host, recorder.clone(), slowdowns.clone());
+                let env =
+                    SimEnv::new(&host, recorder.clone(), slowdowns.clone()).on_machine(&machine);
                 let role = if is_enrich {
                     StreamRole::Enrich {
                         store: ReferenceStore::new(refdata.clone(), enrich_cfg.store_refresh.ms()),
@@ -774,9 +776,14 @@ impl World {
     }
 
     /// Starts the standby instance of stream task `task` (registered through
-    /// [`RunSpec::standbys`]); the first instance is left running.
+    /// [`RunSpec::standbys`]); the first instance is left running. The task's job aborts its
+    /// pending checkpoints, as for a restart: the first instance's acknowledgements from before
+    /// no longer count.
     pub fn fail_over(&mut self, task: &str) {
         self.failed_over.borrow_mut().insert(task.to_string());
+        if let Some(driver) = &self.driver {
+            driver.probe.checkpoints.fail(task);
+        }
     }
 
     /// Starts `host` again from what it kept on disk.
