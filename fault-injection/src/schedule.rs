@@ -393,15 +393,7 @@ fn start<C: Control + ?Sized>(
                         .iter()
                         .map(|(x, y)| take(&mut holds.cut, ((*x).clone(), (*y).clone())))
                         .collect();
-                    if fresh.iter().all(|&f| f) {
-                        ctl.partition_oneway(a, b);
-                    } else {
-                        for ((x, y), f) in pairs.into_iter().zip(fresh) {
-                            if f {
-                                ctl.partition_oneway(one(x), one(y));
-                            }
-                        }
-                    }
+                    on_changed(ctl, (a, b), &pairs, &fresh, C::partition_oneway);
                 }
                 (Resolved::Sides(a, b), FaultKind::Hold) => {
                     let pairs = links(a, b);
@@ -409,15 +401,7 @@ fn start<C: Control + ?Sized>(
                         .iter()
                         .map(|(x, y)| take(&mut holds.held, link(x, y)))
                         .collect();
-                    if fresh.iter().all(|&f| f) {
-                        ctl.hold(a, b);
-                    } else {
-                        for ((x, y), f) in pairs.into_iter().zip(fresh) {
-                            if f {
-                                ctl.hold(one(x), one(y));
-                            }
-                        }
-                    }
+                    on_changed(ctl, (a, b), &pairs, &fresh, C::hold);
                 }
                 (Resolved::Sides(a, b), FaultKind::Latency) => {
                     for (x, y) in links(a, b) {
@@ -451,6 +435,24 @@ fn start<C: Control + ?Sized>(
 /// A one-host side.
 fn one(host: &String) -> &[String] {
     std::slice::from_ref(host)
+}
+
+/// Calls `act` on the pairs whose state changed (`changed[i]` for `pairs[i]`): once on the two
+/// sides when every pair changed (always, unless another fault overlaps), else pair by pair.
+fn on_changed<C: Control + ?Sized>(
+    ctl: &mut C,
+    (a, b): (&[String], &[String]),
+    pairs: &[(&String, &String)],
+    changed: &[bool],
+    act: fn(&mut C, &[String], &[String]),
+) {
+    if changed.iter().all(|&c| c) {
+        act(ctl, a, b);
+    } else {
+        for ((x, y), _) in pairs.iter().zip(changed).filter(|(_, &c)| c) {
+            act(ctl, one(x), one(y));
+        }
+    }
 }
 
 /// Cuts the link between `x` and `y` in the directions that were open: both, one, or none.
@@ -531,15 +533,7 @@ fn end<C: Control + ?Sized>(
                 .iter()
                 .map(|(x, y)| give_back(&mut holds.cut, &((*x).clone(), (*y).clone())))
                 .collect();
-            if last.iter().all(|&l| l) {
-                ctl.repair_oneway(a, b);
-            } else {
-                for ((x, y), l) in pairs.into_iter().zip(last) {
-                    if l {
-                        ctl.repair_oneway(one(x), one(y));
-                    }
-                }
-            }
+            on_changed(ctl, (a, b), &pairs, &last, C::repair_oneway);
         }
         (Resolved::Sides(a, b), FaultKind::Hold) => {
             let pairs = links(a, b);
@@ -547,15 +541,7 @@ fn end<C: Control + ?Sized>(
                 .iter()
                 .map(|(x, y)| give_back(&mut holds.held, &link(x, y)))
                 .collect();
-            if last.iter().all(|&l| l) {
-                ctl.release(a, b);
-            } else {
-                for ((x, y), l) in pairs.into_iter().zip(last) {
-                    if l {
-                        ctl.release(one(x), one(y));
-                    }
-                }
-            }
+            on_changed(ctl, (a, b), &pairs, &last, C::release);
         }
         (Resolved::Sides(a, b), FaultKind::Latency) => {
             let pairs = links(a, b);
