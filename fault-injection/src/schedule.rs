@@ -146,6 +146,15 @@ fn links<'a>(a: &'a [String], b: &'a [String]) -> Vec<(&'a String, &'a String)> 
     out
 }
 
+/// Every link between a host in `a` and another in `b`, each way once: the directions a
+/// partition cuts.
+fn both_ways<'a>(a: &'a [String], b: &'a [String]) -> Vec<(&'a String, &'a String)> {
+    links(a, b)
+        .into_iter()
+        .flat_map(|(x, y)| [(x, y), (y, x)])
+        .collect()
+}
+
 /// Adds one to `key`'s count; true if it was 0.
 fn take<K: Ord>(counts: &mut BTreeMap<K, u32>, key: K) -> bool {
     let n = counts.entry(key).or_insert(0);
@@ -370,22 +379,19 @@ fn start<C: Control + ?Sized>(
                     hosts.iter().for_each(|h| ctl.fail_over(h))
                 }
                 (Resolved::Sides(a, b), FaultKind::Partition) => {
-                    let pairs = links(a, b);
-                    let fresh: Vec<(bool, bool)> = pairs
+                    let ways = both_ways(a, b);
+                    let fresh: Vec<bool> = ways
                         .iter()
-                        .map(|(x, y)| {
-                            let there = take(&mut holds.cut, ((*x).clone(), (*y).clone()));
-                            let back = take(&mut holds.cut, ((*y).clone(), (*x).clone()));
-                            (there, back)
-                        })
+                        .map(|(x, y)| take(&mut holds.cut, ((*x).clone(), (*y).clone())))
                         .collect();
-                    if fresh.iter().all(|&(there, back)| there && back) {
-                        ctl.partition(a, b);
-                    } else {
-                        for ((x, y), (there, back)) in pairs.into_iter().zip(fresh) {
-                            cut_link(ctl, x, y, there, back);
-                        }
-                    }
+                    on_changed(
+                        ctl,
+                        (a, b),
+                        &ways,
+                        &fresh,
+                        C::partition,
+                        C::partition_oneway,
+                    );
                 }
                 (Resolved::Sides(a, b), FaultKind::PartitionOneway) => {
                     let pairs = pairs(a, b);
@@ -393,7 +399,14 @@ fn start<C: Control + ?Sized>(
                         .iter()
                         .map(|(x, y)| take(&mut holds.cut, ((*x).clone(), (*y).clone())))
                         .collect();
-                    on_changed(ctl, (a, b), &pairs, &fresh, C::partition_oneway);
+                    on_changed(
+                        ctl,
+                        (a, b),
+                        &pairs,
+                        &fresh,
+                        C::partition_oneway,
+                        C::partition_oneway,
+                    );
                 }
                 (Resolved::Sides(a, b), FaultKind::Hold) => {
                     let pairs = links(a, b);
@@ -401,7 +414,7 @@ fn start<C: Control + ?Sized>(
                         .iter()
                         .map(|(x, y)| take(&mut holds.held, link(x, y)))
                         .collect();
-                    on_changed(ctl, (a, b), &pairs, &fresh, C::hold);
+                    on_changed(ctl, (a, b), &pairs, &fresh, C::hold, C::hold);
                 }
                 (Resolved::Sides(a, b), FaultKind::Latency) => {
                     for (x, y) in links(a, b) {
@@ -437,41 +450,23 @@ fn one(host: &String) -> &[String] {
     std::slice::from_ref(host)
 }
 
-/// Calls `act` on the pairs whose state changed (`changed[i]` for `pairs[i]`): once on the two
-/// sides when every pair changed (always, unless another fault overlaps), else pair by pair.
+/// Acts on the pairs whose state changed (`changed[i]` for `pairs[i]`): `all` once on the two
+/// sides when every pair changed (always, unless another fault overlaps), else `each` on every
+/// pair that did, from its first host to its second.
 fn on_changed<C: Control + ?Sized>(
     ctl: &mut C,
     (a, b): (&[String], &[String]),
     pairs: &[(&String, &String)],
     changed: &[bool],
-    act: fn(&mut C, &[String], &[String]),
+    all: fn(&mut C, &[String], &[String]),
+    each: fn(&mut C, &[String], &[String]),
 ) {
     if changed.iter().all(|&c| c) {
-        act(ctl, a, b);
+        all(ctl, a, b);
     } else {
         for ((x, y), _) in pairs.iter().zip(changed).filter(|(_, &c)| c) {
-            act(ctl, one(x), one(y));
+            each(ctl, one(x), one(y));
         }
-    }
-}
-
-/// Cuts the link between `x` and `y` in the directions that were open: both, one, or none.
-fn cut_link<C: Control + ?Sized>(ctl: &mut C, x: &String, y: &String, there: bool, back: bool) {
-    match (there, back) {
-        (true, true) => ctl.partition(one(x), one(y)),
-        (true, false) => ctl.partition_oneway(one(x), one(y)),
-        (false, true) => ctl.partition_oneway(one(y), one(x)),
-        (false, false) => {}
-    }
-}
-
-/// Heals the link between `x` and `y` in the directions no other fault still cuts.
-fn heal_link<C: Control + ?Sized>(ctl: &mut C, x: &String, y: &String, there: bool, back: bool) {
-    match (there, back) {
-        (true, true) => ctl.repair(one(x), one(y)),
-        (true, false) => ctl.repair_oneway(one(x), one(y)),
-        (false, true) => ctl.repair_oneway(one(y), one(x)),
-        (false, false) => {}
     }
 }
 
@@ -510,22 +505,12 @@ fn end<C: Control + ?Sized>(
             }
         }
         (Resolved::Sides(a, b), FaultKind::Partition) => {
-            let pairs = links(a, b);
-            let last: Vec<(bool, bool)> = pairs
+            let ways = both_ways(a, b);
+            let last: Vec<bool> = ways
                 .iter()
-                .map(|(x, y)| {
-                    let there = give_back(&mut holds.cut, &((*x).clone(), (*y).clone()));
-                    let back = give_back(&mut holds.cut, &((*y).clone(), (*x).clone()));
-                    (there, back)
-                })
+                .map(|(x, y)| give_back(&mut holds.cut, &((*x).clone(), (*y).clone())))
                 .collect();
-            if last.iter().all(|&(there, back)| there && back) {
-                ctl.repair(a, b);
-            } else {
-                for ((x, y), (there, back)) in pairs.into_iter().zip(last) {
-                    heal_link(ctl, x, y, there, back);
-                }
-            }
+            on_changed(ctl, (a, b), &ways, &last, C::repair, C::repair_oneway);
         }
         (Resolved::Sides(a, b), FaultKind::PartitionOneway) => {
             let pairs = pairs(a, b);
@@ -533,7 +518,14 @@ fn end<C: Control + ?Sized>(
                 .iter()
                 .map(|(x, y)| give_back(&mut holds.cut, &((*x).clone(), (*y).clone())))
                 .collect();
-            on_changed(ctl, (a, b), &pairs, &last, C::repair_oneway);
+            on_changed(
+                ctl,
+                (a, b),
+                &pairs,
+                &last,
+                C::repair_oneway,
+                C::repair_oneway,
+            );
         }
         (Resolved::Sides(a, b), FaultKind::Hold) => {
             let pairs = links(a, b);
@@ -541,7 +533,7 @@ fn end<C: Control + ?Sized>(
                 .iter()
                 .map(|(x, y)| give_back(&mut holds.held, &link(x, y)))
                 .collect();
-            on_changed(ctl, (a, b), &pairs, &last, C::release);
+            on_changed(ctl, (a, b), &pairs, &last, C::release, C::release);
         }
         (Resolved::Sides(a, b), FaultKind::Latency) => {
             let pairs = links(a, b);
