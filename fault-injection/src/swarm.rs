@@ -4,7 +4,7 @@
 //! same way, leaving the smallest schedule that shows the failure.
 
 use crate::spec::{FaultKind, FaultSpec, Side};
-use crate::target::Target;
+use crate::target::does_work;
 use nrtsim_workloads::{SeedTree, SimDuration};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -59,10 +59,7 @@ pub fn swarm_schedule(
                 spec.rate = Some(rng.gen_range(0.01..0.2));
             }
             FaultKind::Slow => {
-                let working = hosts
-                    .iter()
-                    .filter(|h| Target::Name((*h).clone()).only_working_hosts(hosts))
-                    .collect::<Vec<_>>();
+                let working = hosts.iter().filter(|h| does_work(h)).collect::<Vec<_>>();
                 spec.target = working.choose(&mut rng).map(|h| (*h).clone());
                 spec.factor = Some(f64::from(rng.gen_range(2u32..=50)));
             }

@@ -156,7 +156,7 @@ fn is_broker(host: &str) -> bool {
 
 /// Whether the host's work has a modelled cost: a broker, the CDC connector, a task or a
 /// task's standby.
-fn does_work(host: &str) -> bool {
+pub(crate) fn does_work(host: &str) -> bool {
     is_broker(host)
         || host == "cdc"
         || ["standardize-", "enrich-", "lake-", "fraud-", "spend-"]

@@ -1813,6 +1813,22 @@ mod tests {
         }
     }
 
+    /// Produces `outputs` through `log` as `stage` does; returns the result and what was
+    /// recorded.
+    fn produce_and_record<L: Log>(
+        log: &mut L,
+        stage: Stage,
+        outputs: BTreeMap<TopicPartition, Vec<Record>>,
+    ) -> (Result<(), LogError>, Vec<Observation>) {
+        let env = Recording::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let res = rt.block_on(produce_recorded(log, &env, stage, outputs, 100));
+        (res, env.0.into_inner())
+    }
+
     /// A batch appended in a produce call that then aborted its transaction is recorded as a
     /// record of that transaction, not as one outside any (which would reach its readers at
     /// its acknowledgement); the fenced batch is not recorded at all.
@@ -1827,21 +1843,12 @@ mod tests {
             TopicPartition::new(TopicName::Enriched, 1),
             vec![record_for(3)],
         );
-        let mut log = FencedMidway { produced_in: None };
-        let env = Recording::default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime");
-        let res = rt.block_on(produce_recorded(
-            &mut log,
-            &env,
+        let (res, recorded) = produce_and_record(
+            &mut FencedMidway { produced_in: None },
             Stage::Enrich,
             outputs,
-            100,
-        ));
+        );
         assert_eq!(res, Err(LogError::TransactionAborted));
-        let recorded = env.0.borrow();
         assert_eq!(recorded.len(), 1, "{recorded:?}");
         match &recorded[0] {
             Observation::Produced {
@@ -1893,20 +1900,9 @@ mod tests {
             TopicPartition::new(TopicName::Standard, 0),
             vec![record_for(1), record_for(2), record_for(3)],
         );
-        let env = Recording::default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime");
-        let res = rt.block_on(produce_recorded(
-            &mut OverlapsFirstTry,
-            &env,
-            Stage::Standardize,
-            outputs,
-            100,
-        ));
+        let (res, recorded) =
+            produce_and_record(&mut OverlapsFirstTry, Stage::Standardize, outputs);
         assert_eq!(res, Ok(()));
-        let recorded = env.0.borrow();
         match recorded.as_slice() {
             [Observation::Produced {
                 base_offset,
