@@ -155,6 +155,19 @@ fn both_ways<'a>(a: &'a [String], b: &'a [String]) -> Vec<(&'a String, &'a Strin
         .collect()
 }
 
+/// The link directions a partition (both ways) or a one-way cut (from `a` to `b`) cuts.
+fn cut_ways<'a>(
+    kind: FaultKind,
+    a: &'a [String],
+    b: &'a [String],
+) -> Vec<(&'a String, &'a String)> {
+    if kind == FaultKind::Partition {
+        both_ways(a, b)
+    } else {
+        pairs(a, b)
+    }
+}
+
 /// Adds one to `key`'s count; true if it was 0.
 fn take<K: Ord>(counts: &mut BTreeMap<K, u32>, key: K) -> bool {
     let n = counts.entry(key).or_insert(0);
@@ -378,35 +391,21 @@ fn start<C: Control + ?Sized>(
                 (Resolved::Hosts(hosts), FaultKind::Failover) => {
                     hosts.iter().for_each(|h| ctl.fail_over(h))
                 }
-                (Resolved::Sides(a, b), FaultKind::Partition) => {
-                    let ways = both_ways(a, b);
+                (
+                    Resolved::Sides(a, b),
+                    kind @ (FaultKind::Partition | FaultKind::PartitionOneway),
+                ) => {
+                    let ways = cut_ways(kind, a, b);
+                    let all = if kind == FaultKind::Partition {
+                        C::partition
+                    } else {
+                        C::partition_oneway
+                    };
                     let fresh: Vec<bool> = ways
                         .iter()
                         .map(|(x, y)| take(&mut holds.cut, ((*x).clone(), (*y).clone())))
                         .collect();
-                    on_changed(
-                        ctl,
-                        (a, b),
-                        &ways,
-                        &fresh,
-                        C::partition,
-                        C::partition_oneway,
-                    );
-                }
-                (Resolved::Sides(a, b), FaultKind::PartitionOneway) => {
-                    let pairs = pairs(a, b);
-                    let fresh: Vec<bool> = pairs
-                        .iter()
-                        .map(|(x, y)| take(&mut holds.cut, ((*x).clone(), (*y).clone())))
-                        .collect();
-                    on_changed(
-                        ctl,
-                        (a, b),
-                        &pairs,
-                        &fresh,
-                        C::partition_oneway,
-                        C::partition_oneway,
-                    );
+                    on_changed(ctl, (a, b), &ways, &fresh, all, C::partition_oneway);
                 }
                 (Resolved::Sides(a, b), FaultKind::Hold) => {
                     let pairs = links(a, b);
@@ -504,28 +503,18 @@ fn end<C: Control + ?Sized>(
                 }
             }
         }
-        (Resolved::Sides(a, b), FaultKind::Partition) => {
-            let ways = both_ways(a, b);
+        (Resolved::Sides(a, b), kind @ (FaultKind::Partition | FaultKind::PartitionOneway)) => {
+            let ways = cut_ways(kind, a, b);
+            let all = if kind == FaultKind::Partition {
+                C::repair
+            } else {
+                C::repair_oneway
+            };
             let last: Vec<bool> = ways
                 .iter()
                 .map(|(x, y)| give_back(&mut holds.cut, &((*x).clone(), (*y).clone())))
                 .collect();
-            on_changed(ctl, (a, b), &ways, &last, C::repair, C::repair_oneway);
-        }
-        (Resolved::Sides(a, b), FaultKind::PartitionOneway) => {
-            let pairs = pairs(a, b);
-            let last: Vec<bool> = pairs
-                .iter()
-                .map(|(x, y)| give_back(&mut holds.cut, &((*x).clone(), (*y).clone())))
-                .collect();
-            on_changed(
-                ctl,
-                (a, b),
-                &pairs,
-                &last,
-                C::repair_oneway,
-                C::repair_oneway,
-            );
+            on_changed(ctl, (a, b), &ways, &last, all, C::repair_oneway);
         }
         (Resolved::Sides(a, b), FaultKind::Hold) => {
             let pairs = links(a, b);
