@@ -3,6 +3,10 @@
 //! fault at a time, to a schedule that still fails the same way (the same exit code, drained or
 //! not as before, the same anomalies found) and from which no single fault can be dropped, and
 //! written out as a scenario file that replays it.
+//!
+//! A canary (a scenario whose `[expect]` declares a defect) can also miss: a seed on which the
+//! run passes, so the defect it is there to show did not happen. Dropping faults cannot make a
+//! defect appear, so such a seed is not shrunk; the first one is written out as it ran.
 
 use crate::runner;
 use crate::scenario::Scenario;
@@ -40,6 +44,8 @@ pub struct SeedRun {
     pub report: Report,
     /// Whether it ended as the scenario says it should (see [`ended_as_expected`]).
     expected: bool,
+    /// Whether it passed where the scenario expects a defect (see [`SeedRun::missed`]).
+    missed: bool,
 }
 
 impl SeedRun {
@@ -47,6 +53,18 @@ impl SeedRun {
     /// [`ExploreOptions::ignore_slo`], an SLO breach alone counts as a pass).
     pub fn as_expected(&self) -> bool {
         self.expected
+    }
+
+    /// Whether the run passed (with [`ExploreOptions::ignore_slo`], passed but for an SLO)
+    /// where the scenario's `[expect]` declares a defect: the canary did not show it.
+    pub fn missed(&self) -> bool {
+        self.missed
+    }
+
+    /// Whether the run failed in a way a smaller fault schedule can reproduce: it did not end
+    /// as expected, and it did not merely pass where a defect was expected.
+    pub fn failed(&self) -> bool {
+        !self.expected && !self.missed
     }
 }
 
@@ -59,9 +77,25 @@ fn ended_as_expected(report: &Report, expect: Option<&Expect>, ignore_slo: bool)
         Some(met) => met,
         None => report.exit_code == 0,
     };
-    let expects_pass =
-        expect.is_none_or(|e| e.exit_code.unwrap_or(0) == 0 && e.anomalies.is_empty());
-    met || (ignore_slo && expects_pass && report.exit_code == EXIT_SLO_BREACHED && report.drained)
+    met || (ignore_slo && expects_pass(expect) && passed_but_for_slo(report))
+}
+
+/// Whether `expect` (or its absence) asks for a pass: no exit code but 0, no anomaly.
+fn expects_pass(expect: Option<&Expect>) -> bool {
+    expect.is_none_or(|e| e.exit_code.unwrap_or(0) == 0 && e.anomalies.is_empty())
+}
+
+/// Whether the run's only failure is a latency SLO: exit 3 (so exactly-once held, as exit 1
+/// would win over it) and drained (exit 3 also wins over exit 4).
+fn passed_but_for_slo(report: &Report) -> bool {
+    report.exit_code == EXIT_SLO_BREACHED && report.drained
+}
+
+/// Whether the run passed (or, with `ignore_slo`, passed but for an SLO) where `expect`
+/// declares a defect.
+fn missed_defect(report: &Report, expect: Option<&Expect>, ignore_slo: bool) -> bool {
+    let passed = report.exit_code == 0 || (ignore_slo && passed_but_for_slo(report));
+    passed && !expects_pass(expect)
 }
 
 /// How a run failed, for shrinking to keep to the same failure: its exit code, whether it
@@ -80,8 +114,12 @@ fn failure(report: &Report) -> (i32, bool, Vec<AnomalyKind>) {
 pub struct Exploration {
     /// Every seed's run, by seed.
     pub runs: Vec<SeedRun>,
-    /// For the first failing seed: the shrunk faults and the scenario file written for them.
+    /// For the first seed that [failed](SeedRun::failed): the shrunk faults and the scenario
+    /// file written for them.
     pub shrunk: Option<(u64, Vec<FaultSpec>, PathBuf)>,
+    /// For the first seed that [missed](SeedRun::missed) the scenario's defect: the scenario
+    /// file that replays it, with the faults it ran with.
+    pub missed: Option<(u64, PathBuf)>,
 }
 
 fn faults_for(scenario: &Scenario, seed: u64, swarm: bool) -> Vec<FaultSpec> {
@@ -120,9 +158,11 @@ pub fn explore(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&seed) = seeds.get(i) else { break };
                 let faults = faults_for(scenario, seed, opts.swarm);
+                let expect = scenario.expect.as_ref();
                 let run = run_with(scenario, seed, &faults).map(|report| SeedRun {
                     seed,
-                    expected: ended_as_expected(&report, scenario.expect.as_ref(), opts.ignore_slo),
+                    expected: ended_as_expected(&report, expect, opts.ignore_slo),
+                    missed: missed_defect(&report, expect, opts.ignore_slo),
                     faults,
                     report,
                 });
@@ -139,11 +179,38 @@ pub fn explore(
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
     runs.sort_by_key(|r| r.seed);
-    let shrunk = match runs.iter().find(|r| !r.as_expected()) {
+    let shrunk = match runs.iter().find(|r| r.failed()) {
         None => None,
         Some(first) => Some(shrink_failure(scenario, first, opts)?),
     };
-    Ok(Exploration { runs, shrunk })
+    let missed = match runs.iter().find(|r| r.missed()) {
+        None => None,
+        Some(first) => {
+            let mut as_ran = scenario.clone();
+            as_ran.name = format!("{}-seed{}", scenario.name, first.seed);
+            as_ran.description = format!(
+                "{} seed {}: the run passed where the scenario expects a defect",
+                scenario.name, first.seed
+            );
+            as_ran.seed = first.seed;
+            as_ran.faults = first.faults.clone();
+            Some((first.seed, write_scenario(&as_ran, &opts.out)?))
+        }
+    };
+    Ok(Exploration {
+        runs,
+        shrunk,
+        missed,
+    })
+}
+
+/// Writes `scenario` as `<name>.toml` under `out`; returns the file's path.
+fn write_scenario(scenario: &Scenario, out: &Path) -> Result<PathBuf> {
+    let text = scenario.to_toml().context("writing the scenario")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(format!("{}.toml", scenario.name));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 fn shrink_failure(
@@ -159,7 +226,6 @@ fn shrink_failure(
             !ended_as_expected(&r, scenario.expect.as_ref(), opts.ignore_slo) && failure(&r) == how
         })
     });
-    let out: &Path = &opts.out;
     let mut min = scenario.clone();
     min.name = format!("{}-seed{seed}-min", scenario.name);
     min.description = format!(
@@ -168,11 +234,7 @@ fn shrink_failure(
     );
     min.seed = seed;
     min.faults = minimal.clone();
-    let text = min.to_toml().context("writing the shrunk scenario")?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join(format!("{}.toml", min.name));
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok((seed, minimal, path))
+    Ok((seed, minimal, write_scenario(&min, &opts.out)?))
 }
 
 #[cfg(test)]
@@ -200,6 +262,34 @@ mod tests {
         assert!(ended_as_expected(&report, None, true));
         report.drained = false;
         assert!(!ended_as_expected(&report, None, true));
+    }
+
+    /// A canary's seed that passed missed its defect; one that failed otherwise is a failure;
+    /// a seed of a scenario that expects a pass never misses.
+    #[test]
+    fn a_pass_where_a_defect_is_expected_is_a_miss_not_a_failure() {
+        let passed = small_report();
+        let lost = Expect {
+            exit_code: Some(1),
+            anomalies: vec!["lost".into()],
+        };
+        assert!(missed_defect(&passed, Some(&lost), false));
+        assert!(!missed_defect(&passed, None, false));
+        let mut slow = passed.clone();
+        slow.exit_code = EXIT_SLO_BREACHED;
+        assert!(
+            !missed_defect(&slow, Some(&lost), false),
+            "exit 3 is a failure"
+        );
+        assert!(
+            missed_defect(&slow, Some(&lost), true),
+            "but for the SLO it passed"
+        );
+        slow.drained = false;
+        assert!(!missed_defect(&slow, Some(&lost), true), "it did not drain");
+        let mut duplicated = passed;
+        duplicated.exit_code = 1;
+        assert!(!missed_defect(&duplicated, Some(&lost), false));
     }
 
     /// Shrinking keeps to the failure it started from: another anomaly under the same exit

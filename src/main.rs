@@ -85,7 +85,8 @@ enum Command {
         /// the scenario's own).
         #[arg(long)]
         ignore_slo: bool,
-        /// Where the shrunk scenario goes (default target/nrtsim/<scenario>/explore/).
+        /// Where the shrunk scenario (or a canary's missed seed) goes (default
+        /// target/nrtsim/<scenario>/explore/).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -158,6 +159,9 @@ const EXIT_BAD_INPUT: u8 = 2;
 const MAX_SEEDS: u64 = 1_000_000;
 /// Exit code: the same seed gave two different histories.
 const EXIT_NONDETERMINISTIC: u8 = 5;
+/// Exit code of `explore`: no seed failed, but on some seed a canary (a scenario whose
+/// `[expect]` declares a defect) passed, so the defect it is there to show did not happen.
+const EXIT_CANARY_MISSED: u8 = 6;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -364,10 +368,16 @@ fn explore(
     let found = nrtsim::explore::explore(&scenario, &opts, |_| {})?;
     for run in &found.runs {
         let eo = &run.report.exactly_once;
+        let how = if run.as_expected() {
+            "as expected"
+        } else if run.missed() {
+            "MISSED"
+        } else {
+            "FAILED"
+        };
         say!(
-            "seed {}: {} exit {}  faults {}  lost {}  duplicated {}  reordered {}  lake_mismatch {}",
+            "seed {}: {how} exit {}  faults {}  lost {}  duplicated {}  reordered {}  lake_mismatch {}",
             run.seed,
-            if run.as_expected() { "as expected" } else { "FAILED" },
             run.report.exit_code,
             run.faults.len(),
             eo.lost,
@@ -376,13 +386,29 @@ fn explore(
             eo.lake_mismatch
         );
     }
-    let failed = found.runs.iter().filter(|r| !r.as_expected()).count();
+    let failed = found.runs.iter().filter(|r| r.failed()).count();
+    let missed = found.runs.iter().filter(|r| r.missed()).count();
     say!(
-        "explored {} seeds: {failed} did not end as expected",
-        found.runs.len()
+        "explored {} seeds: {}",
+        found.runs.len(),
+        if missed == 0 {
+            format!("{failed} did not end as expected")
+        } else {
+            format!(
+                "{failed} failed; on {missed} the run passed where the scenario expects a defect"
+            )
+        }
     );
+    if let Some((seed, file)) = &found.missed {
+        say!(
+            "first miss: seed {seed} passed where the scenario expects a defect (not shrunk: \
+             dropping faults cannot make a defect appear): {}",
+            file.display()
+        );
+        say!("replay: nrtsim run {}", file.display());
+    }
     let Some((seed, faults, file)) = found.shrunk else {
-        return Ok(0);
+        return Ok(if missed > 0 { EXIT_CANARY_MISSED } else { 0 });
     };
     let first = found
         .runs
@@ -397,10 +423,8 @@ fn explore(
         file.display()
     );
     say!("replay: nrtsim run {}", file.display());
-    Ok(match first.report.exit_code {
-        0 => 1,
-        code => code as u8,
-    })
+    // A failed seed's code is never 0: a run that passed either ended as expected or missed.
+    Ok(first.report.exit_code as u8)
 }
 
 fn check(path: PathBuf) -> Result<u8> {

@@ -1135,6 +1135,43 @@ fn explore_shrinks_the_first_failure_to_a_scenario_that_replays_it() {
     assert_eq!(code == 0, !failed, "{stdout}{stderr}");
 }
 
+/// A canary that passes on a seed missed its defect: nothing to shrink, exit 6, and the seed's
+/// scenario written out as it ran, which replays the pass.
+#[test]
+fn explore_tells_a_canary_that_missed_its_defect_apart_from_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("canary.toml");
+    // No faults, so nothing can be lost: every seed misses the loss the canary declares.
+    let canary = SMALL.replace("name = \"small\"", "name = \"canary\"")
+        + "\n[expect]\nexit_code = 1\nanomalies = [\"lost\"]\n";
+    std::fs::write(&scenario, canary).expect("write");
+    let out = dir.path().join("explore");
+    let (path, out) = (
+        scenario.to_str().expect("path"),
+        out.to_str().expect("path"),
+    );
+    let (code, stdout, stderr) = nrtsim(&["explore", path, "--seeds", "2", "--out", out]);
+    assert_eq!(code, 6, "{stdout}{stderr}");
+    let seeds: Vec<&str> = stdout.lines().filter(|l| l.starts_with("seed ")).collect();
+    assert_eq!(seeds.len(), 2, "{stdout}");
+    assert!(
+        seeds.iter().all(|l| l.contains(": MISSED exit 0 ")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("first failure"),
+        "nothing to shrink: {stdout}"
+    );
+    let replay = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("replay: nrtsim run "))
+        .unwrap_or_else(|| panic!("no replay line: {stdout}"));
+    assert!(replay.ends_with("canary-seed4.toml"), "{replay}");
+    let (again, again_out, again_err) = nrtsim(&["run", replay, "--out", out]);
+    assert_eq!(again, 0, "{again_out}{again_err}");
+    assert!(again_out.contains("seed=4 "), "{again_out}");
+}
+
 #[test]
 fn compare_puts_scenarios_side_by_side() {
     let dir = tempfile::tempdir().expect("tempdir");
