@@ -36,6 +36,7 @@
 //! {"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}
 //! {"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}
 //! {"type":"leader_change","t_ms":19,"host":"broker-2","topic":"raw","partition":3,"epoch":2,"log_end":4870}
+//! {"type":"lake_rolled_back","t_ms":20,"host":"lake-0","checkpoint_id":4,"pre_committed_ms":9,"change_ids":[1]}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -586,6 +587,14 @@ enum Frame {
         epoch: u32,
         log_end: u64,
     },
+    // Added after the rest: a history written before it still reads.
+    LakeRolledBack {
+        t_ms: u64,
+        host: String,
+        checkpoint_id: u64,
+        pre_committed_ms: u64,
+        change_ids: Vec<u64>,
+    },
 }
 
 /// The borrowed twin of [`Frame`], so writing needs no copy of the observation.
@@ -740,6 +749,13 @@ enum FrameRef<'a> {
         partition: u32,
         epoch: u32,
         log_end: u64,
+    },
+    LakeRolledBack {
+        t_ms: u64,
+        host: &'a str,
+        checkpoint_id: u64,
+        pre_committed_ms: u64,
+        change_ids: &'a [u64],
     },
 }
 
@@ -1017,6 +1033,19 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 epoch: *epoch,
                 log_end: *log_end,
             },
+            Observation::LakeRolledBack {
+                t_ms,
+                host,
+                checkpoint_id,
+                pre_committed_ms,
+                change_ids,
+            } => FrameRef::LakeRolledBack {
+                t_ms: *t_ms,
+                host,
+                checkpoint_id: *checkpoint_id,
+                pre_committed_ms: *pre_committed_ms,
+                change_ids,
+            },
         }
     }
 }
@@ -1292,6 +1321,19 @@ impl From<Frame> for Observation {
                 epoch,
                 log_end,
             },
+            Frame::LakeRolledBack {
+                t_ms,
+                host,
+                checkpoint_id,
+                pre_committed_ms,
+                change_ids,
+            } => Observation::LakeRolledBack {
+                t_ms,
+                host,
+                checkpoint_id,
+                pre_committed_ms,
+                change_ids,
+            },
         }
     }
 }
@@ -1301,7 +1343,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 23] = [
+    const DOC_EXAMPLES: [&str; 24] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -1325,6 +1367,7 @@ mod tests {
         r#"{"type":"retention_deleted","t_ms":16,"host":"broker-1","topic":"enriched","partition":2,"log_start":300}"#,
         r#"{"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}"#,
         r#"{"type":"leader_change","t_ms":19,"host":"broker-2","topic":"raw","partition":3,"epoch":2,"log_end":4870}"#,
+        r#"{"type":"lake_rolled_back","t_ms":20,"host":"lake-0","checkpoint_id":4,"pre_committed_ms":9,"change_ids":[1]}"#,
     ];
 
     #[test]

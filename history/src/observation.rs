@@ -280,6 +280,22 @@ pub enum Observation {
         #[serde(default)]
         files: LakeFiles,
     },
+    /// A lake sink's commit of `checkpoint_id` was refused: the table had rolled the
+    /// checkpoint's pre-commit back, left uncommitted longer than the table's pre-commit
+    /// timeout. The rows of `change_ids` were written as files no snapshot will read. Recorded
+    /// by the sink at each refused attempt.
+    LakeRolledBack {
+        /// When the commit was refused.
+        t_ms: u64,
+        /// The sink task.
+        host: String,
+        /// The checkpoint whose pre-commit was rolled back.
+        checkpoint_id: u64,
+        /// When the pre-commit was made.
+        pre_committed_ms: u64,
+        /// The changes whose rows the pre-commit held.
+        change_ids: Vec<u64>,
+    },
     /// A job task completed a checkpoint.
     Checkpoint {
         /// When.
@@ -525,6 +541,7 @@ impl Observation {
             | Observation::Read { t_ms, .. }
             | Observation::Routed { t_ms, .. }
             | Observation::LakeCommit { t_ms, .. }
+            | Observation::LakeRolledBack { t_ms, .. }
             | Observation::Checkpoint { t_ms, .. }
             | Observation::Fault { t_ms, .. }
             | Observation::WorkloadEnd { t_ms }

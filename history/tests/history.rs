@@ -180,6 +180,13 @@ fn sample() -> Vec<Observation> {
             epoch: i as u32,
             log_end: i * 7,
         });
+        out.push(Observation::LakeRolledBack {
+            t_ms: i + 6,
+            host: "lake-0".into(),
+            checkpoint_id: i,
+            pre_committed_ms: i + 1,
+            change_ids: vec![i, i + 2],
+        });
         out.push(Observation::WorkloadEnd { t_ms: i + 7 });
         out.push(Observation::RunEnd {
             t_ms: i + 8,

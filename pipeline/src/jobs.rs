@@ -1373,6 +1373,14 @@ fn commit_rows<E: Env>(
                 .collect(),
             files: info.files,
         });
+    } else if let Some(pre_committed_ms) = lake.borrow().rolled_back_at(env.host(), commit_id) {
+        env.record(Observation::LakeRolledBack {
+            t_ms: now,
+            host: env.host().to_string(),
+            checkpoint_id: commit_id,
+            pre_committed_ms,
+            change_ids: buffer.iter().map(|w| w.change_id).collect(),
+        });
     }
 }
 

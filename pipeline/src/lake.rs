@@ -85,8 +85,9 @@ pub struct LakeTable {
     versions: u64,
     /// Pre-commits waiting for their commit: (task, checkpoint id) → when they were made.
     inflight: BTreeMap<(String, u64), u64>,
-    /// Pre-commits rolled back after the timeout: never committed afterwards.
-    rolled_back: BTreeSet<(String, u64)>,
+    /// Pre-commits rolled back after the timeout, with when they were made: never committed
+    /// afterwards.
+    rolled_back: BTreeMap<(String, u64), u64>,
 }
 
 impl LakeTable {
@@ -136,12 +137,12 @@ impl LakeTable {
             }
         }
         let id = (task.to_string(), checkpoint_id);
-        if self.rolled_back.contains(&id) {
+        if self.rolled_back.contains_key(&id) {
             return None;
         }
         if let Some(at) = self.inflight.remove(&id) {
             if now_ms.saturating_sub(at) > self.config.pre_commit_timeout.ms() {
-                self.rolled_back.insert(id);
+                self.rolled_back.insert(id, at);
                 return None;
             }
         }
@@ -186,6 +187,13 @@ impl LakeTable {
             files: self.files(&files_written),
             folded,
         })
+    }
+
+    /// When `task`'s pre-commit of `checkpoint_id` was made, if the table has rolled it back.
+    pub fn rolled_back_at(&self, task: &str, checkpoint_id: u64) -> Option<u64> {
+        self.rolled_back
+            .get(&(task.to_string(), checkpoint_id))
+            .copied()
     }
 
     /// Which of `writes` a later write of the same key replaces within one commit: in
@@ -441,6 +449,8 @@ mod tests {
         );
         assert_eq!(t.last_commit("lake-0").unwrap().0, 1);
         assert_eq!(t.versions(), 1);
+        assert_eq!(t.rolled_back_at("lake-0", 2), Some(70_000));
+        assert_eq!(t.rolled_back_at("lake-0", 1), None, "committed in time");
         assert!(
             t.commit("lake-0", 2, &[write(1, 11, 6)], BTreeMap::new(), 130_002)
                 .is_none(),

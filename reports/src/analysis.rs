@@ -439,6 +439,10 @@ pub struct LakeStats {
     /// commit: states no snapshot showed (0 in `changelog` mode).
     #[serde(default)]
     pub versions_folded: u64,
+    /// Pre-commits of a two-phase sink the table rolled back, left uncommitted past
+    /// `lake.pre_commit_timeout`: their rows reach no snapshot.
+    #[serde(default)]
+    pub pre_commits_rolled_back: u64,
 }
 
 /// One simulated second of the run (the initial snapshot left out).

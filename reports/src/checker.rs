@@ -343,6 +343,11 @@ pub struct Checker {
     /// Per Kafka transaction not yet committed, the records written in it: (topic,
     /// partition, offset, change). Dropped when it commits.
     txn_records: BTreeMap<u64, Vec<(TopicName, u32, u64, u64)>>,
+    /// Lake pre-commits the table rolled back: (sink, checkpoint id) → (when the pre-commit
+    /// was made, when a commit first found it rolled back).
+    rolled_back: BTreeMap<(String, u64), (u64, u64)>,
+    /// Per change whose rows a rolled-back pre-commit held: the latest such pre-commit.
+    rolled_back_rows: BTreeMap<u64, (String, u64)>,
     /// Kafka transactions the coordinator aborted.
     txn_aborted: BTreeSet<u64>,
     /// Kafka transactions the coordinator committed.
@@ -413,6 +418,8 @@ impl Checker {
             txn_aborted: BTreeSet::new(),
             txn_committed: BTreeSet::new(),
             aborted_records: BTreeMap::new(),
+            rolled_back: BTreeMap::new(),
+            rolled_back_rows: BTreeMap::new(),
         }
     }
 
@@ -746,6 +753,22 @@ impl Checker {
                 self.lake.versions_folded += rows.iter().filter(|r| r.folded).count() as u64;
                 self.lake_commit(*t_ms, *checkpoint_id, *snapshot_id, rows)
             }
+            Observation::LakeRolledBack {
+                t_ms,
+                host,
+                checkpoint_id,
+                pre_committed_ms,
+                change_ids,
+            } => {
+                let pre_commit = (host.clone(), *checkpoint_id);
+                for &id in change_ids {
+                    self.rolled_back_rows.insert(id, pre_commit.clone());
+                }
+                self.rolled_back
+                    .entry(pre_commit)
+                    .or_insert((*pre_committed_ms, *t_ms));
+                self.lake.pre_commits_rolled_back = self.rolled_back.len() as u64;
+            }
             Observation::Checkpoint { .. } => {}
             Observation::Fault {
                 t_ms,
@@ -792,6 +815,18 @@ impl Checker {
     fn key_name_of(&self, id: u64) -> Option<String> {
         self.known(id)
             .map(|c| self.keys[c.key as usize].key.to_string())
+    }
+
+    /// Where a change a rolled-back lake pre-commit held was lost.
+    fn rolled_back_location(&self, pre_commit: &(String, u64)) -> String {
+        let (sink, checkpoint) = pre_commit;
+        let (made, refused) = self.rolled_back[pre_commit];
+        format!(
+            "its lake pre-commit was rolled back: {sink} pre-committed it for checkpoint \
+             {checkpoint} at {}, and its commit at {} came past the table's pre-commit timeout",
+            human_window(made),
+            human_window(refused)
+        )
     }
 
     fn example(
@@ -1462,7 +1497,10 @@ impl Checker {
                 counts.unfinished += 1;
                 unfinished_keys.insert(c.key);
             } else if lost {
-                let at = lost_location(c);
+                let at = match self.rolled_back_rows.get(&id) {
+                    Some(pre_commit) if !c.applied() => self.rolled_back_location(pre_commit),
+                    _ => lost_location(c),
+                };
                 let key = self.key_name_of(id);
                 let ex = self.example(AnomalyKind::Lost, id, key, at);
                 self.exactly_once

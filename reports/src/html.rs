@@ -187,14 +187,18 @@ fn tables(r: &Report) -> String {
     let _ = write!(
         h,
         "<h2>Lake files</h2><table><tr><th>snapshots</th><th>files written</th>\
-         <th>per snapshot</th><th>small written</th><th>live files</th><th>small live</th></tr>\
-         <tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+         <th>per snapshot</th><th>small written</th><th>live files</th><th>small live</th>\
+         <th>versions folded</th><th>pre-commits rolled back</th></tr>\
+         <tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+         <td>{}</td></tr></table>",
         l.snapshots,
         l.files_written,
         l.files_per_snapshot,
         l.small_files_written,
         l.live_files,
-        l.small_files
+        l.small_files,
+        l.versions_folded,
+        l.pre_commits_rolled_back
     );
     if !r.slo.is_empty() {
         h.push_str(

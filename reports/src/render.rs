@@ -280,10 +280,10 @@ pub fn to_markdown(r: &Report) -> String {
     let l = &r.lake;
     let _ = write!(
         md,
-        "\n## Lake files\n\n| snapshots | files written | per snapshot | small written | live files | small live | versions folded |\n\
-         |---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.1} | {} | {} | {} | {} |\n",
+        "\n## Lake files\n\n| snapshots | files written | per snapshot | small written | live files | small live | versions folded | pre-commits rolled back |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.1} | {} | {} | {} | {} | {} |\n",
         l.snapshots, l.files_written, l.files_per_snapshot, l.small_files_written, l.live_files, l.small_files,
-        l.versions_folded
+        l.versions_folded, l.pre_commits_rolled_back
     );
     md.push_str("\n## Skew (max/min load; flagged past 10x)\n\n| over | max | min | ratio | flagged |\n|---|---:|---:|---:|---|\n");
     for sp in &r.skew {
@@ -702,6 +702,16 @@ pub fn summary_text(r: &Report) -> String {
         l.small_files,
         l.versions_folded
     );
+    if l.pre_commits_rolled_back > 0 {
+        let n = l.pre_commits_rolled_back;
+        let _ = writeln!(
+            s,
+            "         {n} pre-commit{} rolled back past the pre-commit timeout: no snapshot \
+             shows {}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "its rows" } else { "their rows" }
+        );
+    }
     let skew: Vec<String> = r
         .skew
         .iter()

@@ -1032,6 +1032,49 @@ fn lost_change_is_caught() {
     assert_eq!(report(&a, &[], None).exit_code, 1);
 }
 
+/// A two-phase sink's commit that finds its pre-commit rolled back: the rows it held are lost,
+/// and the example says where; a row a later commit applied is not lost.
+#[test]
+fn rows_of_a_rolled_back_pre_commit_are_lost_and_say_why() {
+    let all = [1, 2, 3, 4, 5];
+    let mut h = source();
+    h.push(produced(210, TopicName::Raw, 0, 0, &all));
+    h.push(produced(220, TopicName::Standard, 0, 0, &all));
+    h.push(produced(230, TopicName::Enriched, 0, 0, &all));
+    h.push(read(240, TopicName::Enriched, 0, 0, &all));
+    h.push(lake(300, 1, &lake_rows(&[1, 2, 3])));
+    let rolled_back = |t_ms| Observation::LakeRolledBack {
+        t_ms,
+        host: "lake-0".to_string(),
+        checkpoint_id: 2,
+        pre_committed_ms: 250,
+        change_ids: vec![4, 5],
+    };
+    // Refused twice (a restart in between): one pre-commit rolled back.
+    h.push(rolled_back(90_000));
+    h.push(rolled_back(95_000));
+    h.push(lake(96_000, 3, &lake_rows(&[5])));
+    h.push(run_end(97_000, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.lost, 1, "change 5 reached a later snapshot");
+    assert_eq!(a.lake.pre_commits_rolled_back, 1);
+    let ex = a
+        .exactly_once
+        .examples
+        .iter()
+        .find(|e| e.anomaly == "lost")
+        .unwrap();
+    assert_eq!(ex.change_id, Some(4));
+    assert!(
+        ex.location
+            .contains("lake-0 pre-committed it for checkpoint 2 at 0:00, and its commit at 1:30"),
+        "{}",
+        ex.location
+    );
+    let text = summary_text(&report(&a, &[], None));
+    assert!(text.contains("1 pre-commit rolled back"), "{text}");
+}
+
 #[test]
 fn duplicate_in_the_lake_is_caught() {
     let h = before_end(clean(), vec![lake(350, 2, &lake_rows(&[3]))]);
