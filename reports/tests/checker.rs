@@ -1075,6 +1075,79 @@ fn rows_of_a_rolled_back_pre_commit_are_lost_and_say_why() {
     assert!(text.contains("1 pre-commit rolled back"), "{text}");
 }
 
+/// A replay's enriched copy whose transaction aborts does not end a change's stay in redo:
+/// its redo record stands, so it is parked, not lost.
+#[test]
+fn an_aborted_replay_leaves_the_change_parked_in_redo() {
+    let txn = |t_ms, txn, producer: &str, committed| Observation::KafkaTxn {
+        t_ms,
+        txn,
+        producer: producer.to_string(),
+        committed,
+        timed_out: !committed,
+    };
+    let in_txn = |o: Observation, n| match o {
+        Observation::Produced {
+            t_ms,
+            stage,
+            host,
+            topic,
+            partition,
+            base_offset,
+            change_ids,
+            ..
+        } => Observation::Produced {
+            t_ms,
+            stage,
+            host,
+            topic,
+            partition,
+            base_offset,
+            change_ids,
+            txn: Some(n),
+            leader_epoch: None,
+        },
+        o => o,
+    };
+    let mut h = vec![
+        header(),
+        commit(5, 1, vec![change(1, 7, Op::Create, Some(11))]),
+    ];
+    h.push(in_txn(produced(6, TopicName::Raw, 0, 0, &[1]), 1));
+    h.push(txn(7, 1, "cdc", true));
+    h.push(read(8, TopicName::Raw, 0, 0, &[1]));
+    h.push(in_txn(produced(9, TopicName::Standard, 0, 0, &[1]), 2));
+    h.push(txn(10, 2, "standardize-0", true));
+    h.push(read(11, TopicName::Standard, 0, 0, &[1]));
+    h.push(in_txn(produced(12, TopicName::Redo, 0, 0, &[1]), 3));
+    h.push(routed(12, 1, TopicName::Redo, RouteReason::ReferenceMiss));
+    h.push(txn(13, 3, "enrich-0", true));
+    h.push(read(60_000, TopicName::Redo, 0, 0, &[1]));
+    h.push(in_txn(produced(60_001, TopicName::Enriched, 0, 0, &[1]), 4));
+    h.push(txn(120_002, 4, "enrich-0", false));
+    h.push(Observation::AbortMarker {
+        t_ms: 120_003,
+        topic: TopicName::Enriched,
+        partition: 0,
+        offsets: vec![0],
+        change_ids: vec![1],
+    });
+    let mut committed = h.clone();
+    h.push(run_end(130_000, true));
+    let a = check(&h);
+    assert_eq!(a.exactly_once.lost, 0, "{:?}", a.exactly_once.examples);
+    assert_eq!(a.counts.parked_in_redo, 1);
+    // Had the replay's transaction committed, the enriched copy would stand and the lake
+    // would owe the row.
+    let last = committed.len() - 2;
+    committed[last] = txn(120_002, 4, "enrich-0", true);
+    committed.pop();
+    committed.push(run_end(130_000, true));
+    let a = check(&committed);
+    assert_eq!(a.counts.parked_in_redo, 0);
+    assert_eq!(a.exactly_once.lost, 1);
+}
+
 #[test]
 fn duplicate_in_the_lake_is_caught() {
     let h = before_end(clean(), vec![lake(350, 2, &lake_rows(&[3]))]);
@@ -2331,10 +2404,10 @@ fn spend_aggregates_are_reconciled_against_the_source_for_windows_that_fired() {
         ],
     );
     assert_eq!(check(&corrected).exactly_once.aggregate_mismatch, Some(0));
-    // An aggregator whose watermark never passed a window still says it ran: checked, with
-    // nothing reconciled.
+    // An aggregator whose watermark never passed a window compared nothing: the anomaly is
+    // not measured, so absent rather than 0, and the count says why.
     let a = check(&through(source.clone(), vec![wm(100, 0)]));
-    assert_eq!(a.exactly_once.aggregate_mismatch, Some(0));
+    assert_eq!(a.exactly_once.aggregate_mismatch, None);
     assert_eq!(a.counts.aggregates_reconciled, 0);
     // Without a spend aggregator the anomaly is not checked, so not reported.
     let a = check(&through(source, vec![]));
