@@ -1498,3 +1498,92 @@ duration = "8s"
         "the standby does the task's work: {standby} ms"
     );
 }
+
+/// A lake sink whose reader was reset past records retention deleted has moved on without
+/// reading rows; it must commit that position, or the run never settles and the loss is
+/// hidden behind a liveness failure (exit 4). Under each delivery guarantee the run drains
+/// and names the loss.
+#[test]
+fn a_lake_sink_reset_past_deleted_records_drains_and_reports_the_loss() {
+    let text = |delivery: &str| {
+        format!(
+            r#"
+name = "reset-drain"
+seed = 7
+duration = "30s"
+drain_timeout = "2m"
+
+[workload]
+kind = "card"
+rate_per_s = 300
+accounts = 2000
+unknown_merchant_ratio = 0.0
+poison_ratio = 0.0
+
+[platform]
+topic_retention = {{ enriched = "10s" }}
+retention_check_interval = "1s"
+
+[pipeline]
+delivery = "{delivery}"
+checkpoint_interval = "5s"
+
+[[faults]]
+at = "25s"
+kind = "crash"
+target = "lake-0"
+duration = "30s"
+"#
+        )
+    };
+    for delivery in ["at-least-once", "at-most-once", "exactly-once"] {
+        let report = run_inline(&text(delivery), "reset-drain.toml");
+        assert!(report.drained, "{delivery}: did not drain");
+        assert_eq!(report.exit_code, 1, "{delivery}");
+        assert!(report.exactly_once.lost > 1000, "{delivery}");
+    }
+}
+
+/// A two-phase lake sink that acknowledged a checkpoint and crashed before committing it
+/// has only pre-committed those rows: the run waits for its restart to commit them rather
+/// than settling early and calling them lost.
+#[test]
+fn a_pre_committed_checkpoint_is_waited_for_not_judged_lost() {
+    let text = r#"
+name = "precommit-drain"
+seed = 11
+duration = "25s"
+drain_timeout = "3m"
+
+[workload]
+kind = "card"
+rate_per_s = 200
+accounts = 2000
+unknown_merchant_ratio = 0.0
+poison_ratio = 0.0
+
+[pipeline]
+delivery = "exactly-once"
+checkpoint_interval = "10s"
+
+[costs]
+lake_commit = "1s"
+
+[[faults]]
+at = "30500ms"
+kind = "crash"
+target = "lake-0"
+duration = "40s"
+"#;
+    let report = run_inline(text, "precommit-drain.toml");
+    assert!(report.drained);
+    assert_eq!(report.exactly_once.lost, 0);
+    assert_eq!(report.exit_code, 0);
+    // The crash (30.5 s) fell between checkpoint 3's pre-commit (30 s) and its commit, which
+    // the restart at 70.5 s made: the run lasted past it.
+    assert!(
+        report.sim_duration_ms > 70_500,
+        "{}",
+        report.sim_duration_ms
+    );
+}

@@ -743,13 +743,15 @@ pub async fn run_stream_task<L: Log, E: Env, C: CheckpointStore>(
             if replaying && redo_targets.is_none() && ends.len() == redo_tps.len() {
                 redo_targets = Some(ends);
             }
+            // At most once: positions are committed before what was read is processed, and
+            // whenever they moved (a reset past deleted records moves them with no records).
+            if s.delivery == Delivery::AtMostOnce && offsets != cp.offsets {
+                cp.id += 1;
+                cp.offsets = offsets.clone();
+                store.save(env.host(), cp.clone());
+                record_checkpoint(env, cp.id);
+            }
             if !batch.is_empty() {
-                if s.delivery == Delivery::AtMostOnce {
-                    cp.id += 1;
-                    cp.offsets = offsets.clone();
-                    store.save(env.host(), cp.clone());
-                    record_checkpoint(env, cp.id);
-                }
                 work(env, s.per_record_us, batch.len()).await;
                 if s.schema_registry {
                     resolve_schemas(log, env, &role, &batch, &mut schemas, s).await;
@@ -1101,12 +1103,16 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
     let mut commit_id = from_lake.as_ref().map_or(0, |c| c.0);
     let mut checkpoint_id = saved.id.max(commit_id);
     let mut offsets = enriched_positions(partitions, &saved.offsets);
+    // The positions the last checkpoint saved.
+    let mut saved_offsets = offsets.clone();
     let mut buffer: Vec<PendingWrite> = Vec::new();
     let mut last_checkpoint_ms = env.now_ms();
     let mut last_commit_ms = env.now_ms();
     loop {
         let n = read_rows(log, env, &mut offsets, &mut buffer).await;
-        if n > 0 && s.delivery == Delivery::AtMostOnce {
+        // At most once: positions are committed before the rows are, whenever they moved (a
+        // reset past deleted records moves them with no rows).
+        if s.delivery == Delivery::AtMostOnce && offsets != saved_offsets {
             checkpoint_id += 1;
             let cp = TaskCheckpoint {
                 id: checkpoint_id,
@@ -1114,6 +1120,7 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
                 ..Default::default()
             };
             store.save(env.host(), cp);
+            saved_offsets.clone_from(&offsets);
         }
         work(env, s.per_record_us, n).await;
         if let Some(timer_ms) = timer_commit_ms {
@@ -1146,6 +1153,19 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
         }
         last_checkpoint_ms = env.now_ms();
         if buffer.is_empty() {
+            // Nothing to commit; but positions that moved over no rows (a reset past deleted
+            // records) are committed, or a restart would read from before them again.
+            if s.delivery == Delivery::AtLeastOnce && offsets != saved_offsets {
+                checkpoint_id = checkpoint_id.max(commit_id) + 1;
+                let cp = TaskCheckpoint {
+                    id: checkpoint_id,
+                    offsets: offsets.clone(),
+                    ..Default::default()
+                };
+                store.save(env.host(), cp);
+                saved_offsets.clone_from(&offsets);
+                record_checkpoint(env, checkpoint_id);
+            }
             continue;
         }
         pause_ms(slowed_us(commit_cost_ms, env.slowdown())).await;
@@ -1162,6 +1182,7 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
                 ..Default::default()
             };
             store.save(env.host(), cp);
+            saved_offsets.clone_from(&offsets);
         }
         record_checkpoint(env, checkpoint_id);
     }
@@ -1227,6 +1248,8 @@ pub async fn run_group_lake_sink<L: Log, E: Env>(
             .iter()
             .map(|tp| (*tp, committed.get(tp).copied().unwrap_or(0)))
             .collect();
+        // The positions last committed to the group.
+        let mut group_offsets = offsets.clone();
         let mut buffer: Vec<PendingWrite> = Vec::new();
         let start = env.now_ms();
         let (mut last_flush, mut last_auto_commit) = (start, start);
@@ -1249,15 +1272,18 @@ pub async fn run_group_lake_sink<L: Log, E: Env>(
                 break Handover::Lost;
             }
             let n = read_rows(log, env, &mut offsets, &mut buffer).await;
+            // At most once: positions are committed before the rows are, whenever they moved
+            // (a reset past deleted records moves them with no rows).
             let commit_now = match g.auto_commit_interval_ms {
                 Some(ms) => env.now_ms().saturating_sub(last_auto_commit) >= ms,
-                None => n > 0 && s.delivery == Delivery::AtMostOnce,
+                None => s.delivery == Delivery::AtMostOnce && offsets != group_offsets,
             };
             if commit_now {
                 last_auto_commit = env.now_ms();
                 if log.commit_offsets(&offsets).await == Err(LogError::NotMember) {
                     break Handover::Lost;
                 }
+                group_offsets.clone_from(&offsets);
             }
             work(env, s.per_record_us, n).await;
             if env.now_ms().saturating_sub(last_flush) >= flush_ms {

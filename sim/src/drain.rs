@@ -12,6 +12,7 @@ use crate::cluster::ClusterMeta;
 use crate::group_coordinator::GroupStore;
 use crate::host_env::SharedCheckpoints;
 use nrtsim_history::TopicName;
+use nrtsim_pipeline::lake::LakeTable;
 use nrtsim_pipeline::{CheckpointStore, TopicPartition};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ pub struct DrainProbe {
     pub readers: Vec<Reader>,
     /// The consumer groups' committed positions.
     pub groups: Rc<RefCell<GroupStore>>,
+    /// The lake table: which of a two-phase sink's pre-commits it has committed.
+    pub lake: Rc<RefCell<LakeTable>>,
 }
 
 impl DrainProbe {
@@ -65,10 +68,18 @@ impl DrainProbe {
                 .map(|(tp, c)| (tp, c.offset))
                 .collect()
         } else {
-            self.checkpoints
-                .load(&r.host)
-                .map(|c| c.offsets)
-                .unwrap_or_default()
+            let cp = self.checkpoints.load(&r.host).unwrap_or_default();
+            // A two-phase lake sink's checkpoint covers rows it has only pre-committed: they
+            // are on their way until the lake commits them (or has rolled them back).
+            let lake = self.lake.borrow();
+            let pending = cp.staged.keys().any(|&id| {
+                lake.last_commit(&r.host).is_none_or(|c| c.0 < id)
+                    && lake.rolled_back_at(&r.host, id).is_none()
+            });
+            if pending {
+                return false;
+            }
+            cp.offsets
         };
         r.partitions.iter().all(|&p| {
             let tp = TopicPartition::new(r.topic, p);

@@ -604,6 +604,7 @@ impl World {
             checkpoints,
             readers,
             groups: self.groups.clone(),
+            lake: self.lake.clone(),
         };
         let timing = DriveTiming {
             duration_ms: spec.duration_ms,
