@@ -463,6 +463,13 @@ impl Scenario {
                 "must be above zero and below session_timeout (Kafka requires it)",
             ),
             (
+                !p.consumer.enable_auto_commit || p.consumer.group,
+                "pipeline.consumer.enable_auto_commit",
+                "auto-commit commits a consumer group's positions, and only a lake sink in a \
+                 consumer group has them (consumer.group = true); without a group each task \
+                 checkpoints its own positions",
+            ),
+            (
                 p.consumer.auto_commit_interval.us > 0,
                 "pipeline.consumer.auto_commit_interval",
                 positive,

@@ -113,11 +113,12 @@ impl LakeTable {
     }
 
     /// Registers `task`'s pre-commit for checkpoint `checkpoint_id` (its files are written);
-    /// the commit must follow within the table's pre-commit timeout.
+    /// the commit must follow within the table's pre-commit timeout. A restarted task that
+    /// pre-commits the same checkpoint again writes its files anew, and its timeout runs
+    /// from then.
     pub fn pre_commit(&mut self, task: &str, checkpoint_id: u64, now_ms: u64) {
         self.inflight
-            .entry((task.to_string(), checkpoint_id))
-            .or_insert(now_ms);
+            .insert((task.to_string(), checkpoint_id), now_ms);
     }
 
     /// Commits `writes` as one snapshot for `task`'s checkpoint `checkpoint_id`, with the
@@ -450,6 +451,12 @@ mod tests {
         assert_eq!(t.last_commit("lake-0").unwrap().0, 1);
         assert_eq!(t.versions(), 1);
         assert_eq!(t.rolled_back_at("lake-0", 2), Some(70_000));
+        // A restarted task's second pre-commit of a checkpoint restarts its timeout.
+        t.pre_commit("lake-0", 3, 131_000);
+        t.pre_commit("lake-0", 3, 180_000);
+        assert!(t
+            .commit("lake-0", 3, &[write(1, 12, 7)], BTreeMap::new(), 230_000)
+            .is_some());
         assert_eq!(t.rolled_back_at("lake-0", 1), None, "committed in time");
         assert!(
             t.commit("lake-0", 2, &[write(1, 11, 6)], BTreeMap::new(), 130_002)

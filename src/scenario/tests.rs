@@ -480,7 +480,7 @@ fn a_changelog_lake_and_an_every_change_check_are_read() {
 }
 
 #[test]
-fn zero_windows_and_timeouts_are_refused() {
+fn settings_that_cannot_take_effect_are_refused() {
     for (text, field) in [
         (
             "[pipeline]\nspend = { enabled = true, window = \"0s\" }\n",
@@ -493,6 +493,12 @@ fn zero_windows_and_timeouts_are_refused() {
         (
             "[pipeline]\nfraud = { velocity_window = \"0s\" }\n",
             "pipeline.fraud.velocity_window",
+        ),
+        // Auto-commit is a consumer group's; a sink outside one would ignore it.
+        (
+            "[pipeline]\ndelivery = \"at-least-once\"\n\
+             consumer = { enable_auto_commit = true }\n",
+            "pipeline.consumer.enable_auto_commit",
         ),
     ] {
         let e = Scenario::parse(&format!("name = \"x\"\n{text}"), "x.toml").unwrap_err();
