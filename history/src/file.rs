@@ -37,6 +37,7 @@
 //! {"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}
 //! {"type":"leader_change","t_ms":19,"host":"broker-2","topic":"raw","partition":3,"epoch":2,"log_end":4870}
 //! {"type":"lake_rolled_back","t_ms":20,"host":"lake-0","checkpoint_id":4,"pre_committed_ms":9,"change_ids":[1]}
+//! {"type":"appended_unacknowledged","t_ms":21,"host":"broker-0","topic":"critical","partition":1,"base_offset":7,"change_ids":[1]}
 //! ```
 //!
 //! A history is written to a temporary file beside its final path and renamed into place by
@@ -587,12 +588,20 @@ enum Frame {
         epoch: u32,
         log_end: u64,
     },
-    // Added after the rest: a history written before it still reads.
+    // Added after the rest: a history written before them still reads.
     LakeRolledBack {
         t_ms: u64,
         host: String,
         checkpoint_id: u64,
         pre_committed_ms: u64,
+        change_ids: Vec<u64>,
+    },
+    AppendedUnacknowledged {
+        t_ms: u64,
+        host: String,
+        topic: TopicName,
+        partition: u32,
+        base_offset: u64,
         change_ids: Vec<u64>,
     },
 }
@@ -755,6 +764,14 @@ enum FrameRef<'a> {
         host: &'a str,
         checkpoint_id: u64,
         pre_committed_ms: u64,
+        change_ids: &'a [u64],
+    },
+    AppendedUnacknowledged {
+        t_ms: u64,
+        host: &'a str,
+        topic: TopicName,
+        partition: u32,
+        base_offset: u64,
         change_ids: &'a [u64],
     },
 }
@@ -1046,6 +1063,21 @@ impl<'a> From<&'a Observation> for FrameRef<'a> {
                 pre_committed_ms: *pre_committed_ms,
                 change_ids,
             },
+            Observation::AppendedUnacknowledged {
+                t_ms,
+                host,
+                topic,
+                partition,
+                base_offset,
+                change_ids,
+            } => FrameRef::AppendedUnacknowledged {
+                t_ms: *t_ms,
+                host,
+                topic: *topic,
+                partition: *partition,
+                base_offset: *base_offset,
+                change_ids,
+            },
         }
     }
 }
@@ -1334,6 +1366,21 @@ impl From<Frame> for Observation {
                 pre_committed_ms,
                 change_ids,
             },
+            Frame::AppendedUnacknowledged {
+                t_ms,
+                host,
+                topic,
+                partition,
+                base_offset,
+                change_ids,
+            } => Observation::AppendedUnacknowledged {
+                t_ms,
+                host,
+                topic,
+                partition,
+                base_offset,
+                change_ids,
+            },
         }
     }
 }
@@ -1343,7 +1390,7 @@ mod tests {
     use super::*;
 
     /// The example lines of the module documentation, which must stay valid.
-    const DOC_EXAMPLES: [&str; 24] = [
+    const DOC_EXAMPLES: [&str; 25] = [
         r#"{"type":"header","scenario":"card-clean","seed":1,"replay":"nrtsim run scenarios/card-clean.toml --seed 1","nrtsim_version":"0.1.0","scenario_toml":""}"#,
         r#"{"type":"source_commit","t_ms":5,"txid":1,"changes":[{"lsn":1,"key":{"table":"accounts","id":7},"op":"u","digest":11,"poison":false,"payment":null,"balance_cents":1250}]}"#,
         r#"{"type":"produced","t_ms":6,"stage":"cdc","host":"cdc","topic":"raw","partition":0,"base_offset":0,"change_ids":[1]}"#,
@@ -1368,6 +1415,7 @@ mod tests {
         r#"{"type":"truncation_detected","t_ms":18,"stage":"standardize","host":"standardize-0","topic":"raw","partition":3,"from":5200,"to":4870}"#,
         r#"{"type":"leader_change","t_ms":19,"host":"broker-2","topic":"raw","partition":3,"epoch":2,"log_end":4870}"#,
         r#"{"type":"lake_rolled_back","t_ms":20,"host":"lake-0","checkpoint_id":4,"pre_committed_ms":9,"change_ids":[1]}"#,
+        r#"{"type":"appended_unacknowledged","t_ms":21,"host":"broker-0","topic":"critical","partition":1,"base_offset":7,"change_ids":[1]}"#,
     ];
 
     #[test]

@@ -280,6 +280,23 @@ pub enum Observation {
         #[serde(default)]
         files: LakeFiles,
     },
+    /// A partition leader appended an acks=0 batch. Its producer gets no answer and records
+    /// no `produced`, so the leader records where the records went: without it, where a
+    /// change's redo or critical record stands would be unknown. Recorded by the leader.
+    AppendedUnacknowledged {
+        /// When.
+        t_ms: u64,
+        /// The leading broker.
+        host: String,
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: u32,
+        /// Offset of the first record.
+        base_offset: u64,
+        /// Per record, its change.
+        change_ids: Vec<u64>,
+    },
     /// A lake sink's commit of `checkpoint_id` was refused: the table had rolled the
     /// checkpoint's pre-commit back, left uncommitted longer than the table's pre-commit
     /// timeout. The rows of `change_ids` were written as files no snapshot will read. Recorded
@@ -542,6 +559,7 @@ impl Observation {
             | Observation::Routed { t_ms, .. }
             | Observation::LakeCommit { t_ms, .. }
             | Observation::LakeRolledBack { t_ms, .. }
+            | Observation::AppendedUnacknowledged { t_ms, .. }
             | Observation::Checkpoint { t_ms, .. }
             | Observation::Fault { t_ms, .. }
             | Observation::WorkloadEnd { t_ms }

@@ -187,6 +187,14 @@ fn sample() -> Vec<Observation> {
             pre_committed_ms: i + 1,
             change_ids: vec![i, i + 2],
         });
+        out.push(Observation::AppendedUnacknowledged {
+            t_ms: i + 6,
+            host: "broker-1".into(),
+            topic: TopicName::Critical,
+            partition: (i % 6) as u32,
+            base_offset: i * 3,
+            change_ids: vec![i],
+        });
         out.push(Observation::WorkloadEnd { t_ms: i + 7 });
         out.push(Observation::RunEnd {
             t_ms: i + 8,

@@ -753,6 +753,27 @@ impl Checker {
                 self.lake.versions_folded += rows.iter().filter(|r| r.folded).count() as u64;
                 self.lake_commit(*t_ms, *checkpoint_id, *snapshot_id, rows)
             }
+            Observation::AppendedUnacknowledged {
+                t_ms,
+                topic,
+                partition,
+                base_offset,
+                change_ids,
+                ..
+            } => {
+                // An acks=0 write: no acknowledgement to hold a leader change against, and
+                // here from the moment it was appended.
+                *self.partition_load.entry((*topic, *partition)).or_insert(0) +=
+                    change_ids.len() as u64;
+                self.produced(
+                    Some(*t_ms),
+                    *topic,
+                    *partition,
+                    *base_offset,
+                    change_ids,
+                    None,
+                )
+            }
             Observation::LakeRolledBack {
                 t_ms,
                 host,

@@ -12,7 +12,7 @@ use crate::wire::{
     Request, Response, SharedArena, BROKER_PORT, CONTROLLER_PORT,
 };
 use crate::PlatformConfig;
-use nrtsim_history::Observation;
+use nrtsim_history::{Observation, TopicName};
 use nrtsim_pipeline::{slowed_us, Acks, Isolation, TopicPartition};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -130,6 +130,9 @@ struct Live {
     view: ClusterMeta,
     hw: BTreeMap<TopicPartition, u64>,
     followers: BTreeMap<TopicPartition, BTreeMap<u32, Follower>>,
+    /// ISR changes sent to the controller and not answered yet, with the partition epoch each
+    /// was worked out from.
+    proposed_isr: BTreeMap<TopicPartition, (u32, Vec<u32>)>,
 }
 
 impl Live {
@@ -138,6 +141,23 @@ impl Live {
             .get(tp)
             .filter(|m| m.leader == Some(self.id))
             .map(|m| m.leader_epoch)
+    }
+
+    /// The replicas the high watermark waits for: the ISR, and while a change of it is on its
+    /// way to the controller, the replicas it adds too (Kafka's maximal ISR, KIP-497). A
+    /// replica the controller may already count as in sync is one a new leader may be chosen
+    /// from, so nothing is acknowledged that it lacks.
+    fn maximal_isr(&self, tp: &TopicPartition) -> Vec<u32> {
+        let Some(m) = self.view.get(tp) else {
+            return Vec::new();
+        };
+        let mut isr = m.isr.clone();
+        if let Some((epoch, proposed)) = self.proposed_isr.get(tp) {
+            if *epoch == m.partition_epoch {
+                isr.extend(proposed.iter().filter(|r| !m.isr.contains(r)));
+            }
+        }
+        isr
     }
 
     /// Whether `tp`'s ISR, as this broker knows it, has at least `min` replicas.
@@ -184,6 +204,7 @@ pub async fn run_broker(setup: BrokerSetup) -> turmoil::Result {
             view: ClusterMeta::default(),
             hw,
             followers: BTreeMap::new(),
+            proposed_isr: BTreeMap::new(),
         }),
         setup,
         changed: Notify::new(),
@@ -263,6 +284,27 @@ async fn serve(broker: Rc<Broker>, mut stream: TcpStream) {
     }
 }
 
+/// Records where an acks=0 batch went: its producer hears nothing, so only the leader can.
+fn record_unacknowledged(broker: &Broker, part: &ProducePart, base_offset: u64, skipped: u64) {
+    broker
+        .setup
+        .recorder
+        .borrow_mut()
+        .record(Observation::AppendedUnacknowledged {
+            t_ms: sim_now_ms(),
+            host: broker_name(broker.setup.id),
+            topic: part.tp.topic,
+            partition: part.tp.partition,
+            base_offset,
+            change_ids: part
+                .records
+                .iter()
+                .skip(skipped as usize)
+                .map(|r| r.meta.change_id)
+                .collect(),
+        });
+}
+
 async fn produce(
     broker: &Broker,
     acks: Acks,
@@ -296,6 +338,9 @@ async fn produce(
                                 skipped,
                             } => {
                                 appended += count;
+                                if acks == Acks::None && part.tp.topic != TopicName::Schemas {
+                                    record_unacknowledged(broker, part, base_offset, skipped);
+                                }
                                 if strike == Some(Strike::AfterAppend) {
                                     ProduceResult::Error(PartError::NotEnoughReplicasAfterAppend)
                                 } else {
@@ -494,7 +539,7 @@ fn advance_hw(broker: &Broker, tp: &TopicPartition) {
         .get(tp)
         .map_or(0, PartitionLog::leo);
     let mut hw = leo;
-    for r in meta.isr.iter().filter(|r| **r != live.id) {
+    for r in live.maximal_isr(tp).iter().filter(|r| **r != live.id) {
         let f = live
             .followers
             .get(tp)
@@ -553,13 +598,22 @@ fn note_follower(broker: &Broker, replica: u32, part: &FetchPart, now: Instant) 
         if live.leads(&part.tp).is_none() {
             return;
         }
-        let leo = broker
-            .setup
-            .disk
-            .borrow()
-            .logs
-            .get(&part.tp)
-            .map_or(0, PartitionLog::leo);
+        let (leo, diverging) = {
+            let disk = broker.setup.disk.borrow();
+            let log = disk.logs.get(&part.tp);
+            let leo = log.map_or(0, PartitionLog::leo);
+            // A follower whose log diverges from ours holds nothing of ours yet: it neither
+            // counts toward the high watermark nor rejoins the ISR until it has truncated.
+            let held = |epoch| log.and_then(|l| l.epoch_end(epoch));
+            let diverging = part.offset > leo
+                || part.last_epoch.is_some_and(|e| {
+                    held(e).is_none_or(|(held, end)| held != e || end < part.offset)
+                });
+            (leo, diverging)
+        };
+        if diverging {
+            return;
+        }
         let f = live
             .followers
             .entry(part.tp)
@@ -613,11 +667,22 @@ fn fetch_one(
     // (KIP-320): when this log's epoch ended before that offset, the logs have diverged there
     // (a truncating leader change), and the reader goes back to where they agree.
     if let Some(epoch) = p.last_epoch {
-        let agreed = log.end_offset_for_epoch(epoch);
+        let held = log.epoch_end(epoch);
+        let agreed = held.map_or(log.log_start(), |(_, end)| end);
         if agreed < p.offset {
             return FetchResult::Diverging {
                 truncate_to: agreed,
                 epoch: log.epoch_at(agreed.wrapping_sub(1)),
+                high_watermark: reachable,
+            };
+        }
+        // A follower whose newest epoch this log does not hold has records of it that this
+        // log lacks, below our end too (KIP-279): it truncates to where its own records of
+        // the largest epoch we share end, no further than ours.
+        if replica.is_some() && held.is_none_or(|(e, _)| e != epoch) {
+            return FetchResult::Diverging {
+                truncate_to: agreed,
+                epoch: held.map(|(e, _)| e),
                 high_watermark: reachable,
             };
         }
@@ -684,9 +749,23 @@ async fn heartbeat_loop(broker: Rc<Broker>) {
     }
 }
 
-fn apply_view(broker: &Broker, meta: ClusterMeta) {
+fn apply_view(broker: &Broker, mut meta: ClusterMeta) {
     let now = sim_instant();
     let id = broker.setup.id;
+    {
+        // An ISR change the controller accepted after it sent this metadata is newer than it:
+        // keep it (the answer to this broker's own change may overtake the metadata).
+        let live = broker.live.borrow();
+        for (tp, m) in &mut meta.partitions {
+            if let Some(ours) = live.view.get(tp) {
+                if (ours.leader, ours.leader_epoch) == (m.leader, m.leader_epoch)
+                    && ours.partition_epoch > m.partition_epoch
+                {
+                    *m = ours.clone();
+                }
+            }
+        }
+    }
     // Partitions this broker takes over, with their epochs and log ends; and those with a log
     // retention has moved the start of.
     let mut took_over: Vec<(TopicPartition, u32, u64)> = Vec::new();
@@ -709,9 +788,10 @@ fn apply_view(broker: &Broker, meta: ClusterMeta) {
                     started.push((*tp, log.log_start()));
                 }
                 // Start from the high watermark learnt as a follower, not from nothing.
-                let hw = log.hw_checkpoint.min(log.leo());
+                // A high watermark kept from an earlier leadership is no guide past a log end a
+                // truncation has since moved back.
                 let cur = live.hw.entry(*tp).or_insert(0);
-                *cur = (*cur).max(hw);
+                *cur = (*cur).max(log.hw_checkpoint).min(log.leo());
                 let followers = m
                     .replicas
                     .iter()
@@ -833,7 +913,17 @@ async fn replica_fetcher(broker: Rc<Broker>, leader: u32) {
                             let hw = high_watermark.min(log.leo());
                             log.hw_checkpoint = log.hw_checkpoint.max(hw);
                         }
-                        FetchResult::Diverging { truncate_to, .. } => log.truncate_to(truncate_to),
+                        FetchResult::Diverging {
+                            truncate_to, epoch, ..
+                        } => {
+                            // No further than where our own records of the leader's epoch
+                            // end: past there we hold a newer epoch the leader lacks.
+                            let to = epoch.map_or(truncate_to, |e| {
+                                truncate_to.min(log.end_offset_for_epoch(e))
+                            });
+                            log.truncate_to(to);
+                            log.forget_epochs_from(to);
+                        }
                         // The leader's retention has deleted past our log end: what we lack
                         // is gone, so start again, empty, where the leader's log starts.
                         FetchResult::OutOfRange { log_start, .. } => {
@@ -909,7 +999,7 @@ async fn isr_loop(broker: Rc<Broker>) {
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = sim_instant();
-        let changes: Vec<(TopicPartition, u32, Vec<u32>)> = {
+        let changes: Vec<(TopicPartition, u32, u32, Vec<u32>)> = {
             let live = broker.live.borrow();
             let disk = broker.setup.disk.borrow();
             let mut out = Vec::new();
@@ -939,19 +1029,52 @@ async fn isr_loop(broker: Rc<Broker>) {
                     .copied()
                     .collect();
                 if new != m.isr {
-                    out.push((*tp, m.leader_epoch, new));
+                    out.push((*tp, m.leader_epoch, m.partition_epoch, new));
                 }
             }
             out
         };
-        for (tp, leader_epoch, isr) in changes {
+        for (tp, leader_epoch, partition_epoch, isr) in changes {
+            {
+                // An unanswered change from the same state may have been applied: keep
+                // counting the replicas it added.
+                let mut live = broker.live.borrow_mut();
+                let proposed = live
+                    .proposed_isr
+                    .entry(tp)
+                    .or_insert((partition_epoch, Vec::new()));
+                if proposed.0 != partition_epoch {
+                    *proposed = (partition_epoch, Vec::new());
+                }
+                for r in &isr {
+                    if !proposed.1.contains(r) {
+                        proposed.1.push(*r);
+                    }
+                }
+            }
             let req = Request::AlterIsr {
                 tp,
                 leader: broker.setup.id,
                 leader_epoch,
-                isr,
+                partition_epoch,
+                isr: isr.clone(),
             };
-            let _ = conn.call(req, Duration::from_secs(1)).await;
+            let answer = conn.call(req, Duration::from_secs(1)).await;
+            if let Ok(Response::AlterIsr(accepted)) = answer {
+                let mut live = broker.live.borrow_mut();
+                live.proposed_isr.remove(&tp);
+                // Accepted: the controller's answer is the new state (as Kafka's
+                // AlterPartition answer is), not the next metadata the heartbeat brings.
+                if let (Some(new_epoch), Some(m)) = (accepted, live.view.partitions.get_mut(&tp)) {
+                    if (m.leader_epoch, m.partition_epoch) == (leader_epoch, partition_epoch) {
+                        m.isr = isr;
+                        m.partition_epoch = new_epoch;
+                    }
+                }
+            }
+            // A smaller ISR may let the high watermark move on.
+            advance_hw(&broker, &tp);
+            broker.changed.notify_waiters();
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct PartitionMeta {
     pub leader_epoch: u32,
     /// In-sync replicas (the leader included).
     pub isr: Vec<u32>,
+    /// Bumped at every change of leader or ISR: an ISR change a leader proposes from an
+    /// older state is refused (Kafka's partition epoch).
+    pub partition_epoch: u32,
 }
 
 /// The whole cluster's metadata, versioned.
@@ -56,6 +59,7 @@ impl ClusterMeta {
                         leader_epoch: 0,
                         isr: replicas.clone(),
                         replicas,
+                        partition_epoch: 0,
                     },
                 );
             }
@@ -76,6 +80,7 @@ impl ClusterMeta {
                 leader_epoch: 0,
                 isr: replicas.clone(),
                 replicas,
+                partition_epoch: 0,
             },
         );
         self.version += 1;

@@ -84,20 +84,28 @@ async fn serve(state: Rc<State>, mut stream: TcpStream) {
                 tp,
                 leader,
                 leader_epoch,
+                partition_epoch,
                 isr,
             } => {
                 let mut meta = state.setup.meta.borrow_mut();
-                let ok = match meta.partitions.get_mut(&tp) {
-                    Some(m) if m.leader == Some(leader) && m.leader_epoch == leader_epoch => {
+                // A change worked out from an older state (the controller has since dropped a
+                // dead broker from the ISR, say) is refused, not applied over it.
+                let accepted = match meta.partitions.get_mut(&tp) {
+                    Some(m)
+                        if m.leader == Some(leader)
+                            && m.leader_epoch == leader_epoch
+                            && m.partition_epoch == partition_epoch =>
+                    {
                         m.isr = isr;
-                        true
+                        m.partition_epoch += 1;
+                        Some(m.partition_epoch)
                     }
-                    _ => false,
+                    _ => None,
                 };
-                if ok {
+                if accepted.is_some() {
                     meta.version += 1;
                 }
-                Response::AlterIsr(ok)
+                Response::AlterIsr(accepted)
             }
             _ => return,
         };
@@ -143,6 +151,7 @@ fn broker_down(state: &State, dead: u32) {
         if !m.replicas.contains(&dead) {
             continue;
         }
+        let before = (m.leader, m.isr.clone());
         if m.isr.len() > 1 {
             m.isr.retain(|r| *r != dead);
         }
@@ -170,6 +179,9 @@ fn broker_down(state: &State, dead: u32) {
             m.leader = chosen;
             m.leader_epoch += 1;
         }
+        if (m.leader, &m.isr) != (before.0, &before.1) {
+            m.partition_epoch += 1;
+        }
     }
     meta.version += 1;
 }
@@ -184,10 +196,12 @@ fn broker_up(state: &State, back: u32) {
         if m.isr.contains(&back) {
             m.leader = Some(back);
             m.leader_epoch += 1;
+            m.partition_epoch += 1;
         } else if unclean {
             m.leader = Some(back);
             m.isr = vec![back];
             m.leader_epoch += 1;
+            m.partition_epoch += 1;
         }
     }
     meta.version += 1;

@@ -228,6 +228,21 @@ impl PartitionLog {
         }
     }
 
+    /// The largest epoch this log holds at or below `epoch`, and where it ends (the start of
+    /// the next epoch, or the log end): Kafka's OffsetsForLeaderEpoch answer. `None` when every
+    /// epoch here is newer.
+    pub fn epoch_end(&self, epoch: u32) -> Option<(u32, u64)> {
+        let i = self.epochs.iter().rposition(|(e, _)| *e <= epoch)?;
+        let end = self.epochs.get(i + 1).map_or(self.leo(), |next| next.1);
+        Some((self.epochs[i].0, end))
+    }
+
+    /// Forgets the epochs that begin at or past `offset` (what a follower truncating there
+    /// does, an epoch begun at the log end with no records included).
+    pub fn forget_epochs_from(&mut self, offset: u64) {
+        self.epochs.retain(|(_, start)| *start < offset);
+    }
+
     /// The end offset of the largest epoch at or below `epoch`: where a follower whose log
     /// ends in `epoch` must truncate to. Returns the log end when `epoch` is the newest.
     pub fn end_offset_for_epoch(&self, epoch: u32) -> u64 {
@@ -259,11 +274,11 @@ impl PartitionLog {
                 Some(p) if p.epoch == b.epoch => p.last_seq.map_or(0, |s| s + 1),
                 // A new epoch numbers from zero again.
                 Some(_) => 0,
-                // Retention may have deleted every record of a producer the log no longer
-                // knows (a truncation rebuilds what it knows from the records left): take its
-                // sequence as it comes, as Kafka does since KIP-360.
-                None if self.log_start > 0 => b.base_seq,
-                None => 0,
+                // A producer the log does not know: retention deleted its records, or a
+                // truncation (which rebuilds what the log knows from the records left) cut them
+                // all away. Its sequence is taken as it comes, as Kafka does since KIP-360: what
+                // the truncation cut is then gone without an error to the producer.
+                None => b.base_seq,
             };
             if b.base_seq > next {
                 return LeaderAppend::OutOfOrder;
@@ -764,15 +779,20 @@ mod tests {
     }
 
     #[test]
-    fn past_retention_an_unknown_producer_and_an_open_transaction_are_taken_as_they_are() {
+    fn an_unknown_producer_and_an_open_transaction_past_retention_are_taken_as_they_are() {
         let mut log = PartitionLog::default();
         log.append_leader(0, 0, &recs(2), txn(9, 0, 0)); // 0, 1: open, first records
         log.append_leader(0, 0, &recs(2), idem(7, 0)); // 2, 3
-                                                       // Without retention, a producer the log does not know must start at 0.
+                                                       // A producer the log does not know (a truncation cut all its records) is taken at the
+                                                       // sequence it carries, retention or not (KIP-360).
         let mut fresh = log.clone();
         assert_eq!(
             fresh.append_leader(0, 0, &recs(1), idem(5, 3)),
-            LeaderAppend::OutOfOrder
+            LeaderAppend::Appended {
+                base_offset: 4,
+                count: 1,
+                skipped: 0
+            }
         );
         log.append_leader(1000, 0, &recs(2), None); // 4, 5
         assert_eq!(log.delete_expired(500, 6), Some((0, 4)));
@@ -983,6 +1003,27 @@ mod tests {
         assert_eq!(leader.end_offset_for_epoch(0), 5);
         assert_eq!(leader.end_offset_for_epoch(1), 5);
         assert_eq!(leader.end_offset_for_epoch(2), 8);
+        // What a follower learns besides: the epoch the leader holds that ends there. One whose
+        // log ends in epoch 1 holds records the leader lacks, even below offset 5.
+        assert_eq!(leader.epoch_end(0), Some((0, 5)));
+        assert_eq!(leader.epoch_end(1), Some((0, 5)));
+        assert_eq!(leader.epoch_end(2), Some((2, 8)));
+        let mut f1 = PartitionLog::default();
+        f1.append_leader(0, 0, &recs(3), None);
+        f1.append_leader(0, 1, &recs(1), None);
+        f1.begin_epoch(3);
+        // It cuts back to where its own epoch-0 records end (3), not to the leader's 5, and
+        // forgets the epochs from there, the empty one it began at its log end included.
+        let to = 5.min(f1.end_offset_for_epoch(0));
+        assert_eq!(to, 3);
+        f1.truncate_to(to);
+        f1.forget_epochs_from(to);
+        assert_eq!((f1.leo(), f1.last_epoch()), (3, Some(0)));
+        assert_eq!(
+            PartitionLog::default().epoch_end(0),
+            None,
+            "no epoch at all"
+        );
         // The epoch a reader sends with its next fetch: that of the record before it.
         assert_eq!(leader.epoch_at(4), Some(0));
         assert_eq!(leader.epoch_at(5), Some(2));

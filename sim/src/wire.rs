@@ -92,6 +92,8 @@ pub enum Request {
         leader: u32,
         /// Its leader epoch.
         leader_epoch: u32,
+        /// The partition epoch of the state the change was worked out from.
+        partition_epoch: u32,
         /// The ISR it wants.
         isr: Vec<u32>,
     },
@@ -370,8 +372,8 @@ pub enum Response {
     Fetch(Vec<(TopicPartition, FetchResult)>),
     /// The controller's answer to a heartbeat: newer metadata, if any.
     Heartbeat(Option<Box<ClusterMeta>>),
-    /// Whether an ISR change was accepted.
-    AlterIsr(bool),
+    /// The partition's new partition epoch if the ISR change was accepted.
+    AlterIsr(Option<u32>),
     /// Per partition, in request order: whether the marker is written and replicated.
     WriteTxnMarkers(Vec<bool>),
     /// The producer id and its new epoch.
