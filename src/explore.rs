@@ -55,8 +55,9 @@ impl SeedRun {
         self.expected
     }
 
-    /// Whether the run passed (with [`ExploreOptions::ignore_slo`], passed but for an SLO)
-    /// where the scenario's `[expect]` declares a defect: the canary did not show it.
+    /// Whether the run did not end as expected, and passed (with
+    /// [`ExploreOptions::ignore_slo`], passed but for an SLO) where the scenario's `[expect]`
+    /// declares a defect: the canary did not show it.
     pub fn missed(&self) -> bool {
         self.missed
     }
@@ -89,6 +90,16 @@ fn expects_pass(expect: Option<&Expect>) -> bool {
 /// would win over it) and drained (exit 3 also wins over exit 4).
 fn passed_but_for_slo(report: &Report) -> bool {
     report.exit_code == EXIT_SLO_BREACHED && report.drained
+}
+
+/// Whether the run ended as expected, and if not, whether it missed the defect `expect`
+/// declares.
+fn judge(report: &Report, expect: Option<&Expect>, ignore_slo: bool) -> (bool, bool) {
+    let expected = ended_as_expected(report, expect, ignore_slo);
+    (
+        expected,
+        !expected && missed_defect(report, expect, ignore_slo),
+    )
 }
 
 /// Whether the run passed (or, with `ignore_slo`, passed but for an SLO) where `expect`
@@ -159,12 +170,15 @@ pub fn explore(
                 let Some(&seed) = seeds.get(i) else { break };
                 let faults = faults_for(scenario, seed, opts.swarm);
                 let expect = scenario.expect.as_ref();
-                let run = run_with(scenario, seed, &faults).map(|report| SeedRun {
-                    seed,
-                    expected: ended_as_expected(&report, expect, opts.ignore_slo),
-                    missed: missed_defect(&report, expect, opts.ignore_slo),
-                    faults,
-                    report,
+                let run = run_with(scenario, seed, &faults).map(|report| {
+                    let (expected, missed) = judge(&report, expect, opts.ignore_slo);
+                    SeedRun {
+                        seed,
+                        expected,
+                        missed,
+                        faults,
+                        report,
+                    }
                 });
                 if let Ok(r) = &run {
                     progress(r);
@@ -290,6 +304,19 @@ mod tests {
         let mut duplicated = passed;
         duplicated.exit_code = 1;
         assert!(!missed_defect(&duplicated, Some(&lost), false));
+        // A scenario that expects exit 3 (an SLO breach) and got it ended as expected, even
+        // judged with SLOs ignored: it is no miss.
+        let mut breach = small_report();
+        breach.exit_code = EXIT_SLO_BREACHED;
+        let slow = Expect {
+            exit_code: Some(EXIT_SLO_BREACHED),
+            anomalies: Vec::new(),
+        };
+        breach.expectation_met = Some(true);
+        assert_eq!(judge(&breach, Some(&slow), true), (true, false));
+        breach.exit_code = 0;
+        breach.expectation_met = Some(false);
+        assert_eq!(judge(&breach, Some(&slow), false), (false, true));
     }
 
     /// Shrinking keeps to the failure it started from: another anomaly under the same exit

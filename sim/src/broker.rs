@@ -678,8 +678,9 @@ fn fetch_one(
         }
         // A follower whose newest epoch this log does not hold has records of it that this
         // log lacks, below our end too (KIP-279): it truncates to where its own records of
-        // the largest epoch we share end, no further than ours.
-        if replica.is_some() && held.is_none_or(|(e, _)| e != epoch) {
+        // the largest epoch we share end, no further than ours. (One that shares no epoch
+        // with us is behind our log start, and starts again there below.)
+        if replica.is_some() && held.is_some_and(|(e, _)| e != epoch) {
             return FetchResult::Diverging {
                 truncate_to: agreed,
                 epoch: held.map(|(e, _)| e),
@@ -1060,12 +1061,15 @@ async fn isr_loop(broker: Rc<Broker>) {
                 isr: isr.clone(),
             };
             let answer = conn.call(req, Duration::from_secs(1)).await;
-            if let Ok(Response::AlterIsr(accepted)) = answer {
+            // Accepted: the controller's answer is the new state (as Kafka's AlterPartition
+            // answer is), not the next metadata the heartbeat brings. Refused or unanswered,
+            // the proposal still counts until newer metadata moves the partition epoch on: an
+            // earlier try from the same state may have been accepted after its answer was
+            // lost.
+            if let Ok(Response::AlterIsr(Some(new_epoch))) = answer {
                 let mut live = broker.live.borrow_mut();
                 live.proposed_isr.remove(&tp);
-                // Accepted: the controller's answer is the new state (as Kafka's
-                // AlterPartition answer is), not the next metadata the heartbeat brings.
-                if let (Some(new_epoch), Some(m)) = (accepted, live.view.partitions.get_mut(&tp)) {
+                if let Some(m) = live.view.partitions.get_mut(&tp) {
                     if (m.leader_epoch, m.partition_epoch) == (leader_epoch, partition_epoch) {
                         m.isr = isr;
                         m.partition_epoch = new_epoch;

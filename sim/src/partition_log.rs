@@ -274,11 +274,14 @@ impl PartitionLog {
                 Some(p) if p.epoch == b.epoch => p.last_seq.map_or(0, |s| s + 1),
                 // A new epoch numbers from zero again.
                 Some(_) => 0,
-                // A producer the log does not know: retention deleted its records, or a
-                // truncation (which rebuilds what the log knows from the records left) cut them
-                // all away. Its sequence is taken as it comes, as Kafka does since KIP-360: what
-                // the truncation cut is then gone without an error to the producer.
-                None => b.base_seq,
+                // Retention may have deleted every record of a producer the log no longer
+                // knows (a truncation rebuilds what it knows from the records left): take its
+                // sequence as it comes, as Kafka does since KIP-360. A producer the log never
+                // knew must start at 0 here: taken at any sequence, a new producer's batch
+                // after a refused first one would open a gap that a retry of the first then
+                // falls into as a duplicate, and is dropped unwritten.
+                None if self.log_start > 0 => b.base_seq,
+                None => 0,
             };
             if b.base_seq > next {
                 return LeaderAppend::OutOfOrder;
@@ -779,20 +782,16 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_producer_and_an_open_transaction_past_retention_are_taken_as_they_are() {
+    fn past_retention_an_unknown_producer_and_an_open_transaction_are_taken_as_they_are() {
         let mut log = PartitionLog::default();
         log.append_leader(0, 0, &recs(2), txn(9, 0, 0)); // 0, 1: open, first records
         log.append_leader(0, 0, &recs(2), idem(7, 0)); // 2, 3
-                                                       // A producer the log does not know (a truncation cut all its records) is taken at the
-                                                       // sequence it carries, retention or not (KIP-360).
+
+        // Without retention, a producer the log does not know must start at 0.
         let mut fresh = log.clone();
         assert_eq!(
             fresh.append_leader(0, 0, &recs(1), idem(5, 3)),
-            LeaderAppend::Appended {
-                base_offset: 4,
-                count: 1,
-                skipped: 0
-            }
+            LeaderAppend::OutOfOrder
         );
         log.append_leader(1000, 0, &recs(2), None); // 4, 5
         assert_eq!(log.delete_expired(500, 6), Some((0, 4)));
