@@ -1114,12 +1114,7 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
         // reset past deleted records moves them with no rows).
         if s.delivery == Delivery::AtMostOnce && offsets != saved_offsets {
             checkpoint_id += 1;
-            let cp = TaskCheckpoint {
-                id: checkpoint_id,
-                offsets: offsets.clone(),
-                ..Default::default()
-            };
-            store.save(env.host(), cp);
+            save_positions(store, env.host(), checkpoint_id, &offsets);
             saved_offsets.clone_from(&offsets);
         }
         work(env, s.per_record_us, n).await;
@@ -1138,12 +1133,7 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
                 last_checkpoint_ms = env.now_ms();
                 // The positions read so far, whether or not their rows are committed yet.
                 checkpoint_id = checkpoint_id.max(commit_id) + 1;
-                let cp = TaskCheckpoint {
-                    id: checkpoint_id,
-                    offsets: offsets.clone(),
-                    ..Default::default()
-                };
-                store.save(env.host(), cp);
+                save_positions(store, env.host(), checkpoint_id, &offsets);
                 record_checkpoint(env, checkpoint_id);
             }
             continue;
@@ -1157,12 +1147,7 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
             // records) are committed, or a restart would read from before them again.
             if s.delivery == Delivery::AtLeastOnce && offsets != saved_offsets {
                 checkpoint_id = checkpoint_id.max(commit_id) + 1;
-                let cp = TaskCheckpoint {
-                    id: checkpoint_id,
-                    offsets: offsets.clone(),
-                    ..Default::default()
-                };
-                store.save(env.host(), cp);
+                save_positions(store, env.host(), checkpoint_id, &offsets);
                 saved_offsets.clone_from(&offsets);
                 record_checkpoint(env, checkpoint_id);
             }
@@ -1176,16 +1161,27 @@ pub async fn run_lake_sink<L: Log, E: Env, C: CheckpointStore>(
         if s.delivery == Delivery::AtLeastOnce {
             // The offset commit is its own round trip after the rows are visible.
             pause_ms(slowed_us(commit_cost_ms, env.slowdown()).max(1)).await;
-            let cp = TaskCheckpoint {
-                id: checkpoint_id,
-                offsets: offsets.clone(),
-                ..Default::default()
-            };
-            store.save(env.host(), cp);
+            save_positions(store, env.host(), checkpoint_id, &offsets);
             saved_offsets.clone_from(&offsets);
         }
         record_checkpoint(env, checkpoint_id);
     }
+}
+
+/// Saves a lake sink's read positions as its checkpoint `id` (positions only: no staged rows
+/// or producer state).
+fn save_positions<C: CheckpointStore>(
+    store: &C,
+    host: &str,
+    id: u64,
+    offsets: &BTreeMap<TopicPartition, u64>,
+) {
+    let cp = TaskCheckpoint {
+        id,
+        offsets: offsets.clone(),
+        ..Default::default()
+    };
+    store.save(host, cp);
 }
 
 /// How a plain consumer takes part in its consumer group.

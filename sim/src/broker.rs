@@ -143,21 +143,18 @@ impl Live {
             .map(|m| m.leader_epoch)
     }
 
-    /// The replicas the high watermark waits for: the ISR, and while a change of it is on its
-    /// way to the controller, the replicas it adds too (Kafka's maximal ISR, KIP-497). A
-    /// replica the controller may already count as in sync is one a new leader may be chosen
-    /// from, so nothing is acknowledged that it lacks.
-    fn maximal_isr(&self, tp: &TopicPartition) -> Vec<u32> {
+    /// Whether the high watermark waits for `replica`: it is in the ISR, or a change of the ISR
+    /// on its way to the controller adds it (Kafka's maximal ISR, KIP-497). A replica the
+    /// controller may already count as in sync is one a new leader may be chosen from, so
+    /// nothing is acknowledged that it lacks.
+    fn in_maximal_isr(&self, tp: &TopicPartition, replica: u32) -> bool {
         let Some(m) = self.view.get(tp) else {
-            return Vec::new();
+            return false;
         };
-        let mut isr = m.isr.clone();
-        if let Some((epoch, proposed)) = self.proposed_isr.get(tp) {
-            if *epoch == m.partition_epoch {
-                isr.extend(proposed.iter().filter(|r| !m.isr.contains(r)));
-            }
-        }
-        isr
+        m.isr.contains(&replica)
+            || self.proposed_isr.get(tp).is_some_and(|(epoch, proposed)| {
+                *epoch == m.partition_epoch && proposed.contains(&replica)
+            })
     }
 
     /// Whether `tp`'s ISR, as this broker knows it, has at least `min` replicas.
@@ -539,7 +536,11 @@ fn advance_hw(broker: &Broker, tp: &TopicPartition) {
         .get(tp)
         .map_or(0, PartitionLog::leo);
     let mut hw = leo;
-    for r in live.maximal_isr(tp).iter().filter(|r| **r != live.id) {
+    let waited_for = meta
+        .replicas
+        .iter()
+        .filter(|&&r| r != live.id && live.in_maximal_isr(tp, r));
+    for r in waited_for {
         let f = live
             .followers
             .get(tp)
