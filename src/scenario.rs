@@ -433,6 +433,14 @@ impl Scenario {
                 "an idempotent producer needs acks = \"all\" (Kafka refuses idempotence with \
                  acks 0 or 1); set acks = \"all\" or idempotence = false",
             ),
+            // Kafka's producer refuses idempotence with more than five requests in flight: the
+            // broker keeps the last five batches per producer to tell a retry from a gap.
+            (
+                !p.producer.idempotence || p.producer.max_in_flight <= 5,
+                "pipeline.producer.max_in_flight",
+                "an idempotent producer allows at most 5 requests in flight (Kafka refuses \
+                 more); lower it, or set idempotence = false",
+            ),
             (
                 p.lake.buckets >= 1 && p.lake.small_file_rows >= 1,
                 "pipeline.lake",

@@ -494,6 +494,11 @@ fn settings_that_cannot_take_effect_are_refused() {
             "[pipeline]\nfraud = { velocity_window = \"0s\" }\n",
             "pipeline.fraud.velocity_window",
         ),
+        // Kafka refuses an idempotent producer with more than five requests in flight.
+        (
+            "[pipeline]\nproducer = { max_in_flight = 6 }\n",
+            "pipeline.producer.max_in_flight",
+        ),
         // Auto-commit is a consumer group's; a sink outside one would ignore it.
         (
             "[pipeline]\ndelivery = \"at-least-once\"\n\
